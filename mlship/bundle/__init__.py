@@ -1,0 +1,1 @@
+"""Assembling, describing and checking bundles."""

@@ -1,0 +1,93 @@
+"""The bundle's manifest (mlship.json), its requirements.txt, and the digests that tie them together."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import importlib.metadata
+import json
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from ..errors import BundleError
+
+FORMAT = 1
+MANIFEST = "mlship.json"
+REQUIREMENTS = "requirements.txt"
+# The runtime's own dependencies; their versions are pinned to what is installed beside mlship.
+RUNTIME_REQUIREMENTS = ("starlette", "uvicorn")
+# Packages that a notebook imports for its own sake and serving never needs, even when an import mentions them.
+NEVER_SERVED = {"ipykernel", "ipython", "jupyter", "jupyter-client", "jupyter-core", "notebook", "jupyterlab",
+                "matplotlib-inline", "ipywidgets"}
+_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def canonical(name: str) -> str:
+    """PEP 503 normalized project name."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def runtime_pins() -> dict[str, str]:
+    return {name: importlib.metadata.version(name) for name in RUNTIME_REQUIREMENTS}
+
+
+def build_requirements(found: dict[str, str], overrides: Iterable[str] = ()) -> list[str]:
+    """`name==version` for what serving needs, then the runtime's pins, then --requirement overrides by name."""
+    pins: dict[str, str] = {}
+    for name, version in sorted(found.items(), key=lambda kv: canonical(kv[0])):
+        if canonical(name) not in NEVER_SERVED:
+            pins[canonical(name)] = f"{name}=={version}"
+    for name, version in runtime_pins().items():
+        pins.setdefault(canonical(name), f"{name}=={version}")
+    for spec in overrides:
+        m = _NAME.match(spec)
+        if not m:
+            raise BundleError(f"--requirement {spec!r} is not a requirement", hint="use pip syntax, e.g. pandas==2.2.3")
+        pins[canonical(m.group(1).split("[")[0])] = spec.strip()
+    return sorted(pins.values(), key=lambda line: canonical(_NAME.match(line).group(1)))  # type: ignore[union-attr]
+
+
+def created_at() -> str:
+    """SOURCE_DATE_EPOCH when set (reproducible builds), else now; the only field that differs between runs."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    when = (_dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc) if epoch and epoch.isdigit()
+            else _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0))
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def digest_artifacts(bundle: Path, paths: Iterable[str]) -> dict[str, str]:
+    return {p: sha256_file(bundle / p) for p in sorted(paths)}
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def read_manifest(bundle: Path) -> dict[str, Any]:
+    path = Path(bundle) / MANIFEST
+    if not path.is_file():
+        raise BundleError(
+            f"{bundle} is not an mlship bundle: {MANIFEST} is missing",
+            hint="pass the directory `mlship package` wrote (e.g. dist/iris)",
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path} is damaged: {exc}", hint="package the notebook again") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise BundleError(
+            f"{path} has bundle format {data.get('format') if isinstance(data, dict) else '?'}, expected {FORMAT}",
+            hint="package the notebook again with this version of mlship",
+        )
+    return data

@@ -1,0 +1,272 @@
+"""The command line: each command parses its options, calls one core function, and prints the result."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from . import __version__
+from .console import console, display_error, display_success, display_warning, err_console, is_interactive
+from .errors import MlshipError
+
+app = typer.Typer(
+    name="mlship",
+    help="Turn a Jupyter notebook into a verified, deployable model service.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _boundary(fn: F) -> F:
+    """The one place user-facing errors become `error:`/`hint:` lines and an exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MlshipError as exc:
+            display_error(exc.message, exc.hint)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            display_error("interrupted; nothing was written")
+            raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception:
+            from rich.traceback import Traceback
+
+            err_console.print(Traceback(show_locals=os.environ.get("MLSHIP_DEBUG") == "1"))
+            display_error("mlship failed unexpectedly (the traceback above is a bug in mlship)",
+                          "please report it with the notebook if you can; MLSHIP_DEBUG=1 shows local variables")
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"mlship {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+) -> None:
+    import logging
+
+    level = logging.DEBUG if os.environ.get("MLSHIP_DEBUG") == "1" else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+# -- package / inspect -----------------------------------------------------------------------------------------
+
+NotebookArg = Annotated[Path, typer.Argument(help="The notebook (.ipynb) to package.", show_default=False)]
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", help="Serve NAME.predict(X); NAME may be an expression like grid.best_estimator_.")]
+PredictOpt = Annotated[str | None, typer.Option(
+    "--predict", help='Serve this Python expression over the input, bound to X, e.g. "model.predict(X)".')]
+PreprocessOpt = Annotated[str | None, typer.Option(
+    "--preprocess", help="A notebook function applied to the input before the model.")]
+SampleOpt = Annotated[str | None, typer.Option(
+    "--sample", help="Expression whose value is the sample input (first rows become golden cases).")]
+KernelOpt = Annotated[str | None, typer.Option(
+    "--kernel", help="Installed Jupyter kernel to run the notebook in (default: mlship's own Python). "
+    "[env var: MLSHIP_KERNEL]", envvar="MLSHIP_KERNEL")]
+TimeoutOpt = Annotated[int | None, typer.Option(
+    "--timeout", min=1, help="Seconds each cell may run (default 600). [env var: MLSHIP_TIMEOUT]",
+    envvar="MLSHIP_TIMEOUT")]
+
+
+@app.command()
+@_boundary
+def package(
+    notebook: NotebookArg,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Bundle directory (default dist/NAME).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the output directory if it exists.")] = False,
+    name: Annotated[str | None, typer.Option("--name", help="Bundle name (default: the notebook's stem).")] = None,
+    version: Annotated[str | None, typer.Option("--version", help="Bundle version (default 0.1.0).")] = None,
+    model: ModelOpt = None,
+    predict: PredictOpt = None,
+    preprocess: PreprocessOpt = None,
+    sample: SampleOpt = None,
+    sample_rows: Annotated[int | None, typer.Option("--sample-rows", min=1, max=1000,
+                                                    help="Rows of the sample kept as golden cases (default 5).")] = None,
+    requirement: Annotated[list[str] | None, typer.Option(
+        "--requirement", "-r", help="Add or override a pinned requirement (repeatable), e.g. -r pandas==2.2.3.")] = None,
+    kernel: KernelOpt = None,
+    timeout: TimeoutOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be served and why; write nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (for CI) instead of tables.")] = False,
+) -> None:
+    """Execute NOTEBOOK and write a verified bundle: model, served code, pinned requirements, golden cases."""
+    from .bundle.builder import BundleBuilder, PackageOptions
+    from .notebook.extract import Choices
+
+    options = PackageOptions(
+        output=output, force=force, name=name, version=version, kernel=kernel, timeout=timeout,
+        sample_rows=sample_rows, requirements=list(requirement or []), dry_run=dry_run,
+        choices=Choices(model=model, predict=predict, preprocess=preprocess, sample=sample),
+    )
+    builder = BundleBuilder.from_notebook(notebook, options)
+    with _progress(builder.notebook.path.name, quiet=as_json) as (on_cell, on_step):
+        result = builder.build(on_progress=on_cell, on_step=on_step)
+    from .report import package_json, print_package_result
+
+    if as_json:
+        console.print(json.dumps(package_json(result), indent=2), soft_wrap=True)
+    else:
+        print_package_result(result)
+
+
+@app.command()
+@_boundary
+def inspect(
+    notebook: NotebookArg,
+    model: ModelOpt = None,
+    predict: PredictOpt = None,
+    preprocess: PreprocessOpt = None,
+    sample: SampleOpt = None,
+    kernel: KernelOpt = None,
+    timeout: TimeoutOpt = None,
+) -> None:
+    """Show what `mlship package` would serve from NOTEBOOK and why (same as package --dry-run)."""
+    from .bundle.builder import BundleBuilder, PackageOptions
+    from .notebook.extract import Choices
+    from .report import print_package_result
+
+    options = PackageOptions(kernel=kernel, timeout=timeout, dry_run=True,
+                             choices=Choices(model=model, predict=predict, preprocess=preprocess, sample=sample))
+    builder = BundleBuilder.from_notebook(notebook, options)
+    with _progress(builder.notebook.path.name, quiet=False) as (on_cell, on_step):
+        result = builder.build(on_progress=on_cell, on_step=on_step)
+    print_package_result(result)
+
+
+# -- serve / verify --------------------------------------------------------------------------------------------
+
+BundleArg = Annotated[Path, typer.Argument(help="A bundle directory written by `mlship package`.", show_default=False)]
+
+
+@app.command()
+@_boundary
+def serve(
+    bundle: BundleArg,
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on. [env var: MLSHIP_HOST]",
+                                      envvar="MLSHIP_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port. [env var: MLSHIP_PORT]",
+                                      envvar="MLSHIP_PORT")] = 8080,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes. [env var: MLSHIP_WORKERS]",
+                                         envvar="MLSHIP_WORKERS")] = 1,
+) -> None:
+    """Serve BUNDLE over HTTP with the same runtime the container and the on-prem install use."""
+    from ._paths import BUNDLE_RUNTIME_NAME
+    from .bundle.manifest import read_manifest
+
+    path = bundle.resolve()
+    manifest = read_manifest(path)
+    console.print(f"serving {manifest['name']} {manifest['version']} on http://{host}:{port} "
+                  f"(POST /predict, GET /readyz, GET /metadata; Ctrl-C stops)")
+    cmd = [sys.executable, "-m", BUNDLE_RUNTIME_NAME, "serve", str(path), "--host", host, "--port", str(port),
+           "--workers", str(workers)]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.Popen(cmd, cwd=str(path), env=env)
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        code = proc.wait()
+    if code not in (0, -2, 130):
+        raise MlshipError(f"the server for {path.name} stopped with exit code {code}",
+                          hint="the lines above say why; `mlship verify BUNDLE` checks the bundle itself")
+
+
+@app.command()
+@_boundary
+def verify(
+    bundle: BundleArg,
+    url: Annotated[str | None, typer.Option("--url", help="Replay against a running server instead, e.g. "
+                                            "http://localhost:8080.")] = None,
+    python: Annotated[str | None, typer.Option("--python", help="Interpreter to load the bundle with "
+                                               "(default: mlship's own).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+) -> None:
+    """Replay the notebook's own predictions (golden cases) through BUNDLE and compare."""
+    from .bundle.verify import verify_bundle
+    from .report import print_cases
+
+    results = verify_bundle(bundle, python=python, url=url)
+    failed = [r for r in results if not r.ok]
+    if as_json:
+        console.print(json.dumps({"ok": not failed, "cases": [r.__dict__ for r in results]}), soft_wrap=True)
+    else:
+        print_cases(results)
+    if failed:
+        raise MlshipError(f"{len(failed)} of {len(results)} golden cases differ from the notebook",
+                          hint="the table above shows expected and actual values")
+    if not as_json:
+        display_success(f"{len(results)} golden cases match the notebook" + (f" at {url}" if url else ""))
+
+
+# -- progress --------------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _progress(label: str, quiet: bool) -> Iterator[tuple[Any, Any]]:
+    """A live `cell i/N` display on a terminal; plain lines in CI and pipes; nothing with --json."""
+    import time
+
+    start = time.perf_counter()
+    if quiet:
+        yield None, None
+        return
+    if not is_interactive():
+        def on_cell(i: int, n: int, cell: Any, event: str) -> None:
+            if event == "start":
+                skipped = " (skipped: # mlship: skip)" if cell.skipped else ""
+                err_console.print(f"[{time.perf_counter() - start:6.1f}s] cell {i}/{n} "
+                                  f"(#{cell.number}) {cell.first_line[:60]}{skipped}")
+
+        def on_step(msg: str) -> None:
+            err_console.print(f"[{time.perf_counter() - start:6.1f}s] {msg}")
+
+        yield on_cell, on_step
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as progress:
+        task = progress.add_task(f"running {label}", total=None)
+
+        def on_cell_live(i: int, n: int, cell: Any, event: str) -> None:
+            progress.update(task, total=n, completed=i - (event == "start"),
+                            description=f"cell {cell.number}: {cell.first_line[:40]}")
+
+        def on_step_live(msg: str) -> None:
+            progress.update(task, description=msg)
+
+        yield on_cell_live, on_step_live
+
+
+def main() -> None:
+    try:
+        app()
+    except MlshipError as exc:  # raised outside a command (should not happen, but never show a traceback)
+        display_error(exc.message, exc.hint)
+        sys.exit(exc.exit_code)
+
+
+__all__ = ["app", "main", "display_warning"]

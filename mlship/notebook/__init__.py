@@ -1,0 +1,1 @@
+"""Reading, executing and analysing notebooks."""

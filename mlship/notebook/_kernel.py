@@ -1,0 +1,439 @@
+"""Code that runs *inside* the notebook's kernel.
+
+mlship sends this file's source to the kernel and executes it in a private namespace, so it must import nothing
+from mlship and nothing third-party at module level: the kernel may run in another environment (`--kernel`).
+numpy, pandas and cloudpickle are used only when the notebook's objects need them. The serving runtime's
+`_codec.py` source is executed next to it (as `to_jsonable`), so the golden outputs are encoded by the very code
+that encodes the server's answers.
+
+Every public function takes and returns JSON-able values; the host calls them through `KernelSession.call`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import math
+import os
+import sys
+import types
+from typing import Any
+
+USER_NS: dict[str, Any] = {}
+to_jsonable: Any = None  # replaced by the runtime codec's to_jsonable when installed in the kernel
+
+PREDICT_METHODS = ("predict", "predict_proba", "predict_log_proba", "decision_function", "score_samples")
+_IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+
+
+def install(user_ns: dict[str, Any], codec: Any) -> None:
+    global USER_NS, to_jsonable
+    USER_NS = user_ns
+    to_jsonable = codec
+
+
+# -- looking at objects ----------------------------------------------------------------------------------------
+
+
+def _type_name(obj: Any) -> str:
+    t = type(obj)
+    mod = t.__module__
+    return t.__qualname__ if mod in ("builtins", "__main__") else f"{mod}.{t.__qualname__}"
+
+
+def _kind(obj: Any) -> str:
+    if isinstance(obj, types.ModuleType):
+        return "module"
+    if isinstance(obj, type):
+        return "class"
+    if isinstance(obj, (types.FunctionType, types.BuiltinFunctionType, types.MethodType)):
+        return "function"
+    return "instance"
+
+
+def _is_fitted(obj: Any) -> bool:
+    """Best effort: scikit-learn's own check where it applies, otherwise 'has a callable predict'."""
+    sklearn_base = sys.modules.get("sklearn.base")
+    if sklearn_base is not None and isinstance(obj, sklearn_base.BaseEstimator):
+        try:
+            from sklearn.utils.validation import check_is_fitted
+
+            check_is_fitted(obj)
+        except Exception:
+            return False
+    return True
+
+
+def servable_kind(value: Any) -> str | None:
+    """The schema kind mlship can serve this value as, or None."""
+    pd = sys.modules.get("pandas")
+    np = sys.modules.get("numpy")
+    if pd is not None and isinstance(value, pd.DataFrame):
+        return "dataframe"
+    if pd is not None and isinstance(value, pd.Series):
+        return "series"
+    if np is not None and isinstance(value, np.ndarray):
+        return "ndarray" if value.ndim >= 1 else None
+    if isinstance(value, (list, tuple)) and value:
+        if all(isinstance(v, dict) for v in value):
+            return "records"
+        if all(_is_scalar(v) for v in value):
+            return "list"
+        return None
+    if isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
+        lengths = {_length(v) for v in value.values()}
+        if None not in lengths and len(lengths) == 1:
+            return "columns"
+    return None
+
+
+def _is_scalar(v: Any) -> bool:
+    np = sys.modules.get("numpy")
+    return isinstance(v, (str, int, float, bool)) or v is None or (np is not None and isinstance(v, np.generic))
+
+
+def _length(v: Any) -> int | None:
+    if isinstance(v, (str, bytes, dict)):
+        return None
+    try:
+        return len(v)
+    except TypeError:
+        return None
+
+
+def _evaluate(expr: str) -> Any:
+    return eval(compile(expr, "<mlship>", "eval"), USER_NS)
+
+
+def describe(exprs: list[str]) -> list[dict[str, Any]]:
+    """For each expression: does it evaluate, to what type, and what prediction methods does it offer."""
+    out = []
+    for expr in exprs:
+        try:
+            value = _evaluate(expr)
+        except Exception as exc:  # noqa: BLE001 - reported to the host, which decides
+            out.append({"expr": expr, "ok": False, "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        kind = _kind(value)
+        methods = [m for m in PREDICT_METHODS if kind == "instance" and callable(getattr(value, m, None))]
+        info: dict[str, Any] = {
+            "expr": expr,
+            "ok": True,
+            "type": _type_name(value),
+            "kind": kind,
+            "methods": methods,
+            "fitted": bool(methods) and _is_fitted(value),
+            "servable": servable_kind(value),
+            "has_transform": kind == "instance" and callable(getattr(value, "transform", None)),
+            "module": getattr(value, "__module__", None) if kind in ("function", "class") else None,
+            "module_name": value.__name__ if kind == "module" else None,
+        }
+        out.append(info)
+    return out
+
+
+def first_parameter(expr: str, method: str) -> str | None:
+    """The name of the first parameter of `expr.method` (the one data is passed by), if it can be read."""
+    try:
+        fn = getattr(_evaluate(expr), method)
+        params = [p for p in inspect.signature(fn).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except Exception:  # noqa: BLE001
+        return None
+    return params[0].name if params else None
+
+
+def fitted_objects() -> list[dict[str, Any]]:
+    """Top-level names bound to fitted objects with a callable predict: the fallback when no call is found."""
+    found = []
+    for name, value in list(USER_NS.items()):
+        if name.startswith("_") or name in _IPYTHON_NAMES or _kind(value) != "instance":
+            continue
+        if callable(getattr(value, "predict", None)) and _is_fitted(value):
+            found.append({"name": name, "type": _type_name(value)})
+    return found
+
+
+# -- samples, schema and golden cases --------------------------------------------------------------------------
+
+
+def _head(value: Any, n: int) -> Any:
+    kind = servable_kind(value)
+    if kind in ("dataframe", "series"):
+        return value.iloc[:n]
+    if kind == "columns":
+        return {k: v[:n] for k, v in value.items()}
+    return value[:n]
+
+
+def _row(value: Any, i: int) -> Any:
+    """Row i of a sample, as a one-row sample of the same type."""
+    kind = servable_kind(value)
+    if kind in ("dataframe", "series"):
+        return value.iloc[i : i + 1]
+    if kind == "columns":
+        return {k: v[i : i + 1] for k, v in value.items()}
+    return value[i : i + 1]
+
+
+def _n_rows(value: Any) -> int:
+    kind = servable_kind(value)
+    if kind == "columns":
+        return len(next(iter(value.values())))
+    return len(value)
+
+
+def _scalar_type(values: list[Any], dtype: str = "object") -> str:
+    kinds = set()
+    for v in values:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue
+        np = sys.modules.get("numpy")
+        if np is not None and isinstance(v, np.generic):
+            v = v.item()
+        if isinstance(v, bool):
+            kinds.add("boolean")
+        elif isinstance(v, int):
+            kinds.add("integer")
+        elif isinstance(v, float):
+            kinds.add("number")
+        elif isinstance(v, str):
+            kinds.add("string")
+        elif hasattr(v, "isoformat"):
+            kinds.add("datetime")
+        else:
+            kinds.add("any")
+    if kinds == {"integer", "number"}:
+        return "number"
+    if len(kinds) == 1:
+        return kinds.pop()
+    return "any" if kinds else _type_from_dtype(dtype)
+
+
+def _type_from_dtype(dtype: Any) -> str:
+    kind = getattr(dtype, "kind", None)
+    return {"f": "number", "i": "integer", "u": "integer", "b": "boolean", "M": "datetime"}.get(kind or "", "any")
+
+
+def _column(name: Any, dtype: Any, values: list[Any]) -> dict[str, Any]:
+    t = _type_from_dtype(dtype)
+    if t == "any":
+        t = _scalar_type(values)
+    return {"name": str(name), "dtype": str(dtype), "type": t}
+
+
+def infer_schema(sample: Any) -> dict[str, Any]:
+    kind = servable_kind(sample)
+    if kind == "dataframe":
+        bad = [c for c in sample.columns if not isinstance(c, str)]
+        if bad:
+            raise TypeError(
+                f"the input DataFrame has non-string column names {bad[:5]!r}; JSON requests name columns by string"
+            )
+        cols = [_column(c, sample[c].dtype, sample[c].tolist()) for c in sample.columns]
+        return {"kind": "dataframe", "columns": cols}
+    if kind == "series":
+        col = _column(sample.name if sample.name is not None else "value", sample.dtype, sample.tolist())
+        return {"kind": "series", "name": None if sample.name is None else str(sample.name),
+                "dtype": col["dtype"], "type": col["type"]}
+    if kind == "ndarray":
+        t = _type_from_dtype(sample.dtype)
+        if t == "any":
+            t = _scalar_type(sample.ravel().tolist())
+        return {"kind": "ndarray", "dtype": str(sample.dtype), "type": t, "shape": [None, *sample.shape[1:]]}
+    if kind == "list":
+        return {"kind": "list", "type": _scalar_type(list(sample))}
+    if kind == "records":
+        names: list[str] = []
+        for rec in sample:
+            names += [k for k in rec if k not in names]
+        cols = [{"name": str(k), "dtype": "object", "type": _scalar_type([r.get(k) for r in sample])} for k in names]
+        return {"kind": "records", "columns": cols}
+    if kind == "columns":
+        cols = []
+        for k, v in sample.items():
+            dtype = getattr(v, "dtype", "object")
+            cols.append(_column(k, dtype, list(v)))
+        return {"kind": "columns", "columns": cols}
+    raise TypeError(f"cannot serve a {_type_name(sample)} as input")
+
+
+def _json_value(v: Any) -> Any:
+    if hasattr(v, "isoformat") and not isinstance(v, (int, float, str)):
+        return v.isoformat()
+    v = to_jsonable(v)
+    if isinstance(v, float) and math.isnan(v):
+        return None  # a missing value travels as JSON null
+    return v
+
+
+def instances(sample: Any, schema: dict[str, Any]) -> list[Any]:
+    """The sample as a JSON `instances` list, in the row form BUNDLE.md documents for its kind."""
+    kind = schema["kind"]
+    if kind == "dataframe":
+        return [{str(c): _json_value(v) for c, v in zip(sample.columns, row)}
+                for row in sample.itertuples(index=False, name=None)]
+    if kind == "series":
+        return [_json_value(v) for v in sample.tolist()]
+    if kind == "ndarray":
+        return to_jsonable(sample)
+    if kind == "list":
+        return [_json_value(v) for v in sample]
+    if kind == "records":
+        return [{str(k): _json_value(v) for k, v in rec.items()} for rec in sample]
+    if kind == "columns":
+        n = _n_rows(sample)
+        return [{str(k): _json_value(v[i]) for k, v in sample.items()} for i in range(n)]
+    raise TypeError(kind)
+
+
+def _call(expr: str, input_name: str, value: Any) -> Any:
+    ns = dict(USER_NS)
+    ns[input_name] = value
+    return eval(compile(expr, "<mlship served expression>", "eval"), ns)
+
+
+def _rows_of(output: Any) -> list[Any] | None:
+    out = to_jsonable(output)
+    return out if isinstance(out, list) else None
+
+
+def golden(sample_expr: str, n: int, methods: dict[str, str], input_name: str) -> dict[str, Any]:
+    """Evaluate the sample, infer its schema, and record the served path's outputs row by row."""
+    raw = _evaluate(sample_expr)
+    if servable_kind(raw) is None:
+        raise TypeError(
+            f"the input `{sample_expr}` is a {_type_name(raw)}; mlship serves DataFrames, Series, numpy arrays, "
+            "lists of values or records, and dicts of columns"
+        )
+    total = _n_rows(raw)
+    if total == 0:
+        raise ValueError(f"the input `{sample_expr}` has no rows, so there is no sample to record")
+    sample = _head(raw, n)
+    schema = infer_schema(sample)
+    rows = instances(sample, schema)
+    schema["example"] = rows[0]
+    cases = []
+    batch_safe = True
+    dropped: dict[str, str] = {}
+    for name, expr in methods.items():
+        try:
+            whole = _rows_of(_call(expr, input_name, sample))
+        except Exception as exc:  # noqa: BLE001
+            if name == "predict":
+                raise
+            # An extra method the object has but cannot use here (SVC without probability=True): not served.
+            dropped[name] = f"{type(exc).__name__}: {exc}"
+            continue
+        for i in range(len(rows)):
+            out = _rows_of(_call(expr, input_name, _row(sample, i)))
+            if out is None or len(out) != 1:
+                raise ValueError(
+                    f"`{expr}` on one input row returned {type(out).__name__} "
+                    f"of length {len(out) if out is not None else '?'}, not one result per row"
+                )
+            cases.append({"id": f"{name}-{i}", "method": name, "instances": [rows[i]], "expected": out})
+            if whole is None or len(whole) != len(rows) or not _same(whole[i], out[0]):
+                batch_safe = False
+    return {"schema": schema, "cases": cases, "batch_safe": batch_safe, "rows": len(rows), "total_rows": total,
+            "dropped": dropped}
+
+
+def _same(a: Any, b: Any, rtol: float = 1e-9, atol: float = 1e-12) -> bool:
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        if math.isnan(a) and math.isnan(b):
+            return True
+        return abs(a - b) <= atol + rtol * abs(b)
+    return bool(a == b)
+
+
+# -- serialization ---------------------------------------------------------------------------------------------
+
+
+def _stable_class_ids(cloudpickle: Any) -> None:
+    """Give the notebook's classes content-derived cloudpickle tracker ids instead of random uuids.
+
+    cloudpickle tags every class it pickles by value with a uuid4, so two packagings of the same notebook would
+    differ in bytes. A digest of the class's name and source is just as unique within one pickle."""
+    mod = cloudpickle.cloudpickle
+    registry = getattr(mod, "_DYNAMIC_CLASS_TRACKER_BY_CLASS", None)
+    by_id = getattr(mod, "_DYNAMIC_CLASS_TRACKER_BY_ID", None)
+    if registry is None or by_id is None:
+        return
+    for value in list(USER_NS.values()):
+        if isinstance(value, type) and value.__module__ == "__main__" and value not in registry:
+            try:
+                src = inspect.getsource(value)
+            except (OSError, TypeError):
+                src = value.__qualname__
+            tracker = hashlib.sha256(f"{value.__qualname__}\n{src}".encode()).hexdigest()[:32]
+            registry[value] = tracker
+            by_id[tracker] = value
+
+
+def _dumps(obj: Any) -> bytes:
+    import cloudpickle
+
+    return cloudpickle.dumps(obj, protocol=5)
+
+
+def _find_unpicklable(obj: Any, path: str, depth: int = 0) -> str:
+    """The deepest attribute or item path under `obj` that still fails to pickle."""
+    if depth > 6:
+        return path
+    children: list[tuple[str, Any]] = []
+    if isinstance(obj, dict):
+        children = [(f"{path}[{k!r}]", v) for k, v in obj.items()]
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        children = [(f"{path}[{i}]", v) for i, v in enumerate(obj)]
+    else:
+        state = getattr(obj, "__dict__", None)
+        if isinstance(state, dict):
+            children = [(f"{path}.{k}", v) for k, v in state.items()]
+    for child_path, child in children:
+        try:
+            _dumps(child)
+        except Exception:  # noqa: BLE001
+            return _find_unpicklable(child, child_path, depth + 1)
+    return path
+
+
+def serialize(names: list[str], path: str) -> dict[str, Any]:
+    """cloudpickle {name: value} for the captured names into `path`; explain the first value that fails."""
+    try:
+        import cloudpickle
+    except ImportError:
+        return {"ok": False, "error": "cloudpickle is not installed in the kernel's environment",
+                "name": None, "path": None}
+    _stable_class_ids(cloudpickle)
+    values = {name: USER_NS[name] for name in names}
+    for name in names:
+        try:
+            _dumps(values[name])
+        except Exception as exc:  # noqa: BLE001
+            where = _find_unpicklable(values[name], name)
+            culprit = _evaluate_path(values[name], name, where)
+            return {"ok": False, "name": name, "path": where, "type": _type_name(culprit),
+                    "error": f"{type(exc).__name__}: {exc}"}
+    data = _dumps(values)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+    return {"ok": True, "bytes": len(data)}
+
+
+def _evaluate_path(root: Any, name: str, path: str) -> Any:
+    try:
+        return eval(path, {name: root})
+    except Exception:  # noqa: BLE001
+        return root
+
+
+def runtime_info() -> dict[str, Any]:
+    import platform
+
+    return {"python": platform.python_version(), "implementation": platform.python_implementation(),
+            "executable": sys.executable}

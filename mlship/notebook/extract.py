@@ -1,0 +1,392 @@
+"""Decide what to serve: the inference call, its input and sample, the code and values it needs.
+
+Static analysis (analyze.py) proposes; the kernel's final state (through `Inspector`) confirms: a receiver must
+evaluate to an object with the method, a data argument to something servable, a name to a value that exists.
+Precedence of choices: flags > `# mlship:` directives > `[tool.mlship]` config > auto.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..errors import ExtractionError
+from .analyze import (
+    BUILTIN_NAMES,
+    PREDICT_METHODS,
+    Candidate,
+    CodeIndex,
+    Definition,
+    find_candidates,
+    free_names,
+)
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "X"
+EXTRA_METHODS = ("predict_proba", "predict_log_proba", "decision_function")
+# Row-preserving operations on the input itself: `df["text"].map(clean)` serves `df["text"]` and keeps `.map(clean)`.
+_DATA_METHODS = {"map", "apply", "astype", "fillna", "to_numpy", "to_dict", "tolist", "to_list", "copy", "to_records"}
+_DATA_ATTRIBUTES = {"values"}
+
+
+class Inspector(Protocol):
+    """What extraction asks the kernel (see _kernel.py for the contract of each call)."""
+
+    def describe(self, exprs: list[str]) -> list[dict[str, Any]]: ...
+
+    def first_parameter(self, expr: str, method: str) -> str | None: ...
+
+    def fitted_objects(self) -> list[dict[str, Any]]: ...
+
+
+@dataclass
+class Choices:
+    """What the user forced, from flags, directives or config; `origin` says where each came from."""
+
+    model: str | None = None
+    predict: str | None = None
+    preprocess: str | None = None
+    sample: str | None = None
+    origin: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ServePlan:
+    methods: dict[str, str]  # endpoint name -> Python expression over INPUT_NAME
+    sample_expr: str | None
+    input_name: str
+    origin: str  # auto | flag | directive | config
+    reason: str
+    cell: int | None = None
+    model_expr: str | None = None
+    model_type: str | None = None
+
+
+@dataclass
+class CodePlan:
+    """What the generated predictor module holds."""
+
+    imports: list[Definition]
+    definitions: list[Definition]  # notebook functions and classes, in notebook order
+    by_value: list[str]  # names captured from the kernel
+    types: dict[str, str]  # name -> type, for comments in the generated code
+
+
+# -- the inference call ----------------------------------------------------------------------------------------
+
+
+def choose(index: CodeIndex, choices: Choices, kernel: Inspector) -> ServePlan:
+    candidates = [c for c in find_candidates(index) if _confirm(c, kernel)]
+    auto = _auto_candidate(candidates)
+    if choices.predict:
+        plan = _plan_from_expression(choices.predict, choices, auto, kernel)
+    elif choices.model:
+        plan = _plan_from_model(choices.model, choices, candidates, auto, kernel)
+    elif auto is not None:
+        plan = _plan_from_candidate(auto, kernel, origin="auto",
+                                    reason=f"last prediction call in the notebook (cell {auto.cell.number})")
+    else:
+        plan = _plan_from_fallback(choices, kernel)
+    if choices.preprocess:
+        name = choices.preprocess
+        _check_exists(name, kernel, what="--preprocess function")
+        plan.methods = {m: _wrap_input(e, plan.input_name, name) for m, e in plan.methods.items()}
+        plan.reason += f"; input preprocessed by {name}() ({choices.origin.get('preprocess', 'flag')})"
+    if choices.sample:
+        plan.sample_expr = choices.sample
+    if plan.sample_expr is None:
+        raise ExtractionError(
+            f"no sample input for {plan.methods['predict']}: the notebook never calls it on data mlship can see",
+            hint='pass --sample "EXPR" (e.g. --sample "X_test"), or add `# mlship: sample EXPR` to a cell',
+        )
+    return plan
+
+
+def _confirm(c: Candidate, kernel: Inspector) -> bool:
+    if c.kind == "function":
+        return True
+    [info] = kernel.describe([c.receiver])
+    return bool(info["ok"] and info["kind"] == "instance" and c.method in info["methods"])
+
+
+def _auto_candidate(candidates: list[Candidate]) -> Candidate | None:
+    if not candidates:
+        return None
+    last_order = candidates[-1].order
+    last = [c for c in candidates if c.order == last_order]
+    receivers = {(c.kind, c.receiver) for c in last}
+    if len(receivers) > 1:
+        listed = "; ".join(f"{c.source} (cell {c.cell.number})" for c in last)
+        raise ExtractionError(
+            f"the last prediction statement calls several models: {listed}",
+            hint="choose one with --model NAME or --predict \"EXPR\" (or `# mlship: model NAME` in a cell)",
+        )
+    # Same model, several methods (`clf.predict(X)` and `clf.predict_proba(X)`): predict wins, then the order above.
+    return min(last, key=lambda c: PREDICT_METHODS.index(c.method) if c.method in PREDICT_METHODS else 99)
+
+
+def _data_argument(c: Candidate, kernel: Inspector) -> ast.expr:
+    call = c.call
+    if call.args:
+        return call.args[0]
+    param = kernel.first_parameter(c.receiver, c.method) if c.kind == "method" else None
+    by_name = {k.arg: k.value for k in call.keywords if k.arg}
+    if param and param in by_name:
+        return by_name[param]
+    for key in ("X", "x", "exog", "data", "df", "features", "inputs", "input"):
+        if key in by_name:
+            return by_name[key]
+    if len(by_name) == 1:
+        return next(iter(by_name.values()))
+    raise ExtractionError(
+        f"cannot tell which argument of {c.source} (cell {c.cell.number}) is the input data",
+        hint='say it with --predict "EXPR" using X for the input, e.g. --predict "model.predict(data=X)"',
+    )
+
+
+def _input_chain(data: ast.expr, index: CodeIndex, kernel: Inspector) -> list[ast.expr]:
+    """The data argument and the values it is computed from, outermost first, through preprocessing wrappers."""
+    chain = [data]
+    node: ast.expr = data
+    for _ in range(12):
+        nxt: ast.expr | None = None
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _DATA_METHODS:
+            nxt = node.func.value
+        elif isinstance(node, ast.Attribute) and node.attr in _DATA_ATTRIBUTES:
+            nxt = node.value
+        elif isinstance(node, ast.Call) and node.args:
+            nxt = node.args[0]  # notebook function, fitted transformer, or library call: decided below
+        elif isinstance(node, ast.ListComp | ast.GeneratorExp) and len(node.generators) == 1:
+            nxt = node.generators[0].iter
+        if nxt is None:
+            break
+        chain.append(nxt)
+        node = nxt
+    return chain
+
+
+def _raw_input(data: ast.expr, index: CodeIndex, kernel: Inspector) -> tuple[ast.expr, dict[str, Any]]:
+    """The innermost servable value under the preprocessing: what clients send."""
+    chain = _input_chain(data, index, kernel)
+    infos = kernel.describe([ast.unparse(n) for n in chain])
+    best: tuple[ast.expr, dict[str, Any]] | None = None
+    for node, info in zip(chain, infos):
+        if info["ok"] and info["servable"]:
+            best = (node, info)
+        elif best is not None and not info["ok"]:
+            break
+    if best is None:
+        first = infos[0]
+        what = first.get("type") if first["ok"] else first.get("error")
+        raise ExtractionError(
+            f"the input `{ast.unparse(data)}` is a {what}, which mlship cannot take over HTTP",
+            hint="mlship serves DataFrames, Series, numpy arrays, lists and dicts of columns; point it at the raw "
+            'data with --predict "EXPR" over X plus --sample "EXPR"',
+        )
+    return best
+
+
+def _replace(tree: ast.expr, target: ast.expr, name: str) -> str:
+    target._mlship_input = True  # type: ignore[attr-defined]
+    try:
+        clone = copy.deepcopy(tree)
+    finally:
+        del target._mlship_input  # type: ignore[attr-defined]
+
+    class Swap(ast.NodeTransformer):
+        def visit(self, node: ast.AST) -> ast.AST:
+            if getattr(node, "_mlship_input", False):
+                return ast.copy_location(ast.Name(id=name, ctx=ast.Load()), node)
+            return super().visit(node)
+
+    return ast.unparse(Swap().visit(clone))
+
+
+def _outer(c: Candidate) -> ast.expr:
+    """The call, with subscripts applied to its result (`clf.predict_proba(X)[:, 1]`)."""
+    node: ast.expr = c.call
+    for parent in ast.walk(c.statement.node):
+        if isinstance(parent, ast.Subscript) and parent.value is node:
+            node = parent
+    return node
+
+
+def _plan_from_candidate(c: Candidate, kernel: Inspector, *, origin: str, reason: str) -> ServePlan:
+    data = _data_argument(c, kernel)
+    raw, _info = _raw_input(data, CodeIndex(), kernel)
+    used = free_names(ast.unparse(_outer(c)), "eval")
+    input_name = INPUT_NAME if INPUT_NAME not in used else "X_input"
+    methods = {"predict": _replace(_outer(c), raw, input_name)}
+    model_type = None
+    if c.kind == "method":
+        [info] = kernel.describe([c.receiver])
+        model_type = info.get("type")
+        for m in EXTRA_METHODS:
+            if m in info["methods"] and not (m == c.method and _outer(c) is c.call):
+                call = copy.copy(c.call)
+                call.func = ast.Attribute(value=c.call.func.value, attr=m, ctx=ast.Load())  # type: ignore[attr-defined]
+                methods[m] = _replace(call, raw, input_name)
+    return ServePlan(
+        methods=methods,
+        sample_expr=ast.unparse(raw),
+        input_name=input_name,
+        origin=origin,
+        reason=f"{reason}: {ast.unparse(_outer(c))}",
+        cell=c.cell.number,
+        model_expr=c.receiver,
+        model_type=model_type,
+    )
+
+
+def _plan_from_model(
+    model: str, choices: Choices, candidates: list[Candidate], auto: Candidate | None, kernel: Inspector
+) -> ServePlan:
+    origin = choices.origin.get("model", "flag")
+    _parse(model, "--model")
+    [info] = kernel.describe([model])
+    if not info["ok"]:
+        raise ExtractionError(
+            f"--model {model}: {info['error']}",
+            hint=_known_models_hint(kernel),
+        )
+    if "predict" not in info["methods"]:
+        raise ExtractionError(
+            f"--model {model}: it is a {info['type']}, which has no predict method",
+            hint=_known_models_hint(kernel),
+        )
+    normalized = ast.unparse(ast.parse(model, mode="eval").body)
+    mine = [c for c in candidates if c.kind == "method" and c.receiver == normalized]
+    if mine:
+        return _plan_from_candidate(mine[-1], kernel, origin=origin, reason=f"model chosen by {origin}")
+    methods = {"predict": f"{model}.predict({INPUT_NAME})"}
+    methods.update({m: f"{model}.{m}({INPUT_NAME})" for m in EXTRA_METHODS if m in info["methods"]})
+    sample = None
+    if auto is not None:
+        sample = ast.unparse(_raw_input(_data_argument(auto, kernel), CodeIndex(), kernel)[0])
+    return ServePlan(methods, sample, INPUT_NAME, origin, f"model chosen by {origin}: {model}",
+                     model_expr=model, model_type=info["type"])
+
+
+def _plan_from_expression(expr: str, choices: Choices, auto: Candidate | None, kernel: Inspector) -> ServePlan:
+    origin = choices.origin.get("predict", "flag")
+    _parse(expr, "--predict")
+    sample = None
+    if auto is not None and not choices.sample:
+        sample = ast.unparse(_raw_input(_data_argument(auto, kernel), CodeIndex(), kernel)[0])
+    return ServePlan({"predict": expr}, sample, INPUT_NAME, origin, f"expression given by {origin}: {expr}")
+
+
+def _plan_from_fallback(choices: Choices, kernel: Inspector) -> ServePlan:
+    fitted = kernel.fitted_objects()
+    if len(fitted) != 1:
+        if not fitted:
+            raise ExtractionError(
+                "no model found: the notebook never calls predict/predict_proba/decision_function on a fitted "
+                "object, and no top-level variable holds a fitted object with a predict method",
+                hint="fit a model in the notebook, or say what to serve with --model NAME or --predict \"EXPR\"",
+            )
+        listed = ", ".join(f"{f['name']} ({f['type']})" for f in fitted)
+        raise ExtractionError(
+            f"several fitted models and no prediction call to choose between them: {listed}",
+            hint="choose one with --model NAME (or `# mlship: model NAME` in a cell)",
+        )
+    name = fitted[0]["name"]
+    methods = {"predict": f"{name}.predict({INPUT_NAME})"}
+    [info] = kernel.describe([name])
+    methods.update({m: f"{name}.{m}({INPUT_NAME})" for m in EXTRA_METHODS if m in info["methods"]})
+    return ServePlan(methods, None, INPUT_NAME, "auto",
+                     f"no prediction call found; the only fitted model in the notebook: {name}",
+                     model_expr=name, model_type=fitted[0]["type"])
+
+
+def _known_models_hint(kernel: Inspector) -> str:
+    fitted = kernel.fitted_objects()
+    if not fitted:
+        return "no top-level variable holds a fitted model with a predict method"
+    return "fitted models in the notebook: " + ", ".join(f"{f['name']} ({f['type']})" for f in fitted)
+
+
+def _parse(expr: str, flag: str) -> ast.expr:
+    try:
+        return ast.parse(expr.strip(), mode="eval").body
+    except SyntaxError as exc:
+        raise ExtractionError(
+            f"{flag} {expr!r} is not a Python expression: {exc.msg}",
+            hint=f'quote it for the shell, e.g. {flag} "model.predict(X)"',
+        ) from None
+
+
+def _check_exists(name: str, kernel: Inspector, what: str) -> None:
+    [info] = kernel.describe([name])
+    if not info["ok"]:
+        raise ExtractionError(f"{what} {name}: {info['error']}", hint="name a function defined in the notebook")
+
+
+def _wrap_input(expr: str, input_name: str, function: str) -> str:
+    tree = ast.parse(expr, mode="eval")
+
+    class Wrap(ast.NodeTransformer):
+        def visit_Name(self, node: ast.Name) -> ast.AST:  # noqa: N802
+            if node.id == input_name:
+                return ast.Call(func=ast.Name(function, ast.Load()), args=[node], keywords=[])
+            return node
+
+    return ast.unparse(Wrap().visit(tree))
+
+
+# -- the code the served expressions need ----------------------------------------------------------------------
+
+
+def plan_code(index: CodeIndex, plan: ServePlan, kernel: Inspector) -> CodePlan:
+    """Walk the free names of the served expressions through the notebook's definitions.
+
+    Imports are re-emitted, notebook functions and classes are emitted as source (and their own free names walked),
+    everything else is captured by value from the kernel."""
+    pending: list[tuple[str, str]] = []  # (name, who needs it)
+    for name, expr in plan.methods.items():
+        try:
+            names = free_names(expr.strip(), "eval")
+        except SyntaxError as exc:
+            raise ExtractionError(f"served expression {expr!r} does not parse: {exc.msg}") from None
+        pending += [(n, f"the served expression for /{name}") for n in sorted(names - {plan.input_name})]
+    imports: dict[str, Definition] = {}
+    defs: dict[str, Definition] = {}
+    by_value: dict[str, str] = {}
+    seen: set[str] = set()
+    while pending:
+        name, needed_by = pending.pop(0)
+        if name in seen:
+            continue
+        seen.add(name)
+        d = index.definitions.get(name)
+        if d is None and name in BUILTIN_NAMES:
+            continue
+        if d is not None and d.kind == "import":
+            imports[name] = d
+            continue
+        [info] = kernel.describe([name])
+        if not info["ok"]:
+            raise ExtractionError(
+                f"{needed_by} uses `{name}`, which is not defined when the notebook has finished ({info['error']})",
+                hint="define it in a cell that runs (not one marked `# mlship: skip`), or fix the name",
+            )
+        if (d is not None and d.kind in ("def", "class") and info["kind"] in ("function", "class")
+                and info.get("module") == "__main__"):
+            if "get_ipython" in free_names(d.source):
+                raise ExtractionError(
+                    f"function {name} (cell {d.statement.cell.number}) uses IPython magics or shell escapes, "
+                    "which do not exist outside Jupyter",
+                    hint="rewrite those lines in plain Python (subprocess, os) inside that function",
+                )
+            defs[name] = d
+            pending += [(n, f"{name} (cell {d.statement.cell.number})") for n in sorted(free_names(d.source) - {name})]
+            continue
+        by_value[name] = info.get("type") or "?"
+    order = {id(st): i for i, st in enumerate(index.statements)}
+    definitions = sorted(defs.values(), key=lambda d: order.get(id(d.statement), 0))
+    import_list = sorted(imports.values(), key=lambda d: order.get(id(d.statement), 0))
+    return CodePlan(import_list, definitions, list(by_value), by_value)

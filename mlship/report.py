@@ -1,0 +1,95 @@
+"""How results look on the terminal (rich tables) and in CI (one JSON object)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from .bundle.builder import PackageResult
+from .bundle.verify import CaseResult
+from .console import console, display_success, display_warning
+
+
+def describe_schema(schema: dict[str, Any]) -> str:
+    kind = schema.get("kind")
+    if kind in ("dataframe", "records", "columns"):
+        cols = schema.get("columns", [])
+        shown = ", ".join(f"{c['name']}: {c['type']}" for c in cols[:8])
+        more = f", … {len(cols) - 8} more" if len(cols) > 8 else ""
+        return f"{kind} with {len(cols)} columns ({shown}{more})"
+    if kind == "ndarray":
+        return f"array {schema.get('dtype')} shape {schema.get('shape')}"
+    if kind == "series":
+        return f"series {schema.get('name')!r} of {schema.get('type')}"
+    return f"list of {schema.get('type')}"
+
+
+def print_package_result(result: PackageResult) -> None:
+    plan, code = result.plan, result.code
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("chosen", f"{plan.reason} [{plan.origin}]")
+    if plan.model_type:
+        table.add_row("model", f"{plan.model_expr} ({plan.model_type})")
+    for name, expr in plan.methods.items():
+        table.add_row(f"/{name}", expr)
+    table.add_row("input", f"{plan.sample_expr} -> {describe_schema(result.schema)}")
+    if code.imports:
+        table.add_row("imports", "; ".join(d.source for d in code.imports))
+    if code.definitions:
+        table.add_row("notebook code", ", ".join(f"{d.name} (cell {d.statement.cell.number})"
+                                                for d in code.definitions))
+    if code.by_value:
+        table.add_row("captured", ", ".join(f"{n} ({code.types[n]})" for n in code.by_value))
+    if result.requirements:
+        table.add_row("requirements", ", ".join(result.requirements))
+    table.add_row("batching", "safe (rows predicted together = one by one)" if result.batch_safe
+                  else "unsafe: rows are predicted one request at a time")
+    console.print(table)
+    for method, why in result.dropped_methods.items():
+        display_warning(f"not serving /{method}: it failed on the sample ({why})")
+    if result.bundle is None:
+        console.print("dry run: nothing written")
+        return
+    ok = sum(c.ok for c in result.cases)
+    t = result.timings
+    display_success(
+        f"{result.bundle} ({result.size_bytes / 1e6:.2f} MB): {ok}/{len(result.cases)} golden cases verified in a "
+        f"fresh interpreter; {t['total']:.1f}s total, {t.get('notebook', 0):.1f}s running the notebook"
+    )
+    console.print(f"next: mlship serve {result.bundle}    or    mlship verify {result.bundle}")
+
+
+def package_json(result: PackageResult) -> dict[str, Any]:
+    return {
+        "bundle": str(result.bundle) if result.bundle else None,
+        "name": result.name,
+        "methods": result.plan.methods,
+        "selection": {"source": result.plan.origin, "reason": result.plan.reason, "cell": result.plan.cell},
+        "sample": result.plan.sample_expr,
+        "input": result.schema,
+        "captured": result.code.by_value,
+        "definitions": [d.name for d in result.code.definitions],
+        "requirements": result.requirements,
+        "golden": {"cases": len(result.cases), "passed": sum(c.ok for c in result.cases)},
+        "batch_safe": result.batch_safe,
+        "dropped_methods": result.dropped_methods,
+        "size_bytes": result.size_bytes,
+        "timings": {k: round(v, 3) for k, v in result.timings.items()},
+    }
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def print_cases(results: list[CaseResult]) -> None:
+    table = Table(title="golden cases")
+    for col in ("case", "method", "result", "expected", "actual"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(r.id, r.method, "ok" if r.ok else f"FAIL: {r.detail}", _short(r.expected), _short(r.actual))
+    console.print(table)

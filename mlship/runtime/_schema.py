@@ -1,0 +1,287 @@
+"""Decode a request body into the value the served function receives, per the bundle's input schema.
+
+The payload forms and schema kinds are those of BUNDLE.md ("Input schema"). Every problem with the request becomes
+an InputError whose message names it precisely (which column, which row, what value), because the client reading
+that message usually cannot see the notebook the schema came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ._build import build_value
+from ._values import TYPES, BadValue, InputError, check_value, describe, json_type
+
+ACCEPTED_KEYS = ("instances", "inputs", "dataframe_split", "dataframe_records")
+COLUMN_KINDS = ("dataframe", "records", "columns")
+ROW_KINDS = ("ndarray", "series", "list")
+
+__all__ = ["ACCEPTED_KEYS", "InputError", "SchemaError", "check_schema", "decode_request"]
+
+# More than a few problems in one message stops being readable; the first ones are enough to fix the client.
+_MAX_REPORTED = 5
+
+
+class SchemaError(ValueError):
+    """The bundle's input schema itself is malformed."""
+
+
+def check_schema(schema: Any) -> None:
+    """Raise SchemaError unless `schema` is a schema this runtime can decode requests for."""
+    if not isinstance(schema, Mapping):
+        raise SchemaError(f"the input schema must be an object, got a JSON {json_type(schema)}")
+    kind = schema.get("kind")
+    if kind not in COLUMN_KINDS + ROW_KINDS:
+        raise SchemaError(
+            f"unknown input kind {kind!r}; this runtime knows {', '.join(COLUMN_KINDS + ROW_KINDS)}"
+        )
+    specs = schema.get("columns") if kind in COLUMN_KINDS else [schema]
+    if not isinstance(specs, list) or (kind in COLUMN_KINDS and not specs):
+        raise SchemaError(f"a {kind} schema needs a non-empty list of columns")
+    for spec in specs:
+        if kind in COLUMN_KINDS and not isinstance(spec.get("name"), str):
+            raise SchemaError(f"every column needs a string name, got {spec!r}")
+        if spec.get("type", "any") not in TYPES:
+            raise SchemaError(f"unknown type {spec.get('type')!r}; expected one of {', '.join(TYPES)}")
+
+
+def decode_request(body: Any, schema: Mapping[str, Any], *, max_rows: int | None = None) -> Any:
+    """Turn a parsed JSON request body into the input value for `schema`, or raise InputError.
+
+    dataframe -> pandas.DataFrame (schema column order, each column `astype(dtype)`); series -> pandas.Series;
+    ndarray -> numpy array with its shape checked; list -> list of scalars; records -> list of dicts in schema
+    column order; columns -> dict of numpy arrays. pandas and numpy are imported only for the kinds that need them.
+    """
+    key, payload = _split_body(body)
+    kind = schema["kind"]
+    if kind in COLUMN_KINDS:
+        specs: list[Mapping[str, Any]] = schema["columns"]
+        data = _gather_columns(key, payload, [spec["name"] for spec in specs], kind, max_rows)
+        return build_value(kind, schema, _check_columns(data, specs))
+    if not isinstance(payload, list) or key not in ("instances", "inputs"):
+        raise InputError(
+            f'"{key}" as a JSON {json_type(payload)} needs a model whose input has named columns; this model '
+            f'takes a {kind}: send {{"instances": [row, ...]}}'
+        )
+    _check_row_count(len(payload), max_rows)
+    if kind == "ndarray":
+        _check_ndarray(payload, schema)
+        return build_value(kind, schema, payload)
+    return build_value(kind, schema, _check_scalars(payload, schema))
+
+
+def _split_body(body: Any) -> tuple[str, Any]:
+    accepted = ", ".join(f'"{key}"' for key in ACCEPTED_KEYS)
+    if not isinstance(body, dict):
+        raise InputError(
+            f"the request body must be a JSON object with one of the keys {accepted}; "
+            f"got a JSON {json_type(body)}"
+        )
+    if len(body) == 1 and next(iter(body)) in ACCEPTED_KEYS:
+        key, payload = next(iter(body.items()))
+        return key, payload
+    got = ", ".join(f'"{key}"' for key in body) or "an empty object"
+    raise InputError(
+        f"the request body must be a JSON object with exactly one of the keys {accepted}; got {got}"
+    )
+
+
+def _check_row_count(count: int, max_rows: int | None) -> None:
+    if count == 0:
+        raise InputError("no rows: the request holds an empty list of rows")
+    if max_rows is not None and count > max_rows:
+        raise InputError(
+            f"too many rows: {count}; this server accepts at most {max_rows} per request "
+            "[env var: MLSHIP_MAX_ROWS]"
+        )
+
+
+def _gather_columns(
+    key: str, payload: Any, names: list[str], kind: str, max_rows: int | None
+) -> dict[str, list[Any]]:
+    """Any column-shaped payload -> {column: values} in schema order, with column names checked."""
+    if key == "inputs" and isinstance(payload, dict):
+        _check_names(set(payload), names, "")
+        lengths = {name: len(values) for name, values in payload.items() if isinstance(values, list)}
+        for name in names:
+            if name not in lengths:
+                raise InputError(f'column "{name}": expected a list of values, got {describe(payload[name])}')
+        if len(set(lengths.values())) > 1:
+            raise InputError(
+                "columns differ in length: " + ", ".join(f'"{n}" has {c}' for n, c in lengths.items())
+            )
+        _check_row_count(lengths[names[0]], max_rows)
+        return {name: payload[name] for name in names}
+    if key == "dataframe_split":
+        return _gather_split(payload, names, max_rows)
+    if not isinstance(payload, list):
+        raise InputError(f'"{key}" must be a list of rows, got a JSON {json_type(payload)}')
+    _check_row_count(len(payload), max_rows)
+    # Lists in column order are a dataframe convenience (BUNDLE.md); records and columns rows must name columns.
+    lists_ok = kind == "dataframe" and key != "dataframe_records"
+    columns: dict[str, list[Any]] = {name: [] for name in names}
+    expected = set(names)
+    for index, row in enumerate(payload):
+        if isinstance(row, dict):
+            if row.keys() != expected:
+                _check_names(set(row), names, f"row {index}: ")
+            for name in names:
+                columns[name].append(row[name])
+        elif isinstance(row, list) and lists_ok:
+            if len(row) != len(names):
+                raise InputError(
+                    f"row {index} has {len(row)} values; expected {len(names)}, one per column in "
+                    f"this order: {_quoted(names)}"
+                )
+            for name, value in zip(names, row, strict=True):
+                columns[name].append(value)
+        else:
+            wanted = "an object keyed by column name" + (" or a list in column order" if lists_ok else "")
+            raise InputError(f"row {index}: expected {wanted}, got {describe(row)}")
+    return columns
+
+
+def _gather_split(payload: Any, names: list[str], max_rows: int | None) -> dict[str, list[Any]]:
+    if (
+        not isinstance(payload, dict)
+        or not isinstance(payload.get("columns"), list)
+        or not isinstance(payload.get("data"), list)
+    ):
+        raise InputError(
+            '"dataframe_split" must be an object with "columns" (a list of names) and "data" '
+            "(a list of rows, each a list in that column order)"
+        )
+    extra = set(payload) - {"columns", "data", "index"}
+    if extra:
+        raise InputError(f'"dataframe_split" has unexpected keys {_quoted(sorted(extra))}')
+    given, rows = payload["columns"], payload["data"]
+    if len(set(map(str, given))) != len(given):
+        raise InputError(f'"dataframe_split" names a column twice: {_quoted(given)}')
+    _check_names(set(given), names, "")
+    _check_row_count(len(rows), max_rows)
+    position = {name: given.index(name) for name in names}
+    for index, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != len(given):
+            raise InputError(
+                f'"dataframe_split" row {index}: expected a list of {len(given)} values (one per '
+                f'"columns" entry), got {describe(row)}'
+            )
+    return {name: [row[position[name]] for row in rows] for name in names}
+
+
+def _check_names(given: set[Any], names: Sequence[str], where: str) -> None:
+    missing = [name for name in names if name not in given]
+    unexpected = sorted(str(name) for name in given - set(names))
+    problems = []
+    if missing:
+        problems.append(f"missing columns {_quoted(missing)}")
+    if unexpected:
+        problems.append(f"unexpected columns {_quoted(unexpected)}")
+    if problems:
+        raise InputError(f"{where}{'; '.join(problems)} (expected columns: {_quoted(names)})")
+
+
+def _check_columns(data: dict[str, list[Any]], specs: list[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    problems: list[str] = []
+    checked: dict[str, list[Any]] = {}
+    for spec in specs:
+        name, type_, nullable = spec["name"], spec.get("type", "any"), bool(spec.get("nullable", False))
+        values = data[name]
+        if type_ == "any":
+            checked[name] = values
+            continue
+        out = []
+        for index, value in enumerate(values):
+            try:
+                out.append(check_value(value, type_, nullable))
+            except BadValue as exc:
+                problems.append(f'column "{name}", row {index}: {exc}')
+        checked[name] = out
+    _raise_problems(problems)
+    return checked
+
+
+def _check_scalars(rows: list[Any], schema: Mapping[str, Any]) -> list[Any]:
+    type_, nullable = schema.get("type", "any"), bool(schema.get("nullable", False))
+    problems: list[str] = []
+    out = []
+    for index, value in enumerate(rows):
+        try:
+            out.append(check_value(value, type_, nullable))
+        except BadValue as exc:
+            problems.append(f"row {index}: {exc}")
+    _raise_problems(problems)
+    return out
+
+
+def _check_ndarray(rows: list[Any], schema: Mapping[str, Any]) -> None:
+    shape = [len(rows)]
+    probe: Any = rows[0]
+    while isinstance(probe, list):
+        shape.append(len(probe))
+        probe = probe[0] if probe else None
+    expected = schema.get("shape")
+    if expected is not None and (
+        len(expected) != len(shape)
+        or any(e is not None and e != g for e, g in zip(expected, shape, strict=True))
+    ):
+        hint = ""
+        if len(shape) == len(expected) - 1:
+            hint = "; each row must itself be a list (one row is [[...]])"
+        raise InputError(
+            f"expected an array of shape {_shape(expected)} (null: any size), got {_shape(shape)}{hint}"
+        )
+    problems: list[str] = []
+    _walk_ndarray(
+        rows, shape, 0, [], schema.get("type", "any"), bool(schema.get("nullable", False)), problems
+    )
+    _raise_problems(problems)
+
+
+def _walk_ndarray(
+    value: Any,
+    shape: list[int],
+    depth: int,
+    where: list[int],
+    type_: str,
+    nullable: bool,
+    problems: list[str],
+) -> None:
+    # Stops after a few problems: a wrong 10,000-row array would otherwise build a message per value.
+    if len(problems) > _MAX_REPORTED:
+        return
+    if depth == len(shape):
+        try:
+            check_value(value, type_, nullable)
+        except BadValue as exc:
+            problems.append(f"{_position(where)}: {exc}")
+        return
+    if not isinstance(value, list) or len(value) != shape[depth]:
+        problems.append(
+            f"{_position(where)}: expected a list of {shape[depth]} values (the array must not be "
+            f"ragged), got {describe(value)}"
+        )
+        return
+    for index, item in enumerate(value):
+        _walk_ndarray(item, shape, depth + 1, [*where, index], type_, nullable, problems)
+
+
+def _position(where: list[int]) -> str:
+    inner = "".join(f"[{index}]" for index in where[1:])
+    return f"row {where[0]}" + (f", value {inner}" if inner else "")
+
+
+def _raise_problems(problems: list[str]) -> None:
+    if not problems:
+        return
+    shown = "; ".join(problems[:_MAX_REPORTED])
+    raise InputError(shown + ("; and more" if len(problems) > _MAX_REPORTED else ""))
+
+
+def _quoted(names: Sequence[Any]) -> str:
+    return ", ".join(f'"{name}"' for name in names)
+
+
+def _shape(shape: Sequence[int | None]) -> str:
+    return "[" + ", ".join("null" if size is None else str(size) for size in shape) + "]"
