@@ -136,10 +136,10 @@ class BundleBuilder:
                 for method in golden["dropped"]:
                     plan.methods.pop(method, None)
                 runtime = inspector.runtime_info()
+                step("serializing the model in the kernel")
+                inspector.serialize(code, None if staging is None else staging / "artifacts" / "values.pkl")
                 if staging is None:
                     return self._result(None, plan, code, golden, [], [], timings, started)
-                step("serializing the model in the kernel")
-                inspector.serialize(code, staging / "artifacts" / "values.pkl")
             self._write_code(staging, index, plan, code)
             step("resolving dependencies in a fresh interpreter")
             deps = _probe_dependencies(staging, runtime["executable"], self.notebook.path.parent,
@@ -288,18 +288,18 @@ class KernelInspector:
             ) from None
         return dict(result)
 
-    def serialize(self, code: CodePlan, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        result = self._call("serialize", code.by_value, str(path))
+    def serialize(self, code: CodePlan, path: Path | None) -> None:
+        """Pickle the captured values into `path` (None: only check that they can be pickled)."""
+        result = self._call("serialize", code.by_value, None if path is None else str(path))
         if result["ok"]:
             return
         if result.get("name") is None:
             raise ExtractionError(result["error"], hint="pip install cloudpickle in the kernel's environment")
-        where = result["path"]
-        detail = (f"`{where}` (a {result['type']})" if where != result["name"]
-                  else f"it (a {result['type']})")
+        name, where = result["name"], result["path"]
+        detail = f"`{where}` (a {result['type']})" if where != name else f"it is a {result['type']} and"
+        user = code.needed_by.get(name, "the served code")
         raise ExtractionError(
-            f"cannot capture `{result['name']}` for serving: {detail} cannot be serialized ({result['error']})",
+            f"cannot capture `{name}`, which {user} uses: {detail} cannot be serialized ({result['error']})",
             hint="open files, connections, locks, threads and generators cannot travel; create them inside the "
             "function that uses them, drop them from the object before packaging (e.g. in __getstate__), or keep "
             "them off the served path",
@@ -341,6 +341,10 @@ def _runtime_version() -> str:
 def _staging_dir(dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     path = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+    # mkdtemp makes a private (0700) folder; the bundle gets the usual permissions instead.
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o777 & ~umask)
     (path / "artifacts").mkdir()
     return path
 

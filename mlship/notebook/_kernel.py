@@ -343,7 +343,7 @@ def _same(a: Any, b: Any, rtol: float = 1e-9, atol: float = 1e-12) -> bool:
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
     if isinstance(a, float) and isinstance(b, float):
-        if math.isnan(a) and math.isnan(b):
+        if a == b or (math.isnan(a) and math.isnan(b)):  # equal infinities subtract to NaN
             return True
         return abs(a - b) <= atol + rtol * abs(b)
     return bool(a == b)
@@ -400,7 +400,7 @@ def _find_unpicklable(obj: Any, path: str, depth: int = 0) -> str:
     return path
 
 
-def serialize(names: list[str], path: str) -> dict[str, Any]:
+def serialize(names: list[str], path: str | None) -> dict[str, Any]:
     """cloudpickle {name: value} for the captured names into `path`; explain the first value that fails."""
     try:
         import cloudpickle
@@ -418,6 +418,8 @@ def serialize(names: list[str], path: str) -> dict[str, Any]:
             return {"ok": False, "name": name, "path": where, "type": _type_name(culprit),
                     "error": f"{type(exc).__name__}: {exc}"}
     data = _dumps(values)
+    if path is None:
+        return {"ok": True, "bytes": len(data)}
     tmp = path + ".tmp"
     with open(tmp, "wb") as fh:
         fh.write(data)

@@ -197,11 +197,14 @@ class Candidate:
 
 
 def predicting_functions(index: CodeIndex) -> set[str]:
-    """Notebook functions whose body calls a prediction method, directly or through another such function."""
+    """Notebook functions that return something and call a prediction method, directly or through another such
+    function. A helper that only plots or prints predictions returns nothing and is not an inference function."""
     calls: dict[str, set[str]] = {}
     direct: set[str] = set()
     for name, d in index.functions.items():
         node = d.statement.node
+        if not any(isinstance(r, ast.Return) and r.value is not None for r in ast.walk(node)):
+            continue
         called = set()
         for sub in ast.walk(node):
             if isinstance(sub, ast.Call):

@@ -120,7 +120,10 @@ class KernelSession:
             startup_timeout=120,
             resources={"metadata": {"path": str(self.notebook.path.parent)}},
         )
-        self._ctx = self._client.setup_kernel()
+        # A fixed hash seed makes set and dict-of-set iteration orders repeatable, so a captured set of
+        # stopwords pickles to the same bytes on every run (Python randomizes str hashes per process).
+        env = {**os.environ, "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0")}
+        self._ctx = self._client.setup_kernel(env=env)
         try:
             self._ctx.__enter__()
         except NoSuchKernel:

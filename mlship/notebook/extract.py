@@ -74,6 +74,7 @@ class CodePlan:
     definitions: list[Definition]  # notebook functions and classes, in notebook order
     by_value: list[str]  # names captured from the kernel
     types: dict[str, str]  # name -> type, for comments in the generated code
+    needed_by: dict[str, str] = field(default_factory=dict)  # name -> what uses it, for error messages
 
 
 # -- the inference call ----------------------------------------------------------------------------------------
@@ -81,12 +82,14 @@ class CodePlan:
 
 def choose(index: CodeIndex, choices: Choices, kernel: Inspector) -> ServePlan:
     candidates = [c for c in find_candidates(index) if _confirm(c, kernel)]
-    auto = _auto_candidate(candidates)
-    if choices.predict:
-        plan = _plan_from_expression(choices.predict, choices, auto, kernel)
-    elif choices.model:
-        plan = _plan_from_model(choices.model, choices, candidates, auto, kernel)
-    elif auto is not None:
+    if choices.predict or choices.model:
+        # The user chose; the last candidate (ambiguous or not) only lends its input as the sample.
+        last = candidates[-1] if candidates else None
+        if choices.predict:
+            plan = _plan_from_expression(choices.predict, choices, last, kernel)
+        else:
+            plan = _plan_from_model(str(choices.model), choices, candidates, last, kernel)
+    elif (auto := _auto_candidate(candidates)) is not None:
         plan = _plan_from_candidate(auto, kernel, origin="auto",
                                     reason=f"last prediction call in the notebook (cell {auto.cell.number})")
     else:
@@ -131,6 +134,13 @@ def _auto_candidate(candidates: list[Candidate]) -> Candidate | None:
 
 def _data_argument(c: Candidate, kernel: Inspector) -> ast.expr:
     call = c.call
+    if c.kind == "function" and call.args:
+        # predict(df, dv, model) or score(model, df): the first argument that holds data, not a fitted object.
+        infos = kernel.describe([ast.unparse(a) for a in call.args])
+        for arg, info in zip(call.args, infos):
+            if info["ok"] and info["servable"]:
+                return arg
+        return call.args[0]
     if call.args:
         return call.args[0]
     param = kernel.first_parameter(c.receiver, c.method) if c.kind == "method" else None
@@ -218,8 +228,10 @@ def _outer(c: Candidate) -> ast.expr:
 def _plan_from_candidate(c: Candidate, kernel: Inspector, *, origin: str, reason: str) -> ServePlan:
     data = _data_argument(c, kernel)
     raw, _info = _raw_input(data, CodeIndex(), kernel)
-    used = free_names(ast.unparse(_outer(c)), "eval")
-    input_name = INPUT_NAME if INPUT_NAME not in used else "X_input"
+    # X names the input, unless the served call also reads a notebook variable called X elsewhere.
+    outside = [n for n in ast.walk(_outer(c)) if isinstance(n, ast.Name) and n.id == INPUT_NAME]
+    inside = [n for n in ast.walk(raw) if isinstance(n, ast.Name) and n.id == INPUT_NAME]
+    input_name = INPUT_NAME if len(outside) == len(inside) else "X_input"
     methods = {"predict": _replace(_outer(c), raw, input_name)}
     model_type = None
     if c.kind == "method":
@@ -356,6 +368,7 @@ def plan_code(index: CodeIndex, plan: ServePlan, kernel: Inspector) -> CodePlan:
     imports: dict[str, Definition] = {}
     defs: dict[str, Definition] = {}
     by_value: dict[str, str] = {}
+    needed: dict[str, str] = {}
     seen: set[str] = set()
     while pending:
         name, needed_by = pending.pop(0)
@@ -386,7 +399,8 @@ def plan_code(index: CodeIndex, plan: ServePlan, kernel: Inspector) -> CodePlan:
             pending += [(n, f"{name} (cell {d.statement.cell.number})") for n in sorted(free_names(d.source) - {name})]
             continue
         by_value[name] = info.get("type") or "?"
+        needed[name] = needed_by
     order = {id(st): i for i, st in enumerate(index.statements)}
     definitions = sorted(defs.values(), key=lambda d: order.get(id(d.statement), 0))
     import_list = sorted(imports.values(), key=lambda d: order.get(id(d.statement), 0))
-    return CodePlan(import_list, definitions, list(by_value), by_value)
+    return CodePlan(import_list, definitions, list(by_value), by_value, needed)

@@ -17,7 +17,8 @@ from ._codec import encode_json
 from ._settings import Settings, SettingsError
 from ._verify import CaseResult, ServerUnreachable, verify_bundle, verify_url
 
-logger = logging.getLogger(__name__)
+# Not __name__: under `python -m` that is "__main__", which says nothing in a log line.
+logger = logging.getLogger(__package__ or __name__)
 
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 

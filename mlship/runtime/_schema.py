@@ -40,6 +40,8 @@ def check_schema(schema: Any) -> None:
     if not isinstance(specs, list) or (kind in COLUMN_KINDS and not specs):
         raise SchemaError(f"a {kind} schema needs a non-empty list of columns")
     for spec in specs:
+        if not isinstance(spec, Mapping):
+            raise SchemaError(f"every column must be an object, got {spec!r}")
         if kind in COLUMN_KINDS and not isinstance(spec.get("name"), str):
             raise SchemaError(f"every column needs a string name, got {spec!r}")
         if spec.get("type", "any") not in TYPES:

@@ -1,0 +1,117 @@
+"""The runtime as it runs in a bundle: `python -m mlship_runtime` from the bundle directory, on a real socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def runtime(bundle: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "mlship_runtime", *args]
+
+
+def clean_env() -> dict[str, str]:
+    return {name: value for name, value in os.environ.items() if not name.startswith("MLSHIP_")}
+
+
+def get(url: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def wait_until_ready(process: subprocess.Popen[str], url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the server exited with {process.returncode}:\n{process.communicate()[0]}")
+        try:
+            if get(f"{url}/readyz")[0] == 200:
+                return
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"not ready after {timeout} s")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_predict_verify_and_stop_on_sigterm(make_bundle: Callable[[str], Path], workers: int) -> None:
+    bundle = make_bundle("iris_frame")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = runtime(bundle, "serve", ".", "--port", str(port), "--workers", str(workers))
+    process = subprocess.Popen(
+        command, cwd=bundle, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        wait_until_ready(process, url)
+        request = urllib.request.Request(
+            f"{url}/predict", data=b'{"instances": [[5.1, 3.5, 1.4, 0.2]]}', method="POST"
+        )  # no Content-Type, like a bare client
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert json.loads(response.read()) == {"predictions": [0]}
+            assert response.headers["x-request-id"]
+        assert get(f"{url}/metadata")[1]["name"] == "iris-frame"
+
+        verify = subprocess.run(
+            runtime(bundle, "verify", ".", "--url", url, "--json"),
+            cwd=bundle,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+        assert json.loads(verify.stdout)["ok"] is True
+
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=5)
+        # uvicorn shuts down gracefully, then (one worker) re-raises the signal so the exit says SIGTERM.
+        assert process.returncode in (0, -signal.SIGTERM), output
+        assert "golden case predict-0 matches" in output and "Application shutdown complete." in output
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def test_serve_a_bad_bundle_exits_1_with_one_line(make_bundle: Callable[[str], Path]) -> None:
+    bundle = make_bundle("iris_frame")
+    (bundle / "artifacts" / "values.pkl").write_bytes(b"tampered")
+    result = subprocess.run(
+        runtime(bundle, "serve", "."),
+        cwd=bundle,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("ERROR:  mlship_runtime: cannot serve .: artifact artifacts/values.pkl ")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

@@ -1,0 +1,92 @@
+"""The runtime stays light (STYLE.md section 4): it is copied into every bundle and must import there."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+RUNTIME_DIR = Path(__file__).resolve().parents[3] / "mlship" / "runtime"
+SOURCES = sorted(RUNTIME_DIR.glob("*.py"))
+TOP_LEVEL_ALLOWED = {"starlette", "uvicorn"}
+LAZY_ALLOWED = {"numpy", "pandas"}
+
+
+def imports(tree: ast.AST, *, top_level: bool) -> Iterator[tuple[int, str]]:
+    """(line, top-level package) of absolute imports: those outside functions and classes, or those inside."""
+
+    def walk(node: ast.AST, nested: bool) -> Iterator[tuple[int, str]]:
+        for child in ast.iter_child_nodes(node):
+            inside = nested or isinstance(
+                child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+            )
+            if isinstance(child, ast.Import) and inside != top_level:
+                yield from ((child.lineno, alias.name.split(".")[0]) for alias in child.names)
+            elif isinstance(child, ast.ImportFrom) and child.level == 0 and inside != top_level:
+                yield child.lineno, (child.module or "").split(".")[0]
+            yield from walk(child, inside)
+
+    return walk(tree, False)
+
+
+def parse(path: Path) -> ast.AST:
+    return ast.parse(path.read_text(), filename=str(path))
+
+
+def test_the_runtime_sources_are_found() -> None:
+    assert {path.name for path in SOURCES} >= {
+        "__init__.py",
+        "__main__.py",
+        "_app.py",
+        "_bundle.py",
+        "_codec.py",
+        "_schema.py",
+        "_verify.py",
+    }
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda path: path.name)
+def test_top_level_imports_are_stdlib_starlette_uvicorn_or_relative(path: Path) -> None:
+    bad = [
+        (line, name)
+        for line, name in imports(parse(path), top_level=True)
+        if name not in sys.stdlib_module_names and name not in TOP_LEVEL_ALLOWED
+    ]
+    assert bad == [], f"{path.name} imports at module level: {bad}"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda path: path.name)
+def test_lazy_imports_are_only_numpy_and_pandas(path: Path) -> None:
+    bad = [
+        (line, name)
+        for line, name in imports(parse(path), top_level=False)
+        if name not in sys.stdlib_module_names and name not in LAZY_ALLOWED
+    ]
+    assert bad == [], f"{path.name} imports inside functions: {bad}"
+
+
+def test_codec_imports_only_the_standard_library() -> None:
+    # mlship sends _codec's source into the notebook's kernel, which may have nothing else installed.
+    tree = parse(RUNTIME_DIR / "_codec.py")
+    names = [name for _, name in [*imports(tree, top_level=True), *imports(tree, top_level=False)]]
+    relative = [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level > 0]
+    assert all(name in sys.stdlib_module_names for name in names) and relative == []
+
+
+def test_the_copied_runtime_imports_under_another_name_without_numpy_or_pandas(tmp_path: Path) -> None:
+    shutil.copytree(RUNTIME_DIR, tmp_path / "mlship_runtime", ignore=shutil.ignore_patterns("__pycache__"))
+    modules = ", ".join(f"mlship_runtime.{path.stem}" for path in SOURCES if path.stem != "__init__")
+    script = (
+        f"import sys, {modules}\n"
+        "print(sorted(m for m in ('numpy', 'pandas', 'mlship', 'httpx') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-E", "-c", script], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "[]\n"
