@@ -15,6 +15,6 @@ name once copied. Modules, one job each:
 
 from __future__ import annotations
 
-# Recorded by the packager as the manifest's `runtime_version`; load_bundle refuses a bundle whose manifest names
-# another one. Bump it whenever the runtime's reading of the bundle format changes.
+# Recorded by the packager as the manifest's `runtime_version`; load_bundle refuses a bundle whose manifest
+# names another one. Bump it whenever the runtime's reading of the bundle format changes.
 RUNTIME_VERSION = "1"

@@ -33,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def serve(bundle_dir: Path, *, host: str, port: int, workers: int, log_level: str) -> int:
-    """Load the bundle, then serve it until SIGINT/SIGTERM. Returns 1, after one log line, if it cannot load."""
+    """Load the bundle, then serve it until SIGINT/SIGTERM; return 1 after one log line if it cannot load."""
     configure_logging(log_level)
     try:
         settings = Settings.from_env()
@@ -43,17 +43,27 @@ def serve(bundle_dir: Path, *, host: str, port: int, workers: int, log_level: st
         return 1
     # loop/http "auto" picks uvloop and httptools when importable: several workers on plain asyncio leave
     # TCP_NODELAY off (44 ms per request) and pile connections onto one worker (FIELD-NOTES "Serving speed").
-    options = {"host": host, "port": port, "log_level": log_level, "loop": "auto", "http": "auto"}
     if workers == 1:
-        uvicorn.run(create_app(bundle_dir, bundle=bundle, settings=settings), **options)  # type: ignore[arg-type]
+        app = create_app(bundle_dir, bundle=bundle, settings=settings)
+        uvicorn.run(app, host=host, port=port, log_level=log_level, loop="auto", http="auto")
         return 0
-    # Worker processes are spawned, not forked: each loads the bundle itself, so the parent drops its copy, which
-    # served only to fail early and cleanly.
+    # Worker processes are spawned, not forked: each loads the bundle itself, so the parent drops its copy,
+    # which served only to fail early and cleanly.
     del bundle
     sys.modules.pop(PREDICTOR_MODULE, None)
     os.environ[BUNDLE_ENV] = str(bundle_dir.resolve())
     os.environ[LOG_LEVEL_ENV] = log_level
-    uvicorn.run(f"{__package__}._app:create_app_from_env", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+    factory = f"{__package__}._app:create_app_from_env"
+    uvicorn.run(
+        factory,
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        log_level=log_level,
+        loop="auto",
+        http="auto",
+    )
     return 0
 
 
@@ -79,9 +89,8 @@ def _table(results: list[CaseResult]) -> str:
     lines = [f"{'case':<{id_width}}  {'method':<{method_width}}  result  detail"]
     for result in results:
         verdict = "ok" if result.ok else "FAIL"
-        lines.append(
-            f"{result.id:<{id_width}}  {result.method:<{method_width}}  {verdict:<6}  {result.detail}".rstrip()
-        )
+        row = f"{result.id:<{id_width}}  {result.method:<{method_width}}  {verdict:<6}  {result.detail}"
+        lines.append(row.rstrip())
     matched = sum(result.ok for result in results)
     lines.append(f"{matched} of {len(results)} golden cases match")
     return "\n".join(lines)
@@ -96,7 +105,8 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd = commands.add_parser(
         "serve",
         help="serve the bundle over HTTP",
-        epilog="Request limits: MLSHIP_MAX_ROWS (default 10000 rows), MLSHIP_MAX_BODY_BYTES (default 20 MiB).",
+        epilog="Request limits come from the environment: MLSHIP_MAX_ROWS (default 10000 rows per request), "
+        "MLSHIP_MAX_BODY_BYTES (default 20 MiB).",
     )
     serve_cmd.add_argument("bundle", help="the bundle directory (the one holding mlship.json)")
     serve_cmd.add_argument("--host", default="127.0.0.1", help="interface to bind (default: %(default)s)")

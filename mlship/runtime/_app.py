@@ -53,9 +53,10 @@ def create_app(
 ) -> Starlette:
     """The app serving the bundle at `bundle_dir`.
 
-    The model loads in the lifespan startup (raising BundleLoadError stops the server), unless `bundle` is given
-    already loaded: `serve` loads it first, so that a bad bundle fails with one line before uvicorn starts. Only
-    mlship.json is read here, to know which endpoints to route. Settings default to `Settings.from_env()`.
+    The model loads in the lifespan startup (raising BundleLoadError stops the server), unless `bundle` is
+    given already loaded: `serve` loads it first, so that a bad bundle fails with one line before uvicorn
+    starts. Only mlship.json is read here, to know which endpoints to route. Settings default to
+    `Settings.from_env()`.
     """
     root = Path(bundle_dir).resolve()
     limits = settings or Settings.from_env()

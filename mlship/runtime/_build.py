@@ -84,7 +84,8 @@ def _to_dataframe(specs: list[Mapping[str, Any]], data: dict[str, list[Any]]) ->
 def _datetimes(values: Any, dtype: str | None) -> Any:
     import pandas  # type: ignore[import-untyped, unused-ignore]
 
-    # astype() from strings guesses per value; ISO 8601 is what the schema promises and the one format to accept.
+    # astype() from strings guesses per value; ISO 8601 is what the schema promises and the one format to
+    # accept.
     parsed = pandas.to_datetime(values, format="ISO8601")
     return parsed.astype(dtype) if dtype and str(parsed.dtype) != dtype else parsed
 
@@ -92,8 +93,8 @@ def _datetimes(values: Any, dtype: str | None) -> Any:
 def split_rows(kind: str, value: Any) -> list[Any]:
     """Cut a decoded value into one-row values of the same kind, each indexed as if it had been sent alone.
 
-    For a bundle whose manifest says `batch_safe: false` (predicting rows together differs from one by one), the
-    app calls the model once per row, so each row gets the output the notebook gave it.
+    For a bundle whose manifest says `batch_safe: false` (predicting rows together differs from one by one),
+    the app calls the model once per row, so each row gets the output the notebook gave it.
     """
     if kind in ("dataframe", "series"):
         return [value.iloc[index : index + 1].reset_index(drop=True) for index in range(len(value))]

@@ -1,4 +1,4 @@
-"""Open a bundle directory (docs/BUNDLE.md) and refuse it, with the reason, unless it can be served as recorded."""
+"""Open a bundle directory (docs/BUNDLE.md), refusing it with the reason unless it can be served as recorded."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class BundleLoadError(Exception):
 
 @dataclass(frozen=True)
 class LoadedBundle:
-    """A bundle ready to serve: its manifest, the callables by method name, its input schema and golden cases."""
+    """A bundle ready to serve: manifest, callables by method name, input schema and golden cases."""
 
     path: Path
     manifest: dict[str, Any]
@@ -53,7 +53,8 @@ class LoadedBundle:
 
 
 def load_bundle(path: str | Path) -> LoadedBundle:
-    """Check everything about the bundle at `path`, then import its predictor.py; raise BundleLoadError if not.
+    """Check everything about the bundle at `path`, then import its predictor.py; raise BundleLoadError if
+    not.
 
     Order matters: the Python version is checked before anything is unpickled, and every digest before
     predictor.py runs, so a damaged or foreign bundle is refused without executing any of it.
@@ -111,13 +112,14 @@ def _check_python(python: Any) -> None:
     if (int(parts[0]), int(parts[1])) != (ours.major, ours.minor):
         # Pickles of numpy, scikit-learn and friends do not travel across Python minor versions.
         raise BundleLoadError(
-            f"the bundle was packaged with Python {recorded} and must be served by Python {parts[0]}.{parts[1]}, "
-            f"but this is Python {ours.major}.{ours.minor}.{ours.micro}; its pickled values would not load"
+            f"the bundle was packaged with Python {recorded} and must be served by Python "
+            f"{parts[0]}.{parts[1]}, but this is Python {ours.major}.{ours.minor}.{ours.micro}; its pickled "
+            "values would not load"
         )
 
 
 def check_artifacts(root: Path, manifest: Mapping[str, Any]) -> None:
-    """Every file in `artifacts` exists and has the recorded sha256; predictor.py and the golden file are listed."""
+    """Every file in `artifacts` exists with the recorded sha256; predictor.py and golden.json are listed."""
     artifacts = manifest["artifacts"]
     if not isinstance(artifacts, dict):
         raise BundleLoadError("mlship.json: 'artifacts' must map file paths to sha256 digests")

@@ -1,8 +1,9 @@
 """Model outputs to JSON, and the golden comparison rule.
 
 This module imports nothing outside the standard library, not even lazily: mlship sends its source into the
-notebook's Jupyter kernel to record golden outputs there, and the kernel may lack starlette or uvicorn. So numpy
-and pandas objects are recognised by duck typing (`.tolist()`, `.item()`, `.to_dict()`), never by isinstance.
+notebook's Jupyter kernel to record golden outputs there, and the kernel may lack starlette or uvicorn. So
+numpy and pandas objects are recognised by duck typing (`.tolist()`, `.item()`, `.to_dict()`), never by
+isinstance.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ _DUMP_OPTIONS: dict[str, Any] = {"ensure_ascii": False, "separators": (",", ":")
 def to_jsonable(obj: Any) -> Any:
     """Convert a model output into plain JSON-able Python: dict, list, str, int, float, bool, None.
 
-    numpy arrays and scalars become lists and numbers, a pandas Series a list of its values, a DataFrame a list of
-    records (one dict per row), tuples lists, datetimes ISO 8601 strings. Non-finite floats stay floats: golden
-    comparison needs NaN to stay NaN, and `encode_json` decides how to write them. Raises TypeError for anything
-    else, naming the type.
+    numpy arrays and scalars become lists and numbers, a pandas Series a list of its values, a DataFrame a
+    list of records (one dict per row), tuples lists, datetimes ISO 8601 strings. Non-finite floats stay
+    floats: golden comparison needs NaN to stay NaN, and `encode_json` decides how to write them. Raises
+    TypeError for anything else, naming the type.
     """
     # bool before int (bool is an int); exact builtins first, since they are by far the most common.
     if obj is None or isinstance(obj, bool):
@@ -63,8 +64,8 @@ def _is_missing_marker(obj: Any) -> bool:
 def encode_json(obj: Any) -> bytes:
     """Encode a JSON-able value for an HTTP response, writing non-finite floats as null.
 
-    NaN and Infinity are not JSON; most clients reject them. The fast path is one C-encoder pass; only a response
-    that holds a non-finite float pays for the second, replacing pass.
+    NaN and Infinity are not JSON; most clients reject them. The fast path is one C-encoder pass; only a
+    response that holds a non-finite float pays for the second, replacing pass.
     """
     try:
         return json.dumps(obj, allow_nan=False, **_DUMP_OPTIONS).encode("utf-8")
@@ -86,9 +87,10 @@ def replace_non_finite(obj: Any) -> Any:
 def outputs_match(actual: Any, expected: Any, rtol: float, atol: float) -> tuple[bool, str]:
     """Compare a JSON-able output with a golden one, per BUNDLE.md.
 
-    ints, bools, strings and None compare exactly; floats with `abs(a - b) <= atol + rtol * abs(b)` where b is the
-    expected value (an int on one side and a float on the other compare as floats); NaN equals NaN; lists
-    elementwise with equal lengths; dicts key by key. Returns (True, "") or (False, where and how they differ).
+    ints, bools, strings and None compare exactly; floats with `abs(a - b) <= atol + rtol * abs(b)` where b is
+    the expected value (an int on one side and a float on the other compare as floats); NaN equals NaN; lists
+    elementwise with equal lengths; dicts key by key. Returns (True, "") or (False, where and how they
+    differ).
     """
     problem = _first_difference(actual, expected, rtol, atol, "")
     return (problem is None, problem or "")

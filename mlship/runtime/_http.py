@@ -1,4 +1,4 @@
-"""HTTP plumbing that knows nothing about models: request IDs, JSON errors, content type, body size, JSON parsing."""
+"""HTTP plumbing that knows nothing of models: request IDs, JSON errors, content type, body size, parsing."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from ._codec import encode_json
 REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID_KEY = "mlship.request_id"
 
-# `curl -d` sends application/x-www-form-urlencoded unless told otherwise; refusing it would fail the first request
-# nearly everyone tries, and the body is parsed as JSON whatever the type says.
+# `curl -d` sends application/x-www-form-urlencoded unless told otherwise; refusing it would fail the first
+# request nearly everyone tries, and the body is parsed as JSON whatever the type says.
 _JSON_MEDIA_TYPES = ("application/json", "application/x-www-form-urlencoded")
 
 
@@ -73,7 +73,7 @@ def _usable_id(value: str | None) -> str | None:
 
 
 def check_content_type(request: Request) -> None:
-    """Accept no Content-Type, application/json, any +json type, and form-urlencoded (see _JSON_MEDIA_TYPES)."""
+    """Accept no Content-Type, application/json, any +json, and form-urlencoded (see _JSON_MEDIA_TYPES)."""
     value = request.headers.get("content-type")
     if value is None:
         return
@@ -84,8 +84,9 @@ def check_content_type(request: Request) -> None:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) before reading when Content-Length is too large, and while streaming when
-    a chunked or lying client sends more than `limit` bytes."""
+    """The request body, or 413: before reading when Content-Length exceeds `limit`, and while streaming
+    when a chunked or lying client sends more than that.
+    """
     too_large = HttpError(
         413,
         f"the request body is larger than {limit} bytes; send fewer rows per request "

@@ -1,8 +1,8 @@
 """Decode a request body into the value the served function receives, per the bundle's input schema.
 
-The payload forms and schema kinds are those of BUNDLE.md ("Input schema"). Every problem with the request becomes
-an InputError whose message names it precisely (which column, which row, what value), because the client reading
-that message usually cannot see the notebook the schema came from.
+The payload forms and schema kinds are those of BUNDLE.md ("Input schema"). Every problem with the request
+becomes an InputError whose message names it precisely (which column, which row, what value), because the
+client reading that message usually cannot see the notebook the schema came from.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def decode_request(body: Any, schema: Mapping[str, Any], *, max_rows: int | None
 
     dataframe -> pandas.DataFrame (schema column order, each column `astype(dtype)`); series -> pandas.Series;
     ndarray -> numpy array with its shape checked; list -> list of scalars; records -> list of dicts in schema
-    column order; columns -> dict of numpy arrays. pandas and numpy are imported only for the kinds that need them.
+    column order; columns -> dict of numpy arrays. pandas and numpy are imported only for the kinds that need
+    them.
     """
     key, payload = _split_body(body)
     kind = schema["kind"]
@@ -120,7 +121,8 @@ def _gather_columns(
     if not isinstance(payload, list):
         raise InputError(f'"{key}" must be a list of rows, got a JSON {json_type(payload)}')
     _check_row_count(len(payload), max_rows)
-    # Lists in column order are a dataframe convenience (BUNDLE.md); records and columns rows must name columns.
+    # Lists in column order are a dataframe convenience (BUNDLE.md); records and columns rows must name
+    # columns.
     lists_ok = kind == "dataframe" and key != "dataframe_records"
     columns: dict[str, list[Any]] = {name: [] for name in names}
     expected = set(names)
@@ -188,7 +190,7 @@ def _check_columns(data: dict[str, list[Any]], specs: list[Mapping[str, Any]]) -
     problems: list[str] = []
     checked: dict[str, list[Any]] = {}
     for spec in specs:
-        name, type_, nullable = spec["name"], spec.get("type", "any"), bool(spec.get("nullable", False))
+        name, type_, nullable = spec["name"], spec.get("type", "any"), bool(spec.get("nullable", True))
         values = data[name]
         if type_ == "any":
             checked[name] = values
@@ -205,7 +207,7 @@ def _check_columns(data: dict[str, list[Any]], specs: list[Mapping[str, Any]]) -
 
 
 def _check_scalars(rows: list[Any], schema: Mapping[str, Any]) -> list[Any]:
-    type_, nullable = schema.get("type", "any"), bool(schema.get("nullable", False))
+    type_, nullable = schema.get("type", "any"), bool(schema.get("nullable", True))
     problems: list[str] = []
     out = []
     for index, value in enumerate(rows):
@@ -235,9 +237,7 @@ def _check_ndarray(rows: list[Any], schema: Mapping[str, Any]) -> None:
             f"expected an array of shape {_shape(expected)} (null: any size), got {_shape(shape)}{hint}"
         )
     problems: list[str] = []
-    _walk_ndarray(
-        rows, shape, 0, [], schema.get("type", "any"), bool(schema.get("nullable", False)), problems
-    )
+    _walk_ndarray(rows, shape, 0, [], schema.get("type", "any"), bool(schema.get("nullable", True)), problems)
     _raise_problems(problems)
 
 

@@ -31,13 +31,14 @@ class BadValue(Exception):
     """Raised by `check_value`; the message completes "<where>: …"."""
 
 
-def check_value(value: Any, type_: str, nullable: bool = False) -> Any:
+def check_value(value: Any, type_: str, nullable: bool = True) -> Any:
     """Return `value` as the served function should see it, or raise BadValue.
 
-    Deliberately strict, because a silently coerced value gives a wrong prediction rather than an error: bools are
-    not numbers, numbers are not strings, NaN and Infinity (which Python's json accepts, though they are not JSON)
-    are refused, and null only where the schema says `nullable`. Integers are fine where a number belongs, and a
-    float with an integral value (3.0) where an integer does.
+    Deliberately strict, because a silently coerced value gives a wrong prediction rather than an error: bools
+    are not numbers, numbers are not strings, and NaN and Infinity (which Python's json accepts, though they
+    are not JSON) are refused. Integers are fine where a number belongs, and a float with an integral value
+    (3.0) where an integer does. null is a missing value (the packager writes a sample's NaN as null), refused
+    only where the schema says `"nullable": false`.
     """
     if type_ == "any":
         return value

@@ -59,11 +59,12 @@ def replay_case(bundle: LoadedBundle, case: dict[str, Any]) -> CaseResult:
 
 
 def verify_url(url: str, bundle_dir: str | Path, *, timeout: float = 30.0) -> list[CaseResult]:
-    """Send every golden case of the bundle at `bundle_dir` to the server at `url` and compare its predictions.
+    """Send every golden case of the bundle at `bundle_dir` to the server at `url` and compare its
+    predictions.
 
-    Only the manifest and golden.json are read (and the digests checked); predictor.py is not imported, so this
-    works from a machine that could not run the model. Raises BundleLoadError, or ServerUnreachable when no HTTP
-    answer comes back at all.
+    Only the manifest and golden.json are read (and the digests checked); predictor.py is not imported, so
+    this works from a machine that could not run the model. Raises BundleLoadError, or ServerUnreachable when
+    no HTTP answer comes back at all.
     """
     root = Path(bundle_dir)
     manifest = read_manifest(root)

@@ -13,8 +13,9 @@ import pytest
 from starlette.exceptions import StarletteDeprecationWarning
 
 with warnings.catch_warnings():
-    # Starlette's TestClient now prefers httpx2 and warns when it finds only httpx, the client pyproject's `test`
-    # extra lists; with warnings as errors that would stop collection. Harmless once httpx2 is installed.
+    # Starlette's TestClient now prefers httpx2 and warns when it finds only httpx, the client pyproject's
+    # `test` extra lists; with warnings as errors that would stop collection. Harmless once httpx2 is
+    # installed.
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from starlette.testclient import TestClient
 
@@ -48,7 +49,7 @@ def make_bundle(sample_bundle: Callable[[str], Path], tmp_path: Path) -> Callabl
 
 @pytest.fixture
 def serve(sample_bundle: Callable[[str], Path]) -> Iterator[Callable[..., TestClient]]:
-    """Start a bundle's app in-process (lifespan included) and return its TestClient; all closed at teardown."""
+    """Start a bundle's app in-process (lifespan included) and return its TestClient, closed at teardown."""
     clients: list[TestClient] = []
 
     def start(bundle: str | Path, **client_options: Any) -> TestClient:

@@ -49,7 +49,8 @@ def build_bundle(sample: str, out: Path) -> Path:
     requirements = _pins("numpy", "pandas", "scikit-learn", "starlette", "uvicorn")
     (out / "requirements.txt").write_text("".join(f"{line}\n" for line in requirements))
 
-    # Golden outputs as the kernel records them: the served function on the notebook's own value, to_jsonable'd.
+    # Golden outputs as the kernel records them: the served function on the notebook's own value,
+    # to_jsonable'd.
     predictor = _import_file(out / "predictor.py", f"_golden_{sample}")
     cases = []
     for index, (method, row, value) in enumerate(spec.golden_inputs()):

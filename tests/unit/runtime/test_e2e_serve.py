@@ -1,4 +1,4 @@
-"""The runtime as it runs in a bundle: `python -m mlship_runtime` from the bundle directory, on a real socket."""
+"""The runtime as a bundle runs it: `python -m mlship_runtime` in the bundle directory, on a real socket."""
 
 from __future__ import annotations
 

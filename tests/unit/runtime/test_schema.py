@@ -125,12 +125,21 @@ def test_datetime_column_is_parsed_as_iso_8601() -> None:
     assert frame["at"].iloc[1] == pd.Timestamp("2026-11-28")
 
 
-def test_nullable_column_accepts_null() -> None:
-    schema = {
-        "kind": "dataframe",
-        "columns": [{"name": "x", "type": "number", "dtype": "float64", "nullable": True}],
-    }
-    assert math.isnan(decode({"instances": [{"x": None}]}, schema)["x"].iloc[0])
+def test_null_is_a_missing_value_unless_the_column_says_nullable_false() -> None:
+    # The packager writes a sample's NaN as null; pandas turns it back into NaN.
+    assert math.isnan(decode({"instances": [{**ROW, "income": None}]})["income"].iloc[0])
+    strict = {"kind": "records", "columns": [{"name": "x", "type": "number", "nullable": False}]}
+    assert error({"instances": [{"x": None}]}, strict) == 'column "x", row 0: expected a number, got null'
+
+
+def test_null_in_an_integer_column_fails_conversion_as_a_client_error() -> None:
+    assert error({"instances": [{**ROW, "age": None}]}).startswith(
+        'column "age": cannot convert the values to int64'
+    )
+
+
+def test_null_in_an_ndarray_becomes_nan() -> None:
+    assert np.isnan(decode({"instances": [[1, None, 3]]}, ARRAY)[0, 1])
 
 
 def test_any_type_accepts_anything() -> None:
@@ -206,7 +215,6 @@ def test_several_problems_are_reported_together_up_to_a_limit() -> None:
         ({**ROW, "age": 41.5}, 'column "age", row 0: expected an integer, got the number 41.5'),
         ({**ROW, "city": 69000}, 'column "city", row 0: expected a string, got the number 69000'),
         ({**ROW, "member": 1}, 'column "member", row 0: expected true or false, got the number 1'),
-        ({**ROW, "income": None}, 'column "income", row 0: expected a number, got null'),
         ({**ROW, "city": ["Lyon"]}, 'column "city", row 0: expected a string, got a list of 1 values'),
     ],
 )
