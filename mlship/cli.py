@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -184,14 +183,12 @@ def serve(
     cmd = [sys.executable, "-m", BUNDLE_RUNTIME_NAME, "serve", str(path), "--host", host, "--port", str(port),
            "--workers", str(workers)]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.Popen(cmd, cwd=str(path), env=env)
-    try:
-        code = proc.wait()
-    except KeyboardInterrupt:
-        code = proc.wait()
-    if code not in (0, -2, 130):
-        raise MlshipError(f"the server for {path.name} stopped with exit code {code}",
-                          hint="the lines above say why; `mlship verify BUNDLE` checks the bundle itself")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Become the server process: signals (Ctrl-C, SIGTERM from a supervisor) reach the runtime directly, and its
+    # exit code is ours.
+    os.chdir(path)
+    os.execve(sys.executable, cmd, env)
 
 
 @app.command()

@@ -145,13 +145,16 @@ def first_parameter(expr: str, method: str) -> str | None:
 
 def fitted_objects() -> list[dict[str, Any]]:
     """Top-level names bound to fitted objects with a callable predict: the fallback when no call is found."""
-    found = []
+    found: dict[int, dict[str, Any]] = {}
     for name, value in list(USER_NS.items()):
         if name.startswith("_") or name in _IPYTHON_NAMES or _kind(value) != "instance":
             continue
         if callable(getattr(value, "predict", None)) and _is_fitted(value):
-            found.append({"name": name, "type": _type_name(value)})
-    return found
+            if id(value) in found:  # `for m in (lr, rf)` leaves m bound to rf: one model, two names
+                found[id(value)]["aliases"].append(name)
+            else:
+                found[id(value)] = {"name": name, "type": _type_name(value), "aliases": []}
+    return list(found.values())
 
 
 # -- samples, schema and golden cases --------------------------------------------------------------------------
@@ -222,7 +225,22 @@ def _column(name: Any, dtype: Any, values: list[Any]) -> dict[str, Any]:
     return {"name": str(name), "dtype": str(dtype), "type": t}
 
 
-def infer_schema(sample: Any) -> dict[str, Any]:
+def _has_missing(values: Any) -> bool:
+    """Whether the notebook's full input has missing values here: only then does the server accept null."""
+    isna = getattr(values, "isna", None)
+    if callable(isna):
+        return bool(isna().any())
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(values, np.ndarray):
+        if values.dtype.kind == "f":
+            return bool(np.isnan(values).any())
+        values = values.ravel().tolist() if values.dtype == object else []
+    return any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values)
+
+
+def infer_schema(sample: Any, full: Any = None) -> dict[str, Any]:
+    """The schema of `sample`; `full` (the whole input the sample came from) decides which fields may be null."""
+    full = sample if full is None else full
     kind = servable_kind(sample)
     if kind == "dataframe":
         bad = [c for c in sample.columns if not isinstance(c, str)]
@@ -230,17 +248,19 @@ def infer_schema(sample: Any) -> dict[str, Any]:
             raise TypeError(
                 f"the input DataFrame has non-string column names {bad[:5]!r}; JSON requests name columns by string"
             )
-        cols = [_column(c, sample[c].dtype, sample[c].tolist()) for c in sample.columns]
+        cols = [dict(_column(c, sample[c].dtype, sample[c].tolist()), nullable=_has_missing(full[c]))
+                for c in sample.columns]
         return {"kind": "dataframe", "columns": cols}
     if kind == "series":
         col = _column(sample.name if sample.name is not None else "value", sample.dtype, sample.tolist())
         return {"kind": "series", "name": None if sample.name is None else str(sample.name),
-                "dtype": col["dtype"], "type": col["type"]}
+                "dtype": col["dtype"], "type": col["type"], "nullable": _has_missing(full)}
     if kind == "ndarray":
         t = _type_from_dtype(sample.dtype)
         if t == "any":
             t = _scalar_type(sample.ravel().tolist())
-        return {"kind": "ndarray", "dtype": str(sample.dtype), "type": t, "shape": [None, *sample.shape[1:]]}
+        return {"kind": "ndarray", "dtype": str(sample.dtype), "type": t, "shape": [None, *sample.shape[1:]],
+                "nullable": _has_missing(full)}
     if kind == "list":
         return {"kind": "list", "type": _scalar_type(list(sample))}
     if kind == "records":
@@ -267,6 +287,12 @@ def _json_value(v: Any) -> Any:
     return v
 
 
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
 def instances(sample: Any, schema: dict[str, Any]) -> list[Any]:
     """The sample as a JSON `instances` list, in the row form BUNDLE.md documents for its kind."""
     kind = schema["kind"]
@@ -276,7 +302,7 @@ def instances(sample: Any, schema: dict[str, Any]) -> list[Any]:
     if kind == "series":
         return [_json_value(v) for v in sample.tolist()]
     if kind == "ndarray":
-        return to_jsonable(sample)
+        return _nan_to_none(to_jsonable(sample))
     if kind == "list":
         return [_json_value(v) for v in sample]
     if kind == "records":
@@ -310,7 +336,7 @@ def golden(sample_expr: str, n: int, methods: dict[str, str], input_name: str) -
     if total == 0:
         raise ValueError(f"the input `{sample_expr}` has no rows, so there is no sample to record")
     sample = _head(raw, n)
-    schema = infer_schema(sample)
+    schema = infer_schema(sample, raw)
     rows = instances(sample, schema)
     schema["example"] = rows[0]
     cases = []

@@ -49,6 +49,7 @@ class CodeIndex:
 
     statements: list[Statement] = field(default_factory=list)
     definitions: dict[str, Definition] = field(default_factory=dict)
+    bindings: dict[str, list[int]] = field(default_factory=dict)  # name -> positions of statements binding it
     unparsed: list[tuple[Cell, str]] = field(default_factory=list)
 
     @property
@@ -108,6 +109,7 @@ def index_cells(cells: tuple[Cell, ...] | list[Cell]) -> CodeIndex:
             index.statements.append(st)
             for d in _definitions(st):
                 index.definitions[d.name] = d
+                index.bindings.setdefault(d.name, []).append(len(index.statements) - 1)
     return index
 
 

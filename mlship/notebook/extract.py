@@ -90,6 +90,7 @@ def choose(index: CodeIndex, choices: Choices, kernel: Inspector) -> ServePlan:
         else:
             plan = _plan_from_model(str(choices.model), choices, candidates, last, kernel)
     elif (auto := _auto_candidate(candidates)) is not None:
+        _check_not_rebound(auto, index)
         plan = _plan_from_candidate(auto, kernel, origin="auto",
                                     reason=f"last prediction call in the notebook (cell {auto.cell.number})")
     else:
@@ -107,6 +108,29 @@ def choose(index: CodeIndex, choices: Choices, kernel: Inspector) -> ServePlan:
             hint='pass --sample "EXPR" (e.g. --sample "X_test"), or add `# mlship: sample EXPR` to a cell',
         )
     return plan
+
+
+def _check_not_rebound(c: Candidate, index: CodeIndex) -> None:
+    """Values are captured when the notebook ends: a model name bound to something else after the prediction call
+    would silently serve the wrong object. Refitting in place (`model = model.fit(...)`) is fine."""
+    root = c.call.func
+    while isinstance(root, ast.Attribute | ast.Subscript | ast.Call):
+        root = root.value if not isinstance(root, ast.Call) else root.func
+    if not isinstance(root, ast.Name):
+        return
+    for pos in index.bindings.get(root.id, []):
+        if pos <= c.order:
+            continue
+        st = index.statements[pos]
+        value = getattr(st.node, "value", None)
+        if value is not None and root.id in {n.id for n in ast.walk(value) if isinstance(n, ast.Name)}:
+            continue
+        raise ExtractionError(
+            f"the last prediction call {c.source} (cell {c.cell.number}) uses `{root.id}`, but cell "
+            f"{st.cell.number} binds `{root.id}` to something else afterwards ({st.segment().splitlines()[0]!r}); "
+            "mlship captures objects as they are when the notebook ends",
+            hint=f"rename one of them, or pass --model {root.id} if the later object is the one to serve",
+        )
 
 
 def _confirm(c: Candidate, kernel: Inspector) -> bool:
@@ -301,9 +325,8 @@ def _plan_from_fallback(choices: Choices, kernel: Inspector) -> ServePlan:
                 "object, and no top-level variable holds a fitted object with a predict method",
                 hint="fit a model in the notebook, or say what to serve with --model NAME or --predict \"EXPR\"",
             )
-        listed = ", ".join(f"{f['name']} ({f['type']})" for f in fitted)
         raise ExtractionError(
-            f"several fitted models and no prediction call to choose between them: {listed}",
+            f"several fitted models and no prediction call to choose between them: {_list_models(fitted)}",
             hint="choose one with --model NAME (or `# mlship: model NAME` in a cell)",
         )
     name = fitted[0]["name"]
@@ -319,7 +342,12 @@ def _known_models_hint(kernel: Inspector) -> str:
     fitted = kernel.fitted_objects()
     if not fitted:
         return "no top-level variable holds a fitted model with a predict method"
-    return "fitted models in the notebook: " + ", ".join(f"{f['name']} ({f['type']})" for f in fitted)
+    return "fitted models in the notebook: " + _list_models(fitted)
+
+
+def _list_models(fitted: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{f['name']} ({f['type']}" + (f"; also named {', '.join(f['aliases'])}" if f.get("aliases")
+                                                   else "") + ")" for f in fitted)
 
 
 def _parse(expr: str, flag: str) -> ast.expr:

@@ -222,5 +222,7 @@ def _http_exception_handler(names: list[str]) -> Callable[[Request, Exception], 
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    # Starlette logs the traceback (it re-raises to the server); the client gets no internals.
-    return error_response(500, f"internal error (request id {request_id(request)})")
+    # The server logs the traceback (Starlette re-raises to it); the client gets no internals. This handler runs
+    # outside RequestIdMiddleware, so it sets the header itself.
+    rid = request_id(request)
+    return error_response(500, f"internal error (request id {rid})", {"x-request-id": rid})

@@ -7,6 +7,7 @@ conversion error becomes an InputError naming the column and the dtype, never a 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -52,9 +53,8 @@ def _series_builder(schema: Mapping[str, Any]) -> Callable[[Any, str | None], An
     def build(values: Any, dtype: str | None) -> Any:
         import pandas  # type: ignore[import-untyped, unused-ignore]
 
-        if schema.get("type") == "datetime":
-            return _datetimes(pandas.Series(values, name=schema.get("name")), dtype)
-        return pandas.Series(values, name=schema.get("name"), dtype=dtype)
+        column = _datetimes(values, dtype) if schema.get("type") == "datetime" else _column(values, dtype)
+        return pandas.Series(column, name=schema.get("name"))
 
     return build
 
@@ -62,23 +62,49 @@ def _series_builder(schema: Mapping[str, Any]) -> Callable[[Any, str | None], An
 def _to_dataframe(specs: list[Mapping[str, Any]], data: dict[str, list[Any]]) -> Any:
     import pandas  # type: ignore[import-untyped, unused-ignore]
 
-    names = [spec["name"] for spec in specs]
-    frame = pandas.DataFrame(data, columns=names)
-    plain = {
-        spec["name"]: spec["dtype"] for spec in specs if spec.get("dtype") and spec.get("type") != "datetime"
-    }
-    try:
-        # One astype for all columns is much cheaper than one per column on the usual one-row request.
-        frame = frame.astype(plain)
-    except Exception as exc:
-        for name, dtype in plain.items():  # find the column to blame, so the message can name it
-            _convert(f'column "{name}"', dtype, lambda values, dt: values.astype(dt), frame[name])
-        raise InputError(f"cannot convert the columns to their dtypes: {exc}") from exc
+    columns = {}
     for spec in specs:
-        if spec.get("type") == "datetime":
-            name = spec["name"]
-            frame[name] = _convert(f'column "{name}"', spec.get("dtype"), _datetimes, frame[name])
-    return frame
+        name = spec["name"]
+        build = _datetimes if spec.get("type") == "datetime" else _column
+        columns[name] = _convert(f'column "{name}"', spec.get("dtype"), build, data[name])
+    # copy=False: the arrays were made for this frame alone.
+    return pandas.DataFrame(columns, copy=False)
+
+
+def _column(values: list[Any], dtype: str | None) -> Any:
+    """One column's values as an array of `dtype`.
+
+    Built array by array rather than with DataFrame.astype: for the usual one-row request that is about ten
+    times faster (50 µs instead of 800 for four float columns), and the request's cost is mostly this.
+    """
+    import numpy
+    import pandas  # type: ignore[import-untyped, unused-ignore]
+
+    if not dtype:
+        return pandas.Series(values)
+    resolved = _pandas_dtype(dtype)
+    if not isinstance(resolved, numpy.dtype):
+        return pandas.array(values, dtype=resolved)  # str, category, Int64 and the other pandas dtypes
+    if resolved.kind in "biu":
+        # numpy would store null as False in a bool column, and fail obscurely in an integer one.
+        for index, value in enumerate(values):
+            if value is None:
+                raise ValueError(f"row {index} is null, and {dtype} has no missing values")
+    if resolved.kind == "O":
+        # Element by element: numpy.asarray would turn a column of lists into a 2-D array. A Series, because
+        # pandas 3 infers `str` for a bare object array of strings, and the notebook's column was `object`.
+        array = numpy.empty(len(values), dtype=object)
+        for index, value in enumerate(values):
+            array[index] = value
+        return pandas.Series(array, dtype=object, copy=False)
+    return numpy.asarray(values, dtype=resolved)
+
+
+@functools.lru_cache(maxsize=256)
+def _pandas_dtype(dtype: str) -> Any:
+    from pandas.api.types import pandas_dtype  # type: ignore[import-untyped, unused-ignore]
+
+    return pandas_dtype(dtype)
 
 
 def _datetimes(values: Any, dtype: str | None) -> Any:

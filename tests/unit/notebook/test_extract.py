@@ -173,3 +173,22 @@ def test_function_using_ipython_magics_cannot_be_served(run_cells: Any) -> None:
         index = index_cells(cells)
         plan = choose(index, Choices(), kernel)
         plan_code(index, plan, kernel)
+
+
+def test_model_name_rebound_after_the_call_is_an_error(run_cells: Any) -> None:
+    with pytest.raises(ExtractionError, match="cell 4 binds `model` to something else afterwards") as info:
+        plan_of(run_cells, "model = LogisticRegression().fit(X_train, y_train)", "model.predict(X_test)",
+                "model = RandomForestClassifier(n_estimators=3).fit(X_train, y_train)")
+    assert "--model model" in (info.value.hint or "")
+
+
+def test_refitting_the_same_model_after_the_call_is_fine(run_cells: Any) -> None:
+    plan, _ = plan_of(run_cells, "model = LogisticRegression().fit(X_train, y_train)", "model.predict(X_test)",
+                      "model = model.fit(X, y)")
+    assert plan.methods["predict"] == "model.predict(X)"
+
+
+def test_aliases_of_one_model_are_listed_once(run_cells: Any) -> None:
+    with pytest.raises(ExtractionError, match=r"rf \(.*RandomForestClassifier; also named m\)"):
+        plan_of(run_cells, "lr = LogisticRegression().fit(X_train, y_train)",
+                "rf = RandomForestClassifier(n_estimators=3).fit(X_train, y_train)", "for m in (lr, rf):\n    pass")

@@ -28,6 +28,7 @@ def test_schema_of_a_dataframe_with_mixed_columns(ns: dict[str, Any]) -> None:
     assert schema["kind"] == "dataframe"
     assert [(c["name"], c["type"]) for c in schema["columns"]] == [
         ("x", "number"), ("n", "integer"), ("s", "string"), ("b", "boolean"), ("t", "datetime"), ("c", "string")]
+    assert [c["name"] for c in schema["columns"] if c["nullable"]] == ["x", "s"]
     rows = _kernel.instances(df, schema)
     assert rows[0] == {"x": 1.5, "n": 1, "s": "a", "b": True, "t": "2024-01-01T00:00:00", "c": "u"}
     assert rows[1]["x"] is None and rows[1]["s"] is None
@@ -35,7 +36,9 @@ def test_schema_of_a_dataframe_with_mixed_columns(ns: dict[str, Any]) -> None:
 
 def test_schema_of_arrays_series_lists_records_and_columns() -> None:
     assert _kernel.infer_schema(np.zeros((3, 4), dtype=np.float32)) == {
-        "kind": "ndarray", "dtype": "float32", "type": "number", "shape": [None, 4]}
+        "kind": "ndarray", "dtype": "float32", "type": "number", "shape": [None, 4], "nullable": False}
+    with_nan = _kernel.infer_schema(np.array([[1.0, np.nan]]))
+    assert with_nan["nullable"] is True
     assert _kernel.infer_schema(pd.Series(["a b", "c"], name="text"))["kind"] == "series"
     assert _kernel.infer_schema(["a", "b"]) == {"kind": "list", "type": "string"}
     records = _kernel.infer_schema([{"a": 1, "b": "x"}, {"a": 2, "c": 1.5}])

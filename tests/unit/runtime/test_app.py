@@ -295,3 +295,15 @@ def test_unexpected_decoding_failures_are_still_400(
     response = iris.post("/predict", json={"instances": [IRIS_ROW]})
     assert response.status_code == 400
     assert response.json() == {"error": "cannot decode the input: KeyError: 'surprise'"}
+
+
+def test_a_bug_outside_the_model_is_a_json_500(serve: Serve, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(request: Any) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(_app, "check_content_type", broken)
+    client = serve("raises", raise_server_exceptions=False)
+    response = client.post("/predict", json={"instances": [{"x": 1}]}, headers={"X-Request-ID": "r-1"})
+    assert response.status_code == 500
+    assert response.json() == {"error": "internal error (request id r-1)"}
+    assert response.headers["x-request-id"] == "r-1"

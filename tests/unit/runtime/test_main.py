@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 from starlette.applications import Starlette
 
 from mlship.runtime import __main__ as cli
@@ -22,7 +23,7 @@ MakeBundle = Callable[[str], Path]
 @pytest.fixture
 def uvicorn_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, dict[str, Any]]]:
     calls: list[tuple[Any, dict[str, Any]]] = []
-    monkeypatch.setattr(cli.uvicorn, "run", lambda app, **options: calls.append((app, options)))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: calls.append((app, options)))
     for name in ("MLSHIP_BUNDLE", "MLSHIP_LOG_LEVEL"):
         monkeypatch.delenv(name, raising=False)  # so that monkeypatch restores what serve sets
     return calls

@@ -138,6 +138,26 @@ def test_null_in_an_integer_column_fails_conversion_as_a_client_error() -> None:
     )
 
 
+def test_null_in_a_bool_column_is_refused_not_stored_as_false() -> None:
+    assert error({"instances": [{**ROW, "member": None}]}) == (
+        'column "member": cannot convert the values to bool: row 0 is null, and bool has no missing values'
+    )
+
+
+def test_object_column_of_lists_stays_one_value_per_row() -> None:
+    schema = {"kind": "dataframe", "columns": [{"name": "tags", "type": "any", "dtype": "object"}]}
+    frame = decode({"instances": [{"tags": ["a", "b"]}, {"tags": []}]}, schema)
+    assert frame.shape == (2, 1) and frame["tags"].tolist() == [["a", "b"], []]
+
+
+@pytest.mark.parametrize("dtype", ["str", "category", "Int64", "float32"])
+def test_pandas_and_numpy_dtypes(dtype: str) -> None:
+    type_ = "string" if dtype in ("str", "category") else "number"
+    value = "x" if type_ == "string" else 3
+    schema = {"kind": "dataframe", "columns": [{"name": "c", "type": type_, "dtype": dtype}]}
+    assert str(decode({"instances": [{"c": value}]}, schema)["c"].dtype) == dtype
+
+
 def test_null_in_an_ndarray_becomes_nan() -> None:
     assert np.isnan(decode({"instances": [[1, None, 3]]}, ARRAY)[0, 1])
 

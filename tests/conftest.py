@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "tests" / "samples" / "notebooks"
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _plain_console() -> Iterator[None]:
+    # Plain output: no colours, no live displays, so assertions see the words.
+    old = os.environ.get("MLSHIP_PLAIN")
+    os.environ["MLSHIP_PLAIN"] = "1"
+    yield
+    if old is None:
+        os.environ.pop("MLSHIP_PLAIN", None)
+    else:
+        os.environ["MLSHIP_PLAIN"] = old
+
+
+@pytest.fixture(scope="session")
+def samples(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private copy of tests/samples/notebooks: notebooks may write files beside themselves."""
+    dest = tmp_path_factory.mktemp("samples") / "notebooks"
+    shutil.copytree(SAMPLES, dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def examples(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dest = tmp_path_factory.mktemp("examples") / "examples"
+    shutil.copytree(EXAMPLES, dest, ignore=shutil.ignore_patterns("dist"))
+    return dest
+
+
+class Cli:
+    """typer's CliRunner around the real app; exceptions propagate so a bug is a traceback, not an exit code."""
+
+    def __init__(self) -> None:
+        from typer.testing import CliRunner
+
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str | Path, cwd: Path | None = None) -> Any:
+        from mlship.cli import app
+
+        old = Path.cwd()
+        if cwd is not None:
+            os.chdir(cwd)
+        try:
+            return self.runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+        finally:
+            os.chdir(old)
+
+
+@pytest.fixture(scope="session")
+def cli() -> Cli:
+    return Cli()
+
+
+def _docker_available() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=5).ping()
+        return True
+    except Exception:
+        return False
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("requires_docker") and not _docker_available():
+        if os.environ.get("MLSHIP_REQUIRE_DOCKER") == "1":
+            pytest.fail("MLSHIP_REQUIRE_DOCKER=1 but no Docker daemon is reachable")
+        pytest.skip("no Docker daemon reachable (start dockerd, or set MLSHIP_REQUIRE_DOCKER=1 to make this fatal)")
