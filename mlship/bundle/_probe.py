@@ -85,12 +85,31 @@ def classify(modules: set[str], bundle: Path) -> dict[str, Any]:
     return {"distributions": distributions, "local": local, "unknown": unknown}
 
 
+def local_imports(local: dict[str, str]) -> set[str]:
+    """What the modules copied from beside the notebook import in turn."""
+    found: set[str] = set()
+    for origin in local.values():
+        path = Path(origin)
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for file in files:
+            try:
+                found |= import_modules(file)
+            except (SyntaxError, UnicodeDecodeError, OSError):
+                continue
+    return found
+
+
 def main(argv: list[str]) -> int:
     bundle = Path(argv[1])
     # argv[2:]: modules the runtime needs for the input schema (pandas for a DataFrame input), versions from here.
     modules = (pickle_modules(bundle / "artifacts" / "values.pkl") | import_modules(bundle / "predictor.py")
                | set(argv[2:]))
     result = classify(modules, bundle)
+    seen_local: set[str] = set()
+    while set(result["local"]) - seen_local:  # local helpers may import packages, or other local helpers
+        seen_local = set(result["local"])
+        modules |= local_imports(result["local"])
+        result = classify(modules, bundle)
     result["modules"] = sorted(modules)
     sys.stdout.write(json.dumps(result) + "\n")
     return 0

@@ -87,3 +87,13 @@ def test_tampered_bundle_fails_verify(cli: Any, samples: Path, tmp_path: Path) -
     with (out / "artifacts" / "values.pkl").open("ab") as fh:
         fh.write(b"x")
     assert_error(cli("verify", out), "values.pkl")
+
+
+def test_cell_timeout(cli: Any, tmp_path: Path) -> None:
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nb = tmp_path / "slow.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell("import time"), new_code_cell("time.sleep(30)")]), nb)
+    result = package(cli, nb, tmp_path / "out", "--timeout", "2")
+    assert_error(result, "cell 2 ('time.sleep(30)') did not finish within 2 s", "--timeout", "# mlship: skip")

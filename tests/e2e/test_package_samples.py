@@ -93,3 +93,14 @@ def test_json_output_for_ci(cli: Any, samples: Path, tmp_path: Path) -> None:
     assert data["name"] == "diab" and data["golden"]["cases"] == data["golden"]["passed"] > 0
     assert "scikit-learn>=1.4" in data["requirements"]
     assert json.loads((tmp_path / "b" / "mlship.json").read_text())["version"] == "2.0.1"
+
+
+def test_module_beside_the_notebook_travels_in_the_bundle(cli: Any, samples: Path, tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    result = cli("package", samples / "local_module" / "local.ipynb", "-o", out)
+    assert result.exit_code == 0, result.output
+    assert (out / "code" / "helpers.py").is_file()
+    manifest = json.loads((out / "mlship.json").read_text())
+    assert manifest["local_modules"] == ["helpers"]
+    assert any(r.startswith("numpy==") for r in manifest["requirements"])  # helpers imports numpy
+    assert cli("verify", out).exit_code == 0
