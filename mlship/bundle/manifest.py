@@ -61,8 +61,8 @@ def build_requirements(found: dict[str, str], overrides: Iterable[str] = ()) -> 
 def created_at() -> str:
     """SOURCE_DATE_EPOCH when set (reproducible builds), else now; the only field that differs between runs."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    when = (_dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc) if epoch and epoch.isdigit()
-            else _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0))
+    when = (_dt.datetime.fromtimestamp(int(epoch), _dt.UTC) if epoch and epoch.isdigit()
+            else _dt.datetime.now(_dt.UTC).replace(microsecond=0))
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -18,18 +18,18 @@ from .._paths import BUNDLE_RUNTIME_NAME
 from ..errors import BundleError
 from .manifest import read_manifest
 
-_SCRIPT = """
+_SCRIPT = f"""
 import json, sys
 sys.path.insert(0, sys.argv[1])
-from {runtime}._bundle import BundleLoadError
-from {runtime}._verify import ServerUnreachable, verify_bundle, verify_url
+from {BUNDLE_RUNTIME_NAME}._bundle import BundleLoadError
+from {BUNDLE_RUNTIME_NAME}._verify import ServerUnreachable, verify_bundle, verify_url
 try:
     results = verify_url(sys.argv[2], sys.argv[1]) if len(sys.argv) > 2 else verify_bundle(sys.argv[1])
 except (BundleLoadError, ServerUnreachable) as exc:
     sys.stderr.write(str(exc) + "\\n")
     sys.exit(2)
 sys.stdout.write("\\x1e" + json.dumps([r.to_dict() for r in results]) + "\\n")
-""".format(runtime=BUNDLE_RUNTIME_NAME)
+"""
 
 
 @dataclass(frozen=True)

@@ -297,12 +297,12 @@ def instances(sample: Any, schema: dict[str, Any]) -> list[Any]:
     """The sample as a JSON `instances` list, in the row form BUNDLE.md documents for its kind."""
     kind = schema["kind"]
     if kind == "dataframe":
-        return [{str(c): _json_value(v) for c, v in zip(sample.columns, row)}
+        return [{str(c): _json_value(v) for c, v in zip(sample.columns, row, strict=True)}
                 for row in sample.itertuples(index=False, name=None)]
     if kind == "series":
         return [_json_value(v) for v in sample.tolist()]
     if kind == "ndarray":
-        return _nan_to_none(to_jsonable(sample))
+        return list(_nan_to_none(to_jsonable(sample)))
     if kind == "list":
         return [_json_value(v) for v in sample]
     if kind == "records":
@@ -367,7 +367,7 @@ def golden(sample_expr: str, n: int, methods: dict[str, str], input_name: str) -
 
 def _same(a: Any, b: Any, rtol: float = 1e-9, atol: float = 1e-12) -> bool:
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, float) and isinstance(b, float):
         if a == b or (math.isnan(a) and math.isnan(b)):  # equal infinities subtract to NaN
             return True
@@ -402,7 +402,7 @@ def _stable_class_ids(cloudpickle: Any) -> None:
 def _dumps(obj: Any) -> bytes:
     import cloudpickle
 
-    return cloudpickle.dumps(obj, protocol=5)
+    return bytes(cloudpickle.dumps(obj, protocol=5))
 
 
 def _find_unpicklable(obj: Any, path: str, depth: int = 0) -> str:

@@ -57,7 +57,7 @@ class KernelCodeError(Exception):
 def _kernel_spec_manager() -> Any:
     from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 
-    class SameEnvSpecs(KernelSpecManager):  # type: ignore[misc]
+    class SameEnvSpecs(KernelSpecManager):
         def get_kernel_spec(self, kernel_name: str) -> Any:
             if kernel_name == SAME_ENV_KERNEL:
                 return KernelSpec(

@@ -161,7 +161,7 @@ def _data_argument(c: Candidate, kernel: Inspector) -> ast.expr:
     if c.kind == "function" and call.args:
         # predict(df, dv, model) or score(model, df): the first argument that holds data, not a fitted object.
         infos = kernel.describe([ast.unparse(a) for a in call.args])
-        for arg, info in zip(call.args, infos):
+        for arg, info in zip(call.args, infos, strict=True):
             if info["ok"] and info["servable"]:
                 return arg
         return call.args[0]
@@ -208,7 +208,7 @@ def _raw_input(data: ast.expr, index: CodeIndex, kernel: Inspector) -> tuple[ast
     chain = _input_chain(data, index, kernel)
     infos = kernel.describe([ast.unparse(n) for n in chain])
     best: tuple[ast.expr, dict[str, Any]] | None = None
-    for node, info in zip(chain, infos):
+    for node, info in zip(chain, infos, strict=True):
         if info["ok"] and info["servable"]:
             best = (node, info)
         elif best is not None and not info["ok"]:
@@ -235,7 +235,7 @@ def _replace(tree: ast.expr, target: ast.expr, name: str) -> str:
         def visit(self, node: ast.AST) -> ast.AST:
             if getattr(node, "_mlship_input", False):
                 return ast.copy_location(ast.Name(id=name, ctx=ast.Load()), node)
-            return super().visit(node)
+            return super().visit(node)  # type: ignore[no-any-return]
 
     return ast.unparse(Swap().visit(clone))
 
