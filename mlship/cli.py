@@ -218,6 +218,72 @@ def verify(
         display_success(f"{len(results)} golden cases match the notebook" + (f" at {url}" if url else ""))
 
 
+# -- build -----------------------------------------------------------------------------------------------------
+
+
+@app.command()
+@_boundary
+def build(
+    notebook: Annotated[Path | None, typer.Argument(help="Package this notebook first (optional).",
+                                                    show_default=False)] = None,
+    target: Annotated[str, typer.Option("--target", "-t", help="docker or onprem. [env var: MLSHIP_TARGET]",
+                                        envvar="MLSHIP_TARGET")] = "docker",
+    bundle: Annotated[Path | None, typer.Option("--bundle", help="Bundle directory (default: the newest under "
+                                                "dist/).")] = None,
+    platform: Annotated[str, typer.Option("--platform", help="Target platform: linux/amd64 or linux/arm64. "
+                                          "[env var: MLSHIP_PLATFORM]", envvar="MLSHIP_PLATFORM")] = "linux/amd64",
+    wheel_cache: Annotated[Path | None, typer.Option("--wheel-cache", help="Where downloaded wheels are cached. "
+                                                     "[env var: MLSHIP_WHEEL_CACHE]")] = None,
+    base_image: Annotated[str | None, typer.Option("--base-image", help="docker: base image with python3.X "
+                                                   "(default python:X.Y-slim). [env var: MLSHIP_BASE_IMAGE]",
+                                                   envvar="MLSHIP_BASE_IMAGE")] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="docker: image tag (repeatable; default "
+                                                  "NAME:VERSION).")] = None,
+    push: Annotated[bool, typer.Option("--push", help="docker: push the tags after the smoke test.")] = False,
+    context_only: Annotated[Path | None, typer.Option("--context-only", help="docker: write the build context "
+                                                      "to DIR and stop (for kaniko, buildah, remote CI).")] = None,
+    no_test: Annotated[bool, typer.Option("--no-test", help="docker: skip the smoke test of the image.")] = False,
+    keep_failed: Annotated[bool, typer.Option("--keep-failed", help="docker: keep an image that failed its "
+                                              "smoke test.")] = False,
+    output: Annotated[Path, typer.Option("-o", "--output", help="onprem: folder for the tarball.")] = Path("dist"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (for CI).")] = False,
+) -> None:
+    """Build BUNDLE into a container image (docker) or an offline installer tarball (onprem)."""
+    from .targets.options import DockerOptions, OnpremOptions, default_wheel_cache, find_bundle
+
+    if target not in ("docker", "onprem"):
+        raise MlshipError(f"unknown target {target!r}", hint="use --target docker or --target onprem")
+    if notebook is not None:
+        from .bundle.builder import BundleBuilder, PackageOptions
+
+        builder = BundleBuilder.from_notebook(notebook, PackageOptions(force=True))
+        with _progress(builder.notebook.path.name, quiet=as_json) as (on_cell, on_step):
+            bundle = builder.build(on_progress=on_cell, on_step=on_step).bundle
+    path = (bundle or find_bundle()).resolve()
+    common: dict[str, Any] = {"platform": platform, "wheel_cache": wheel_cache or default_wheel_cache()}
+    with _progress(path.name, quiet=as_json) as (_on_cell, on_step):
+        common["on_step"] = on_step
+        result: Any
+        if target == "docker":
+            from .targets.docker import build_docker
+
+            result = build_docker(path, DockerOptions(
+                **common, base_image=base_image, tags=list(tag or []), push=push, context_only=context_only,
+                test=not no_test, keep_failed=keep_failed))
+        else:
+            from .targets.onprem import build_onprem
+
+            result = build_onprem(path, OnpremOptions(**common, output=output))
+    if as_json:
+        console.print(json.dumps(result.to_json(), indent=2), soft_wrap=True)
+    else:
+        from .report import print_rows
+
+        print_rows(result.rows())
+    if not result.ok:
+        raise MlshipError(f"the {target} build of {path.name} failed its checks", hint="see the table above")
+
+
 # -- progress --------------------------------------------------------------------------------------------------
 
 

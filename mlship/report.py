@@ -93,3 +93,12 @@ def print_cases(results: list[CaseResult]) -> None:
     for r in results:
         table.add_row(r.id, r.method, "ok" if r.ok else f"FAIL: {r.detail}", _short(r.expected), _short(r.actual))
     console.print(table)
+
+
+def print_rows(rows: list[tuple[str, str]]) -> None:
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)

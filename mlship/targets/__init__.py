@@ -1,0 +1,1 @@
+"""Build targets: each takes a finished bundle directory and produces something that runs elsewhere."""
