@@ -79,12 +79,22 @@ def servable_kind(value: Any) -> str | None:
             return "records"
         if all(_is_scalar(v) for v in value):
             return "list"
+        if np is not None and _is_table(value):
+            return "ndarray"  # [[5.1, 3.5, 1.4, 0.2]]: rows of numbers, served as a 2-D array
         return None
     if isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
         lengths = {_length(v) for v in value.values()}
         if None not in lengths and len(lengths) == 1:
             return "columns"
     return None
+
+
+def _is_table(value: Any) -> bool:
+    rows = list(value)
+    if not all(isinstance(r, (list, tuple)) and r and all(_is_scalar(x) and not isinstance(x, str) for x in r)
+               for r in rows):
+        return False
+    return len({len(r) for r in rows}) == 1
 
 
 def _is_scalar(v: Any) -> bool:
@@ -327,6 +337,8 @@ def _rows_of(output: Any) -> list[Any] | None:
 def golden(sample_expr: str, n: int, methods: dict[str, str], input_name: str) -> dict[str, Any]:
     """Evaluate the sample, infer its schema, and record the served path's outputs row by row."""
     raw = _evaluate(sample_expr)
+    if isinstance(raw, (list, tuple)) and servable_kind(raw) == "ndarray":
+        raw = sys.modules["numpy"].asarray(raw)
     if servable_kind(raw) is None:
         raise TypeError(
             f"the input `{sample_expr}` is a {_type_name(raw)}; mlship serves DataFrames, Series, numpy arrays, "

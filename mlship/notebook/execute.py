@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -176,9 +177,8 @@ class KernelSession:
                     ) from None
                 except CellExecutionError as exc:
                     raise NotebookError(
-                        f"cell {cell.number} ({cell.first_line!r}) raised {exc.ename}: {exc.evalue}",
-                        hint="the notebook must run top to bottom in a fresh kernel; fix the cell, or mark it "
-                        "`# mlship: skip` if serving does not need it",
+                        f"cell {cell.number} ({cell.first_line!r}) raised {exc.ename}: {_plain(exc.evalue)}",
+                        hint=_cell_error_hint(exc.ename, exc.evalue, self.kernel),
                     ) from None
                 except DeadKernelError:
                     raise NotebookError(
@@ -215,6 +215,27 @@ class KernelSession:
             raise KernelCodeError("MlshipProtocolError", "kernel code produced no result", out)
         payload = out.rsplit(_RESULT_MARK, 1)[1].strip()
         return json.loads(payload)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _plain(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+def _cell_error_hint(ename: str, evalue: str, kernel: str) -> str:
+    if ename == "ModuleNotFoundError":
+        missing = re.search(r"No module named '([^'.]+)", evalue)
+        name = missing.group(1) if missing else "the package"
+        where = "mlship's Python environment" if kernel == SAME_ENV_KERNEL else f"the {kernel!r} kernel's environment"
+        return (f"install {name} in {where} (e.g. pip install {name}; some packages install under another name), "
+                "or choose the kernel that has it with --kernel NAME")
+    if ename == "FileNotFoundError":
+        return ("cells run with the notebook's folder as working directory; check the path, or mark the cell "
+                "`# mlship: skip` if serving does not need it")
+    return ("the notebook must run top to bottom in a fresh kernel; fix the cell, or mark it `# mlship: skip` if "
+            "serving does not need it")
 
 
 def emit_code() -> str:
