@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 from .._paths import TEMPLATES_DIR
 
@@ -23,6 +27,8 @@ def make_environment() -> Any:
     # Values written into generated Python or Dockerfiles go through json.dumps: a valid, escaped string literal.
     env.filters["pyrepr"] = repr
     env.filters["quote"] = json.dumps
+    # Values written into shell scripts: one single-quoted word, whatever they hold.
+    env.filters["shquote"] = shlex.quote
     return env
 
 
@@ -51,5 +57,6 @@ class PredictorContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def render(template: str, context: PredictorContext) -> str:
+def render(template: str, context: DataclassInstance) -> str:
+    """Render templates/`template` with the fields of one typed context object (PredictorContext, ...)."""
     return str(make_environment().get_template(template).render(asdict(context)))

@@ -1,0 +1,429 @@
+"""Read a CSV, JSONL or parquet file in chunks of rows shaped like the body of a request to `/predict`.
+
+A chunk holds at most `chunk_rows` rows, so memory stays bounded whatever the file's size. Its body is what
+`decode_request` takes (`{"inputs": {column: values}}` for the column kinds, `{"instances": rows}` for the
+others), so a file's rows are validated and decoded by the very code that serves HTTP requests. Fields that the
+model does not take are ignored, except the `--id-column`s, which are carried beside the rows to the output.
+
+CSV values are text; they are given their schema type here (empty fields are missing values, as in
+`pandas.read_csv`), and a value that does not parse stays text, so the validator's message shows it as written.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._schema import COLUMN_KINDS
+from ._values import describe
+
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+PYARROW_HINT = (
+    "pip install pyarrow (for a bundle's image or on-prem install: package it with -r pyarrow==VERSION), "
+    "or use CSV or JSONL"
+)
+
+
+class BatchError(Exception):
+    """The batch job cannot go on; the message names the file, the line and the problem."""
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A row that cannot be predicted: where it is, why, and the row as read (for the rejects file)."""
+
+    where: str
+    message: str
+    row: Any
+
+
+@dataclass
+class Chunk:
+    """Consecutive rows of the file, in order: a request body for decode_request plus each row's ids."""
+
+    where: list[str]  # "line 12" (CSV, JSONL) or "row 12" (parquet), one per row
+    columns: dict[str, list[Any]] | None  # column kinds: {schema column: values}
+    rows: list[Any] | None  # other kinds: one instance per row
+    ids: dict[str, list[Any]]
+    raw: Callable[[int], Any]  # row i as read, for the rejects file
+    bad: list[BadRow] = field(default_factory=list)  # rows the reader could not even shape
+
+    def __len__(self) -> int:
+        return len(self.where)
+
+    def body(self) -> dict[str, Any]:
+        return {"inputs": self.columns} if self.columns is not None else {"instances": self.rows}
+
+    def select(self, keep: Sequence[int]) -> Chunk:
+        """The chunk of rows `keep` (indices into this one), in that order."""
+        return Chunk(
+            [self.where[i] for i in keep],
+            None if self.columns is None else {k: [v[i] for i in keep] for k, v in self.columns.items()},
+            None if self.rows is None else [self.rows[i] for i in keep],
+            {k: [v[i] for i in keep] for k, v in self.ids.items()},
+            lambda j: self.raw(keep[j]),
+        )
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which fields of a row the model takes (and in which order), and which are ids."""
+
+    schema: Mapping[str, Any]
+    id_columns: tuple[str, ...]
+
+    @property
+    def kind(self) -> str:
+        return str(self.schema["kind"])
+
+    @property
+    def names(self) -> list[str]:
+        return [spec["name"] for spec in self.schema["columns"]] if self.kind in COLUMN_KINDS else []
+
+    def fields(self, header: Sequence[str], source: str) -> list[str]:
+        """The fields of `header` that feed the model; raise BatchError when some are missing or ambiguous."""
+        missing_ids = [name for name in self.id_columns if name not in header]
+        if missing_ids:
+            raise BatchError(f"{source} has no id column {_quoted(missing_ids)}; its fields: {_quoted(header)}")
+        if self.kind in COLUMN_KINDS:
+            missing = [name for name in self.names if name not in header]
+            if missing:
+                raise BatchError(
+                    f"{source} lacks the model's columns {_quoted(missing)} (it takes {_quoted(self.names)})"
+                )
+            return self.names
+        rest = [name for name in header if name not in self.id_columns]
+        shape = self.schema.get("shape")
+        if self.kind == "ndarray" and shape is not None and len(shape) > 2:
+            raise BatchError(f"a {len(shape)}-D array input can be read from JSONL only, one row per line")
+        if self.kind == "ndarray" and (shape is None or len(shape) == 2):
+            return rest  # each row is one row of the array, its values in field order
+        if self.kind == "series" and self.schema.get("name") in header:
+            return [str(self.schema["name"])]
+        if len(rest) != 1:
+            raise BatchError(
+                f"the model takes one value per row (a {self.kind} of {self.schema.get('type', 'any')} values), "
+                f"but {source} has the fields {_quoted(rest)}; mark the others with --id-column, or drop them"
+            )
+        return rest
+
+    @property
+    def scalar_rows(self) -> bool:
+        """Each row is one value (series, list, 1-D array), not a list of them."""
+        return self.kind in ("series", "list") or (self.kind == "ndarray" and self.schema.get("shape") == [None])
+
+    def type_of(self, name: str) -> str:
+        if self.kind in COLUMN_KINDS:
+            return str(next(s for s in self.schema["columns"] if s["name"] == name).get("type", "any"))
+        return str(self.schema.get("type", "any"))
+
+
+class Reader:
+    """Chunks of one input file; `fraction()` says how much of it has been read (None if unknown)."""
+
+    def __init__(self, chunks: Iterator[Chunk], fraction: Callable[[], float | None]) -> None:
+        self.chunks = chunks
+        self.fraction = fraction
+
+
+def detect_format(path: Path, given: str | None, option: str) -> str:
+    if given:
+        return given
+    found = FORMATS.get(path.suffix.lower())
+    if found is None:
+        raise BatchError(
+            f"cannot tell the format of {path} from its extension; name it .csv, .jsonl or .parquet, "
+            f"or pass {option} csv|jsonl|parquet"
+        )
+    return found
+
+
+def open_reader(path: Path, fmt: str, layout: Layout, chunk_rows: int) -> Reader:
+    """Open `path` (raise BatchError when it cannot be read as `fmt` for this model) and read it lazily."""
+    if not path.is_file():
+        raise BatchError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
+    if fmt == "parquet":
+        return _parquet_reader(path, layout, chunk_rows)
+    stream = path.open("rb")
+    size = path.stat().st_size
+
+    def fraction() -> float | None:
+        # The binary stream's position: the text layer reads ahead by a few KiB, which is close enough here.
+        return min(1.0, stream.tell() / size) if size and not stream.closed else None
+
+    try:
+        chunks = _csv_chunks(stream, path, layout, chunk_rows) if fmt == "csv" else _jsonl_chunks(
+            stream, layout, chunk_rows
+        )
+        return Reader(_closing(chunks, stream), fraction)
+    except BaseException:
+        stream.close()
+        raise
+
+
+def _closing(chunks: Iterator[Chunk], stream: io.BufferedReader) -> Iterator[Chunk]:
+    with stream:
+        yield from chunks
+
+
+# -- CSV --------------------------------------------------------------------------------------------------------
+
+
+def _csv_chunks(stream: io.BufferedReader, path: Path, layout: Layout, chunk_rows: int) -> Iterator[Chunk]:
+    # utf-8-sig: spreadsheet programs start their CSV files with a byte order mark.
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    reader = csv.reader(text)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise BatchError(f"{path} is empty; a CSV file starts with a header line naming its columns") from None
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise BatchError(f"{path}, line 1: cannot read the header: {exc}") from None
+    fields = layout.fields(header, f"{path} (header line)")
+    values = [(header.index(name), _CONVERTERS[layout.type_of(name)]) for name in fields]
+    ids = [(name, header.index(name)) for name in layout.id_columns]
+    return _csv_records(reader, header, _csv_builder(layout, fields, values, ids, header), chunk_rows)
+
+
+def _csv_records(
+    reader: Any, header: list[str], build: Callable[[list[list[str]], list[str], list[BadRow]], Chunk],
+    chunk_rows: int,
+) -> Iterator[Chunk]:
+    records: list[list[str]] = []
+    where: list[str] = []
+    bad: list[BadRow] = []
+    last = reader.line_num
+    while True:
+        try:
+            record = next(reader, None)
+        except (csv.Error, UnicodeDecodeError) as exc:
+            # The csv module cannot resume after a broken quote or bad bytes: the rest of the file is unknown.
+            raise BatchError(f"line {last + 1}: cannot read the CSV file on from here: {exc}") from None
+        if record is None:
+            break
+        line, last = last + 1, reader.line_num
+        if len(record) == len(header):
+            records.append(record)
+            where.append(f"line {line}")
+        elif record:  # a blank line reads as [], and is skipped like pandas skips it
+            problem = f"has {len(record)} fields, but the header has {len(header)}"
+            bad.append(BadRow(f"line {line}", problem, record))
+        if len(records) + len(bad) >= chunk_rows:
+            yield build(records, where, bad)
+            records, where, bad = [], [], []
+    if records or bad:
+        yield build(records, where, bad)
+
+
+def _csv_builder(
+    layout: Layout,
+    fields: list[str],
+    values: list[tuple[int, Callable[[str], Any]]],
+    ids: list[tuple[str, int]],
+    header: list[str],
+) -> Callable[[list[list[str]], list[str], list[BadRow]], Chunk]:
+    def build(records: list[list[str]], where: list[str], bad: list[BadRow]) -> Chunk:
+        columns: dict[str, list[Any]] | None = None
+        rows: list[Any] | None = None
+        if layout.kind in COLUMN_KINDS:
+            columns = {name: [cv(r[i]) for r in records] for name, (i, cv) in zip(fields, values, strict=True)}
+        elif layout.scalar_rows:
+            [(i, cv)] = values
+            rows = [cv(r[i]) for r in records]
+        else:
+            rows = [[cv(r[i]) for i, cv in values] for r in records]
+        return Chunk(
+            where,
+            columns,
+            rows,
+            {name: [r[i] for r in records] for name, i in ids},
+            lambda i: dict(zip(header, records[i], strict=True)),
+            bad,
+        )
+
+    return build
+
+
+def _number(text: str) -> Any:
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _integer(text: str) -> Any:
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return _number(text)  # "3.0" is an integer to the validator; "3.5" is refused there, by name
+
+
+def _boolean(text: str) -> Any:
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    return text or None
+
+
+def _text(text: str) -> Any:
+    return text or None
+
+
+_CONVERTERS: dict[str, Callable[[str], Any]] = {
+    "number": _number,
+    "integer": _integer,
+    "boolean": _boolean,
+    "string": _text,
+    "datetime": _text,
+    "any": _text,
+}
+
+
+# -- JSONL ------------------------------------------------------------------------------------------------------
+
+
+def _jsonl_chunks(stream: io.BufferedReader, layout: Layout, chunk_rows: int) -> Iterator[Chunk]:
+    """One JSON value per line, each a row as in `{"instances": [row, ...]}`; objects may carry more fields."""
+    gather = _JsonlGather(layout)
+    for number, line in enumerate(stream, start=1):
+        if line.strip():
+            gather.add(f"line {number}", line)
+        if gather.count >= chunk_rows:
+            yield gather.chunk()
+            gather = _JsonlGather(layout)
+    if gather.count:
+        yield gather.chunk()
+
+
+class _JsonlGather:
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.names = layout.names
+        self.where: list[str] = []
+        self.columns: dict[str, list[Any]] | None = (
+            {name: [] for name in self.names} if layout.kind in COLUMN_KINDS else None
+        )
+        self.rows: list[Any] | None = None if layout.kind in COLUMN_KINDS else []
+        self.ids: dict[str, list[Any]] = {name: [] for name in layout.id_columns}
+        self.raw: list[Any] = []
+        self.bad: list[BadRow] = []
+
+    @property
+    def count(self) -> int:
+        return len(self.where) + len(self.bad)
+
+    def add(self, where: str, line: bytes) -> None:
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            self.bad.append(BadRow(where, f"not valid JSON: {exc}", line.decode("utf-8", "replace").rstrip()))
+            return
+        try:
+            values = self._values(row)
+        except BatchError as exc:
+            self.bad.append(BadRow(where, str(exc), row))
+            return
+        for name in self.ids:
+            self.ids[name].append(row[name])
+        if self.columns is not None:
+            for name, value in zip(self.names, values, strict=True):
+                self.columns[name].append(value)
+        else:
+            assert self.rows is not None
+            self.rows.append(values)
+        self.where.append(where)
+        self.raw.append(row)
+
+    def _values(self, row: Any) -> Any:
+        """The row's values in schema order (column kinds), or the instance itself."""
+        if isinstance(row, dict):
+            if self.columns is not None and self.ids.keys() <= row.keys():
+                try:
+                    return [row[name] for name in self.names]  # the usual case, without building messages
+                except KeyError:
+                    pass
+            fields = self.layout.fields(list(row), "the line")
+            if self.layout.scalar_rows:
+                return row[fields[0]]
+            return [row[name] for name in fields]
+        if self.layout.id_columns:
+            raise BatchError("--id-column needs every line to be a JSON object with that field")
+        if self.columns is None:
+            return row
+        if self.layout.kind == "dataframe" and isinstance(row, list) and len(row) == len(self.names):
+            return row
+        wanted = "a JSON object keyed by column name"
+        if self.layout.kind == "dataframe":
+            wanted += f" or a list of {len(self.names)} values in column order"
+        raise BatchError(f"expected {wanted}, got {describe(row)}")
+
+    def chunk(self) -> Chunk:
+        raw = self.raw
+        return Chunk(self.where, self.columns, self.rows, self.ids, lambda i: raw[i], self.bad)
+
+
+# -- parquet ----------------------------------------------------------------------------------------------------
+
+
+def _parquet_reader(path: Path, layout: Layout, chunk_rows: int) -> Reader:
+    try:
+        import pyarrow.parquet as pq  # type: ignore[import-untyped, import-not-found, unused-ignore]
+    except ImportError:
+        raise BatchError(f"{path}: reading parquet needs pyarrow, which is not installed: {PYARROW_HINT}") from None
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises its own ArrowInvalid, OSError and more for a damaged file
+        raise BatchError(f"{path} cannot be read as parquet: {exc}") from None
+    fields = layout.fields(parquet.schema_arrow.names, str(path))
+    total = parquet.metadata.num_rows
+    done = [0]
+
+    def chunks() -> Iterator[Chunk]:
+        with parquet:
+            wanted = list(dict.fromkeys([*fields, *layout.id_columns]))
+            for batch in parquet.iter_batches(batch_size=chunk_rows, columns=wanted):
+                data = batch.to_pydict()
+                start = done[0]
+                done[0] += batch.num_rows
+                yield _parquet_chunk(layout, fields, data, start, batch.num_rows)
+
+    return Reader(chunks(), lambda: done[0] / total if total else None)
+
+
+def _parquet_chunk(layout: Layout, fields: list[str], data: dict[str, list[Any]], start: int, count: int) -> Chunk:
+    values = {
+        name: _iso(data[name]) if layout.type_of(name) == "datetime" else data[name] for name in fields
+    }
+    columns: dict[str, list[Any]] | None = None
+    rows: list[Any] | None = None
+    if layout.kind in COLUMN_KINDS:
+        columns = values
+    elif layout.scalar_rows:
+        rows = values[fields[0]]
+    else:
+        rows = [list(row) for row in zip(*(values[name] for name in fields), strict=True)]
+    return Chunk(
+        [f"row {start + i + 1}" for i in range(count)],
+        columns,
+        rows,
+        {name: data[name] for name in layout.id_columns},
+        lambda i: {name: column[i] for name, column in data.items()},
+    )
+
+
+def _iso(values: list[Any]) -> list[Any]:
+    # Parquet stores timestamps, the schema's datetime type is an ISO 8601 string (what JSON clients send).
+    return [value.isoformat() if hasattr(value, "isoformat") else value for value in values]
+
+
+def _quoted(names: Sequence[Any]) -> str:
+    return ", ".join(f'"{name}"' for name in names)

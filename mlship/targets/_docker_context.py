@@ -1,0 +1,219 @@
+"""The docker build context: Dockerfile, locked wheelhouse and bundle, written deterministically.
+
+Same bundle and same wheels -> same bytes -> same context hash. The hash covers every file, the Dockerfile
+included: the Dockerfile is rendered once with an empty hash label, the tree is hashed, and the Dockerfile is
+rendered again with that hash (so the label records the hash of everything else plus the template's output).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..bundle.render import make_environment
+from ..errors import BuildError
+from .wheelhouse import Wheelhouse
+
+TEMPLATE = "Dockerfile.jinja"
+DOCKERIGNORE_TEMPLATE = "dockerignore"
+PORT = 8080
+UID = 10001
+VENV = "/opt/venv"
+APP_DIR = "/app"
+HOME = "/tmp"
+WHEELS_DIR = "wheels"
+BUNDLE_DIR = "bundle"
+LABEL_PREFIX = "io.mlship"
+CONTEXT_HASH_LABEL = f"{LABEL_PREFIX}.context-hash"
+# ensurepip puts these into every venv; the image does not need them unless the lock asks for them.
+_VENV_TOOLS = ("pip", "setuptools")
+# Fixed timestamp for every file in the context (the zip epoch, as wheels use), unless SOURCE_DATE_EPOCH is set:
+# COPY layers then carry the same bytes on every machine.
+_DEFAULT_EPOCH = 315532800
+_SKIP_NAMES = {"__pycache__", ".DS_Store"}
+
+
+@dataclass(frozen=True)
+class DockerfileContext:
+    """Everything templates/Dockerfile.jinja needs (data only)."""
+
+    mlship_version: str
+    name: str
+    version: str
+    base_image: str
+    python: str  # the interpreter the venv is made with, e.g. "python3.11"
+    wheels_dir: str
+    bundle_dir: str
+    lock_file: str
+    venv: str
+    app_dir: str
+    home: str
+    uid: int
+    port: int
+    passwd_line: str
+    remove_from_venv: list[str]
+    start_period: int
+    healthcheck: list[str]
+    entrypoint: list[str]
+    cmd: list[str]
+    labels: list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class ImageMetadata:
+    """What the labels say about the image, gathered by the caller."""
+
+    name: str
+    version: str
+    created: str
+    revision: str
+    source: str
+    bundle_digest: str
+    notebook_sha256: str
+    python: str  # full version recorded in the bundle, e.g. 3.11.7
+    runtime_version: str
+
+
+def image_labels(meta: ImageMetadata, base_image: str, context_hash: str) -> list[tuple[str, str]]:
+    oci = "org.opencontainers.image"
+    return [
+        (f"{oci}.title", meta.name),
+        (f"{oci}.version", meta.version),
+        (f"{oci}.created", meta.created),
+        (f"{oci}.revision", meta.revision),
+        (f"{oci}.source", meta.source),
+        (f"{oci}.description", f"mlship model service for {meta.name}"),
+        (f"{oci}.base.name", base_image),
+        (f"{LABEL_PREFIX}.bundle.digest", meta.bundle_digest),
+        (f"{LABEL_PREFIX}.notebook.sha256", meta.notebook_sha256),
+        (f"{LABEL_PREFIX}.version", __version__),
+        (f"{LABEL_PREFIX}.runtime-version", meta.runtime_version),
+        (f"{LABEL_PREFIX}.python", meta.python),
+        (CONTEXT_HASH_LABEL, context_hash),
+    ]
+
+
+def dockerfile_context(meta: ImageMetadata, *, base_image: str, python: str, wheelhouse: Wheelhouse,
+                       context_hash: str = "") -> DockerfileContext:
+    locked = {w.name for w in wheelhouse.lock}
+    readyz = f"http://127.0.0.1:{PORT}/readyz"
+    return DockerfileContext(
+        mlship_version=__version__,
+        name=meta.name,
+        version=meta.version,
+        base_image=base_image,
+        python=f"python{python}",
+        wheels_dir=WHEELS_DIR,
+        bundle_dir=BUNDLE_DIR,
+        lock_file=lock_file_name(wheelhouse),
+        venv=VENV,
+        app_dir=APP_DIR,
+        home=HOME,
+        uid=UID,
+        port=PORT,
+        passwd_line=f"mlship:x:{UID}:0:mlship model service:{HOME}:/usr/sbin/nologin",
+        remove_from_venv=[tool for tool in _VENV_TOOLS if tool not in locked],
+        # Loading a model and replaying one golden case can take a while for a large model.
+        start_period=120,
+        # No curl in a slim image: the venv's own Python asks /readyz (an HTTP error status raises -> exit 1).
+        healthcheck=[f"{VENV}/bin/python", "-c",
+                     f"import urllib.request; urllib.request.urlopen('{readyz}', timeout=4)"],
+        entrypoint=[f"{VENV}/bin/python", "-m", "mlship_runtime"],
+        cmd=["serve", APP_DIR, "--host", "0.0.0.0", "--port", str(PORT)],
+        labels=image_labels(meta, base_image, context_hash),
+    )
+
+
+def lock_file_name(wheelhouse: Wheelhouse) -> str:
+    return wheelhouse.lock_path.rsplit("/", 1)[-1]
+
+
+def render_dockerfile(context: DockerfileContext) -> str:
+    env = make_environment()
+    env.filters["dockerstr"] = dockerfile_string
+    return str(env.get_template(TEMPLATE).render(asdict(context)))
+
+
+def dockerfile_string(value: Any) -> str:
+    """A double-quoted Dockerfile word: JSON escaping, plus `$` escaped, since LABEL values are expanded."""
+    return json.dumps(str(value), ensure_ascii=False).replace("$", "\\$")
+
+
+def write_context(dest: Path, bundle: Path, wheelhouse: Wheelhouse, meta: ImageMetadata, *, base_image: str,
+                  python: str) -> str:
+    """Lay out the build context in `dest` (which must not exist or be empty); return its hash.
+
+    dest/Dockerfile, dest/.dockerignore, dest/wheels/ (the locked wheels and their lock file), dest/bundle/
+    (the bundle, without caches).
+    """
+    if dest.exists() and any(dest.iterdir()):
+        raise BuildError(f"{dest} is not empty", hint="give --context-only a new or empty directory")
+    dest.mkdir(parents=True, exist_ok=True)
+    wheels = dest / WHEELS_DIR
+    wheels.mkdir()
+    for locked in wheelhouse.lock:
+        # Copied, not hard-linked: normalize_tree changes modes and mtimes, which a link would share with the cache.
+        shutil.copyfile(wheelhouse.directory / locked.filename, wheels / locked.filename)
+    (wheels / lock_file_name(wheelhouse)).write_text(wheelhouse.lock_text(), encoding="utf-8")
+    shutil.copytree(bundle, dest / BUNDLE_DIR, ignore=_ignore)
+    env = make_environment()
+    (dest / ".dockerignore").write_text(env.get_template(DOCKERIGNORE_TEMPLATE).render(), encoding="utf-8")
+    draft = dockerfile_context(meta, base_image=base_image, python=python, wheelhouse=wheelhouse)
+    (dest / "Dockerfile").write_text(render_dockerfile(draft), encoding="utf-8")
+    normalize_tree(dest)
+    digest = context_hash(dest)
+    final = dockerfile_context(meta, base_image=base_image, python=python, wheelhouse=wheelhouse,
+                               context_hash=digest)
+    (dest / "Dockerfile").write_text(render_dockerfile(final), encoding="utf-8")
+    normalize_tree(dest)
+    return digest
+
+
+def context_hash(root: Path) -> str:
+    """sha256 over every file's path, mode and content, the Dockerfile's hash label blanked out."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        data = path.read_bytes()
+        if rel == "Dockerfile":
+            data = _blank_hash_label(data)
+        mode = "755" if path.stat().st_mode & 0o100 else "644"
+        digest.update(f"{mode} {hashlib.sha256(data).hexdigest()} {rel}\n".encode())
+    return "sha256:" + digest.hexdigest()
+
+
+def _blank_hash_label(dockerfile: bytes) -> bytes:
+    marker = f'{CONTEXT_HASH_LABEL}="'.encode()
+    start = dockerfile.find(marker)
+    if start < 0:
+        return dockerfile
+    start += len(marker)
+    end = dockerfile.index(b'"', start)
+    return dockerfile[:start] + dockerfile[end:]
+
+
+def normalize_tree(root: Path) -> None:
+    """Modes 644/755 and one fixed mtime for every file and folder, so COPY layers are reproducible."""
+    epoch_env = os.environ.get("SOURCE_DATE_EPOCH", "")
+    epoch = int(epoch_env) if epoch_env.isdigit() else _DEFAULT_EPOCH
+    paths = sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True)
+    for path in paths:
+        if path.is_symlink():
+            continue
+        if path.is_dir():
+            path.chmod(0o755)
+        else:
+            path.chmod(0o755 if path.stat().st_mode & 0o100 else 0o644)
+        os.utime(path, (epoch, epoch))
+    os.utime(root, (epoch, epoch))
+
+
+def _ignore(directory: str, names: list[str]) -> list[str]:
+    return [n for n in names if n in _SKIP_NAMES or n.endswith((".pyc", ".tmp")) or n.startswith(".mlship-")]
+

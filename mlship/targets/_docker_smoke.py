@@ -1,0 +1,118 @@
+"""The smoke test of a built image: start it, wait for readiness, replay the golden cases over HTTP, stop it."""
+
+from __future__ import annotations
+
+import logging
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..bundle.verify import CaseResult, verify_bundle
+from ..errors import MlshipError
+from ._docker_context import PORT
+
+logger = logging.getLogger(__name__)
+
+READY_TIMEOUT = 180.0
+STOP_TIMEOUT = 10
+
+
+@dataclass
+class SmokeResult:
+    ready_seconds: float | None = None
+    cases: list[CaseResult] = field(default_factory=list)
+    malformed_status: int | None = None
+    stop_seconds: float | None = None
+    exit_code: int | None = None
+    failure: str | None = None  # why the test could not finish, with the container's last log lines
+
+    @property
+    def ok(self) -> bool:
+        return (self.failure is None and bool(self.cases) and all(c.ok for c in self.cases)
+                and self.malformed_status is not None and 400 <= self.malformed_status < 500)
+
+
+def smoke_test(client: Any, image_id: str, bundle: Path, on_step: Callable[[str], None],
+               ready_timeout: float = READY_TIMEOUT) -> SmokeResult:
+    """Run the image on a free loopback port and check it; the container is always removed."""
+    import docker
+
+    result = SmokeResult()
+    container = client.containers.run(image_id, detach=True, ports={f"{PORT}/tcp": ("127.0.0.1", None)})
+    try:
+        start = time.monotonic()
+        url = _published_url(container)
+        on_step(f"smoke test: container {container.short_id} on {url}, waiting for /readyz")
+        failure = _wait_ready(container, url, ready_timeout)
+        if failure:
+            result.failure = f"{failure}\n{_log_tail(container)}"
+            return result
+        result.ready_seconds = time.monotonic() - start
+        on_step(f"smoke test: ready after {result.ready_seconds:.1f}s; replaying the golden cases")
+        try:
+            result.cases = verify_bundle(bundle, url=url)
+        except MlshipError as exc:
+            result.failure = f"replaying the golden cases failed: {exc.message}\n{_log_tail(container)}"
+            return result
+        result.malformed_status = _post_malformed(url)
+        stopped = time.monotonic()
+        container.stop(timeout=STOP_TIMEOUT)
+        result.stop_seconds = time.monotonic() - stopped
+        result.exit_code = int(container.wait(timeout=STOP_TIMEOUT + 5).get("StatusCode", -1))
+        return result
+    finally:
+        try:
+            container.remove(force=True)
+        except docker.errors.APIError:
+            logger.debug("could not remove smoke-test container %s", container.id)
+
+
+def _published_url(container: Any) -> str:
+    container.reload()
+    bindings = container.attrs["NetworkSettings"]["Ports"].get(f"{PORT}/tcp") or []
+    if not bindings:
+        raise MlshipError(f"docker published no host port for {PORT}/tcp of container {container.short_id}")
+    return f"http://127.0.0.1:{bindings[0]['HostPort']}"
+
+
+def _wait_ready(container: Any, url: str, timeout: float) -> str | None:
+    """None once /readyz says 200; otherwise why not (the container exited, or the time ran out)."""
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        container.reload()
+        if container.status in ("exited", "dead"):
+            code = container.attrs.get("State", {}).get("ExitCode")
+            return f"the container exited with status {code} before it was ready"
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=5) as response:
+                if response.status == 200:
+                    return None
+        except urllib.error.HTTPError as exc:
+            last = f"/readyz answered {exc.code}: {exc.read().decode(errors='replace')[:200]}"
+        except (urllib.error.URLError, OSError) as exc:
+            last = f"no answer ({exc})"
+        time.sleep(0.25)
+    return f"the container was not ready within {timeout:.0f}s ({last})"
+
+
+def _post_malformed(url: str) -> int:
+    request = urllib.request.Request(f"{url}/predict", data=b'{"instances": [', method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def _log_tail(container: Any, lines: int = 15) -> str:
+    try:
+        text = container.logs(tail=lines).decode(errors="replace").rstrip()
+    except Exception:  # the container may be gone already; the log is a courtesy
+        return "(no container log)"
+    return "container log (last lines):\n" + "\n".join(f"  {line}" for line in text.splitlines())

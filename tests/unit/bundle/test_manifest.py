@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mlship.bundle import manifest as mf
+from mlship.errors import BundleError
+
+
+def test_requirements_are_pinned_sorted_and_exclude_notebook_tooling() -> None:
+    reqs = mf.build_requirements({"scikit-learn": "1.9.1", "ipykernel": "7.0", "numpy": "2.4.6",
+                                  "matplotlib-inline": "0.2"})
+    names = [r.split("==")[0] for r in reqs]
+    assert names == sorted(names, key=mf.canonical)
+    assert "scikit-learn==1.9.1" in reqs and "numpy==2.4.6" in reqs
+    assert not any(r.startswith(("ipykernel", "matplotlib-inline")) for r in reqs)
+    assert any(r.startswith("starlette==") for r in reqs) and any(r.startswith("uvicorn==") for r in reqs)
+
+
+def test_requirement_overrides_replace_by_normalized_name() -> None:
+    reqs = mf.build_requirements({"scikit-learn": "1.9.1"}, ["Scikit_Learn>=1.4", "xgboost==2.1.0"])
+    assert "Scikit_Learn>=1.4" in reqs and "scikit-learn==1.9.1" not in reqs
+    assert "xgboost==2.1.0" in reqs
+    with pytest.raises(BundleError, match="is not a requirement"):
+        mf.build_requirements({}, ["==1.0"])
+
+
+def test_created_at_honours_source_date_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")
+    assert mf.created_at() == "1970-01-01T00:00:00Z"
+
+
+def test_read_manifest_errors(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="mlship.json is missing"):
+        mf.read_manifest(tmp_path)
+    (tmp_path / "mlship.json").write_text("{broken")
+    with pytest.raises(BundleError, match="is damaged"):
+        mf.read_manifest(tmp_path)
+    (tmp_path / "mlship.json").write_text(json.dumps({"format": 99}))
+    with pytest.raises(BundleError, match="format 99, expected 1"):
+        mf.read_manifest(tmp_path)
