@@ -104,3 +104,16 @@ def test_module_beside_the_notebook_travels_in_the_bundle(cli: Any, samples: Pat
     assert manifest["local_modules"] == ["helpers"]
     assert any(r.startswith("numpy==") for r in manifest["requirements"])  # helpers imports numpy
     assert cli("verify", out).exit_code == 0
+
+
+def test_named_kernel(cli: Any, samples: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    spec = tmp_path / "jupyter" / "kernels" / "ml-env"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "ML env", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    result = cli("package", samples / "regression.ipynb", "-o", tmp_path / "b", "--kernel", "ml-env")
+    assert result.exit_code == 0, result.output
