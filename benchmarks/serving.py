@@ -23,6 +23,7 @@ import os
 import pickle
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -31,7 +32,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.client import HTTPConnection
 from pathlib import Path
@@ -47,7 +48,7 @@ DEFAULT_SERVERS = ("bare", "mlship", "mlflow", "bentoml")
 ROW = [5.1, 3.5, 1.4, 0.2]
 BODY = json.dumps({"instances": [ROW]}, separators=(",", ":"))
 
-COLD_START_LIMIT_S = 180.0  # a server that has not answered correctly by then counts as failed
+COLD_START_LIMIT_S = 90.0  # a server that has not answered correctly by then counts as failed
 POLL_INTERVAL_S = 0.02
 STOP_GRACE_S = 10.0
 WRK_TIMEOUT = "5s"  # a request slower than this counts as a wrk timeout error
@@ -63,7 +64,9 @@ class ProcessGroups:
     def __init__(self) -> None:
         self._procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, argv: Sequence[str], *, cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    def start(
+        self, argv: Sequence[str], *, cwd: Path, env: dict[str, str], log: Path
+    ) -> subprocess.Popen[bytes]:
         with open(log, "wb") as out:
             proc = subprocess.Popen(
                 list(argv), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -72,17 +75,25 @@ class ProcessGroups:
         return proc
 
     def stop(self, proc: subprocess.Popen[bytes]) -> None:
-        """SIGTERM the whole group, wait (bounded) for every member to go, then SIGKILL what is left."""
-        pgid = proc.pid  # start_new_session: the leader's pid is the group id
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGTERM)
+        """SIGTERM the group, wait (bounded) for every member to go, then SIGKILL whatever is left.
+
+        Descendants that moved to a session of their own (BentoML's circus does that to its workers) are
+        collected first, and each of their groups is treated the same way.
+        """
+        groups = {proc.pid} | {_pgid(pid) for pid in _descendants(proc.pid)}
+        groups -= {0, os.getpgrp()}  # never our own group (nor "no group": a process that has just gone)
+        for pgid in groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_S
-        while time.monotonic() < deadline and _group_alive(pgid):
+        while time.monotonic() < deadline and any(_group_alive(pgid) for pgid in groups):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=0.1)
-        if _group_alive(pgid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
+            time.sleep(0.05)
+        for pgid in groups:
+            if _group_alive(pgid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5)
         if proc in self._procs:
@@ -91,6 +102,33 @@ class ProcessGroups:
     def stop_all(self) -> None:
         for proc in list(self._procs):
             self.stop(proc)
+
+
+def _descendants(root: int) -> set[int]:
+    """Every live process below `root`, from the parent links in /proc (bounded: one pass per level, 20 levels)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # Field 4 of /proc/PID/stat is the parent pid; the command name before it may hold spaces.
+            stat = (entry / "stat").read_text()
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    level = {root}
+    for _ in range(20):
+        level = {pid for pid, parent in parents.items() if parent in level} - found
+        if not level:
+            break
+        found |= level
+    return found
+
+
+def _pgid(pid: int) -> int:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return 0
 
 
 def _group_alive(pgid: int) -> bool:
@@ -168,7 +206,10 @@ def in_process_rates(model: Model, seconds: float) -> dict[str, float]:
                 break
         return calls / (time.perf_counter() - start)
 
-    return {"predict_1_row_per_s": calls_per_second(one), "predict_32_rows_rows_per_s": 32 * calls_per_second(batch)}
+    return {
+        "predict_1_row_per_s": calls_per_second(one),
+        "predict_32_rows_rows_per_s": 32 * calls_per_second(batch),
+    }
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -207,8 +248,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def base_env() -> dict[str, str]:
+def base_env(venv_bin: Path | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    if venv_bin is not None:
+        # `mlflow models serve` runs `exec uvicorn ...` through the shell: the venv's uvicorn must come first.
+        env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"
+        env["VIRTUAL_ENV"] = str(venv_bin.parent)
     env.update(
         PYTHONUNBUFFERED="1",
         # No phoning home from the peers (there is no network here anyway, so it would only cost time).
@@ -220,13 +265,30 @@ def base_env() -> dict[str, str]:
 
 
 def bare_server(ctx: Context, model: Model) -> Server:
-    missing = _missing_modules(sys.executable, ["starlette", "uvicorn", "orjson", "uvloop", "httptools", "numpy"])
+    missing = _missing_modules(
+        sys.executable, ["starlette", "uvicorn", "orjson", "uvloop", "httptools", "numpy"]
+    )
     if missing:
         raise Skip(f"the main environment lacks {', '.join(missing)} (pip install {' '.join(missing)})")
     port = free_port()
     env = base_env() | {"BENCH_MODEL": str(model.path)}
-    argv = [sys.executable, "-m", "uvicorn", "_bare_app:app", "--app-dir", str(HERE), "--host", HOST,
-            "--port", str(port), "--workers", str(ctx.args.workers), "--no-access-log", "--log-level", "warning"]
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "_bare_app:app",
+        "--app-dir",
+        str(HERE),
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        str(ctx.args.workers),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
     return Server("bare", argv, HERE, env, "/predict", port, "main env, uvicorn --workers, no access log")
 
 
@@ -247,27 +309,52 @@ def mlflow_server(ctx: Context, model: Model) -> Server:
     if not isinstance(saved, Path):
         raise Skip(str(saved))
     port = free_port()
-    argv = [str(mlflow_bin), "models", "serve", "-m", str(saved), "--env-manager", "local", "-h", HOST,
-            "-p", str(port), "-w", str(ctx.args.workers)]
-    return Server("mlflow", argv, ctx.workdir, base_env(), "/invocations", port, "peers venv")
+    argv = [
+        str(mlflow_bin),
+        "models",
+        "serve",
+        "-m",
+        str(saved),
+        "--env-manager",
+        "local",
+        "-h",
+        HOST,
+        "-p",
+        str(port),
+        "-w",
+        str(ctx.args.workers),
+    ]
+    env = base_env(ctx.venv_python.parent)
+    return Server("mlflow", argv, ctx.workdir, env, "/invocations", port, "peers venv")
 
 
 def bentoml_server(ctx: Context, model: Model, *, batchable: bool) -> Server:
     bentoml_bin = ctx.venv_python.parent / "bentoml"
     if not bentoml_bin.exists():
-        raise Skip(f"bentoml is not installed in {ctx.venv_python.parent.parent} (bash benchmarks/setup_peers.sh)")
+        raise Skip(
+            f"bentoml is not installed in {ctx.venv_python.parent.parent} (bash benchmarks/setup_peers.sh)"
+        )
     service_dir = ctx.workdir / "bento"
     service_dir.mkdir(exist_ok=True)
     (service_dir / "service.py").write_text(BENTO_SERVICE)
     port = free_port()
-    env = base_env() | {
+    env = base_env(ctx.venv_python.parent) | {
         "BENCH_MODEL": str(model.path),
         "BENCH_WORKERS": str(ctx.args.workers),
         "BENCH_BATCHABLE": "1" if batchable else "0",
         "BENTOML_HOME": str(ctx.workdir / "bentoml-home"),
     }
-    argv = [str(bentoml_bin), "serve", "service:IrisModel", "--working-dir", str(service_dir), "--host", HOST,
-            "-p", str(port)]
+    argv = [
+        str(bentoml_bin),
+        "serve",
+        "service:IrisModel",
+        "--working-dir",
+        str(service_dir),
+        "--host",
+        HOST,
+        "-p",
+        str(port),
+    ]
     name = "bentoml" if batchable else "bentoml-nobatch"
     notes = "peers venv, adaptive batching on" if batchable else "peers venv, batching off"
     return Server(name, argv, service_dir, env, "/predict", port, notes)
@@ -297,17 +384,19 @@ class IrisModel:
 '''
 
 MLFLOW_SAVE = """\
-import pickle, sys
+import json, pickle, sys
 import numpy as np
 import mlflow.sklearn
 from mlflow.models import infer_signature
 with open(sys.argv[1], "rb") as file:
     model = pickle.load(file)
-rows = np.asarray([%r], dtype=np.float64)
+rows = np.asarray([json.loads(sys.argv[3])], dtype=np.float64)
 # A tensor signature, so {"instances": [[...]]} reaches predict as a float64 array, as it does everywhere else.
+# cloudpickle, the format every other server here loads too: MLflow 3's default (skops) refuses a random forest's
+# tree objects unless each type is listed as trusted.
 mlflow.sklearn.save_model(model, sys.argv[2], signature=infer_signature(rows, model.predict(rows)),
-                          pip_requirements=["scikit-learn"])
-""" % (ROW,)
+                          serialization_format="cloudpickle", pip_requirements=["scikit-learn"])
+"""
 
 BUILDERS: dict[str, Callable[[Context, Model], Server]] = {
     "bare": bare_server,
@@ -336,15 +425,23 @@ NOTEBOOK_CELLS = [
 
 
 def write_notebook(path: Path) -> None:
-    cells = [
-        {"cell_type": "code", "execution_count": None, "id": f"cell{i}", "metadata": {}, "outputs": [],
-         "source": source}
+    cells: list[dict[str, Any]] = [
+        {
+            "cell_type": "code",
+            "execution_count": None,
+            "id": f"cell{i}",
+            "metadata": {},
+            "outputs": [],
+            "source": source,
+        }
         for i, source in enumerate(NOTEBOOK_CELLS)
     ]
     notebook = {
         "cells": cells,
-        "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-                     "language_info": {"name": "python"}},
+        "metadata": {
+            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+            "language_info": {"name": "python"},
+        },
         "nbformat": 4,
         "nbformat_minor": 5,
     }
@@ -355,7 +452,9 @@ def package_bundles(ctx: Context, models: dict[str, Model]) -> None:
     """`mlship package` one tiny notebook per model (the notebook loads the pickle every server shares)."""
     if _missing_modules(sys.executable, ["mlship"]):
         for name in models:
-            ctx.bundles[name] = "mlship is not importable in this Python (pip install -e . from the repository)"
+            ctx.bundles[name] = (
+                "mlship is not importable in this Python (pip install -e . from the repository)"
+            )
         return
     jobs: dict[str, tuple[subprocess.Popen[bytes], Path, Path]] = {}
     for name, model in models.items():
@@ -365,10 +464,23 @@ def package_bundles(ctx: Context, models: dict[str, Model]) -> None:
         write_notebook(folder / f"iris_{name}.ipynb")
         out = ctx.workdir / f"bundle-{name}"
         log = ctx.workdir / f"package-{name}.log"
-        argv = [sys.executable, "-m", "mlship", "package", str(folder / f"iris_{name}.ipynb"), "-o", str(out),
-                "--model", "model"]
+        argv = [
+            sys.executable,
+            "-m",
+            "mlship",
+            "package",
+            str(folder / f"iris_{name}.ipynb"),
+            "-o",
+            str(out),
+            "--model",
+            "model",
+        ]
         # Both at once: nothing is being measured yet, and packaging is most of a short run's time.
-        jobs[name] = (ctx.groups.start(argv, cwd=folder, env=base_env() | {"MLSHIP_PLAIN": "1"}, log=log), out, log)
+        jobs[name] = (
+            ctx.groups.start(argv, cwd=folder, env=base_env() | {"MLSHIP_PLAIN": "1"}, log=log),
+            out,
+            log,
+        )
     for name, (proc, out, log) in jobs.items():
         try:
             code = proc.wait(timeout=600)
@@ -387,14 +499,20 @@ def package_bundles(ctx: Context, models: dict[str, Model]) -> None:
 def save_mlflow_models(ctx: Context, models: dict[str, Model]) -> None:
     if not (ctx.venv_python.parent / "mlflow").exists():
         for name in models:
-            ctx.mlflow_models[name] = (f"mlflow is not installed in {ctx.venv_python.parent.parent} "
-                                       "(bash benchmarks/setup_peers.sh)")
+            ctx.mlflow_models[name] = (
+                f"mlflow is not installed in {ctx.venv_python.parent.parent} (bash benchmarks/setup_peers.sh)"
+            )
         return
     for name, model in models.items():
         out = ctx.workdir / f"mlflow-{name}"
         try:
-            proc = subprocess.run([str(ctx.venv_python), "-c", MLFLOW_SAVE, str(model.path), str(out)],
-                                  capture_output=True, text=True, timeout=300, env=base_env())
+            proc = subprocess.run(
+                [str(ctx.venv_python), "-c", MLFLOW_SAVE, str(model.path), str(out), json.dumps(ROW)],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                env=base_env(ctx.venv_python.parent),
+            )
         except subprocess.TimeoutExpired:
             ctx.mlflow_models[name] = "mlflow.sklearn.save_model timed out"
             continue
@@ -406,8 +524,13 @@ def save_mlflow_models(ctx: Context, models: dict[str, Model]) -> None:
 
 def mlship_serve_options(bundle: Path) -> tuple[list[str], str]:
     """The options `python -m mlship_runtime serve --help` offers (read at run time: the runtime is evolving)."""
-    proc = subprocess.run([sys.executable, "-m", "mlship_runtime", "serve", "--help"], cwd=bundle,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlship_runtime", "serve", "--help"],
+        cwd=bundle,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return sorted(set(re.findall(r"(--[a-z][a-z0-9-]*)", proc.stdout))), proc.stdout
 
 
@@ -466,7 +589,7 @@ def wait_for_first_prediction(
 WRK_SCRIPT = """\
 -- Generated by benchmarks/serving.py: single-row JSON POSTs; counts non-2xx answers per thread.
 wrk.method = "POST"
-wrk.body = %s
+wrk.body = @BODY@
 wrk.headers["Content-Type"] = "application/json"
 
 local threads = {}
@@ -495,9 +618,9 @@ function done(summary, latency, requests)
   end
   local e = summary.errors
   io.write(string.format(
-    'BENCH_JSON {"requests": %%d, "duration_us": %%d, "bytes": %%d, "non2xx": %%d, "first_non2xx_status": %%d, ' ..
-    '"connect_errors": %%d, "read_errors": %%d, "write_errors": %%d, "status_errors": %%d, "timeouts": %%d, ' ..
-    '"mean_us": %%.1f, "p50_us": %%.1f, "p90_us": %%.1f, "p99_us": %%.1f, "max_us": %%.1f}\\n',
+    'BENCH_JSON {"requests": %d, "duration_us": %d, "bytes": %d, "non2xx": %d, "first_non2xx_status": %d, ' ..
+    '"connect_errors": %d, "read_errors": %d, "write_errors": %d, "status_errors": %d, "timeouts": %d, ' ..
+    '"mean_us": %.1f, "p50_us": %.1f, "p90_us": %.1f, "p99_us": %.1f, "max_us": %.1f}\\n',
     summary.requests, summary.duration, summary.bytes, bad, first,
     e.connect, e.read, e.write, e.status, e.timeout,
     latency.mean, latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
@@ -505,16 +628,77 @@ end
 """
 
 
+_HZ = os.sysconf("SC_CLK_TCK")
+
+
+def _busy_cpu_s() -> float:
+    """CPU seconds the whole machine has spent busy since boot (all cores; idle and iowait excluded)."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / _HZ
+
+
+def _tree_cpu_s(pids: set[int]) -> float:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            rest = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(rest[11]) + int(rest[12])  # utime, stime: fields 14 and 15
+    return total / _HZ
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class OthersCpu:
+    """CPU that neither the server under test nor wrk used during a load run: someone else's work.
+
+    Cores' worth, averaged over the run: 0 on a quiet machine; 1.0 means a whole core of the two went elsewhere.
+    """
+
+    def __init__(self, leader: int) -> None:
+        self.leader = leader
+        self.cores = 0.0
+
+    def __enter__(self) -> OthersCpu:
+        self.pids = {self.leader} | _descendants(self.leader)
+        self.start = (time.monotonic(), _busy_cpu_s(), _tree_cpu_s(self.pids), _children_cpu_s())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        t0, busy0, server0, wrk0 = self.start
+        elapsed = time.monotonic() - t0
+        ours = (_tree_cpu_s(self.pids) - server0) + (_children_cpu_s() - wrk0)
+        self.cores = max(0.0, (_busy_cpu_s() - busy0 - ours) / elapsed) if elapsed > 0 else 0.0
+
+
 def run_wrk(wrk: str, script: Path, server: Server, connections: int, seconds: float) -> dict[str, Any]:
     url = f"http://{HOST}:{server.port}{server.path}"
-    argv = [wrk, "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", WRK_TIMEOUT, "-s", str(script), url]
+    argv = [
+        wrk,
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds:g}s",
+        "--timeout",
+        WRK_TIMEOUT,
+        "-s",
+        str(script),
+        url,
+    ]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
     if proc.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed (exit {proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+        raise RuntimeError(
+            f"wrk failed (exit {proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}"
+        )
     raw = json.loads(line.removeprefix("BENCH_JSON "))
     seconds_run = raw["duration_us"] / 1e6
-    errors = raw["non2xx"] + raw["connect_errors"] + raw["read_errors"] + raw["write_errors"] + raw["timeouts"]
+    errors = (
+        raw["non2xx"] + raw["connect_errors"] + raw["read_errors"] + raw["write_errors"] + raw["timeouts"]
+    )
     return {
         "connections": connections,
         "requests": raw["requests"],
@@ -537,9 +721,12 @@ def measure_server(ctx: Context, model: Model, name: str, wrk: str) -> dict[str,
         return {"skipped": str(exc)}
     log = ctx.workdir / f"server-{model.name}-{name}.log"
     script = ctx.workdir / "wrk.lua"
-    script.write_text(WRK_SCRIPT % json.dumps(BODY))
-    result: dict[str, Any] = {"command": server.argv, "cwd": str(server.cwd), "notes": server.notes,
-                              "load_average_before": os.getloadavg()[0]}
+    script.write_text(WRK_SCRIPT.replace("@BODY@", json.dumps(BODY)))  # a JSON string is a valid Lua string
+    result: dict[str, Any] = {
+        "command": server.argv,
+        "cwd": str(server.cwd),
+        "notes": server.notes,
+    }
     started = time.monotonic()
     proc = ctx.groups.start(server.argv, cwd=server.cwd, env=server.env, log=log)
     try:
@@ -553,7 +740,9 @@ def measure_server(ctx: Context, model: Model, name: str, wrk: str) -> dict[str,
             run_wrk(wrk, script, server, max(ctx.args.connections), warmup)
         runs = {}
         for connections in ctx.args.connections:
-            runs[str(connections)] = run_wrk(wrk, script, server, connections, ctx.args.duration)
+            with OthersCpu(proc.pid) as others:
+                runs[str(connections)] = run_wrk(wrk, script, server, connections, ctx.args.duration)
+            runs[str(connections)]["others_cpu_cores"] = others.cores
         result["runs"] = runs
         result["errors"] = sum(run["errors"] for run in runs.values())
         if proc.poll() is not None:
@@ -600,9 +789,17 @@ def _indent(text: str) -> str:
 def _summary_line(result: dict[str, Any]) -> str:
     parts = [f"cold start {result['cold_start_s']:.2f} s"]
     for c, run in result.get("runs", {}).items():
-        parts.append(f"c{c}: {run['req_per_s']:,.0f} req/s p50 {run['p50_ms']:.2f} ms p99 {run['p99_ms']:.2f} ms")
+        parts.append(
+            f"c{c}: {run['req_per_s']:,.0f} req/s p50 {run['p50_ms']:.2f} ms p99 {run['p99_ms']:.2f} ms"
+        )
     parts.append(f"errors {result.get('errors', 0)}")
+    parts.append(f"others' CPU {_others(result):.2f} cores")
     return "; ".join(parts)
+
+
+def _others(entry: dict[str, Any]) -> float:
+    """The most CPU other processes took during any of this server's load runs, in cores."""
+    return max((run.get("others_cpu_cores", 0.0) for run in entry.get("runs", {}).values()), default=0.0)
 
 
 def _run(results: dict[str, Any], model: str, server: str, connections: int) -> dict[str, Any] | None:
@@ -624,7 +821,7 @@ def render_table(results: dict[str, Any], connections: list[int]) -> str:
     headers = ["model", "server", f"c{low} req/s", f"c{low} p50 ms"]
     for c in others:
         headers += [f"c{c} req/s", f"c{c} p99 ms"]
-    headers += ["errors", "cold start s"]
+    headers += ["errors", "cold start s", "others' CPU"]
     rows = []
     for model, servers in results.items():
         for server, entry in servers.items():
@@ -633,22 +830,24 @@ def render_table(results: dict[str, Any], connections: list[int]) -> str:
                 note = "skipped" if "skipped" in entry else "FAILED"
                 row += [note] + [""] * (len(headers) - 3)
                 if "cold_start_s" in entry:
-                    row[-1] = f"{entry['cold_start_s']:.2f}"
+                    row[-2] = f"{entry['cold_start_s']:.2f}"
                 rows.append(row)
                 continue
             runs = entry["runs"]
             row += [f"{runs[str(low)]['req_per_s']:,.0f}", f"{runs[str(low)]['p50_ms']:.2f}"]
             for c in others:
                 row += [f"{runs[str(c)]['req_per_s']:,.0f}", f"{runs[str(c)]['p99_ms']:.2f}"]
-            row += [str(entry["errors"]), f"{entry['cold_start_s']:.2f}"]
+            row += [str(entry["errors"]), f"{entry['cold_start_s']:.2f}", f"{_others(entry):.2f}"]
             rows.append(row)
     return _format(headers, rows)
 
 
 def _format(headers: list[str], rows: list[list[str]], left: int = 2) -> str:
     """A Markdown table: the first `left` columns aligned left, the figures right."""
-    widths = [max(len(headers[i]), *(len(row[i]) for row in rows)) if rows else len(headers[i])
-              for i in range(len(headers))]
+    widths = [
+        max(len(headers[i]), *(len(row[i]) for row in rows)) if rows else len(headers[i])
+        for i in range(len(headers))
+    ]
 
     def line(cells: list[str]) -> str:
         out = []
@@ -656,7 +855,9 @@ def _format(headers: list[str], rows: list[list[str]], left: int = 2) -> str:
             out.append(cell.ljust(widths[i]) if i < left else cell.rjust(widths[i]))
         return "| " + " | ".join(out) + " |"
 
-    sep = "|" + "|".join("-" * (w + 2) if i < left else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
+    sep = (
+        "|" + "|".join("-" * (w + 2) if i < left else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
+    )
     return "\n".join([line(headers), sep, *(line(row) for row in rows)])
 
 
@@ -667,15 +868,21 @@ def render_ratios(results: dict[str, Any], connections: list[int]) -> tuple[str,
     headers += ["cold start diff s"]
     rows, data = [], {}
     for model, servers in results.items():
+        if "runs" not in servers.get("mlship", {}):
+            continue
         for other in servers:
             if other == "mlship":
                 continue
-            row, entry = [model, other], {}
+            row = [model, other]
+            entry: dict[str, Any] = {}
             for c in connections:
                 mine, theirs = _run(results, model, "mlship", c), _run(results, model, other, c)
                 if mine and theirs and theirs["req_per_s"] and theirs["p50_ms"] and theirs["p99_ms"]:
-                    ratio = {"req_per_s": mine["req_per_s"] / theirs["req_per_s"],
-                             "p50": mine["p50_ms"] / theirs["p50_ms"], "p99": mine["p99_ms"] / theirs["p99_ms"]}
+                    ratio = {
+                        "req_per_s": mine["req_per_s"] / theirs["req_per_s"],
+                        "p50": mine["p50_ms"] / theirs["p50_ms"],
+                        "p99": mine["p99_ms"] / theirs["p99_ms"],
+                    }
                     entry[f"c{c}"] = ratio
                     row += [f"{ratio['req_per_s']:.2f}x", f"{ratio['p50']:.2f}x", f"{ratio['p99']:.2f}x"]
                 else:
@@ -777,21 +984,29 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def versions(venv_python: Path, wrk: str | None) -> dict[str, Any]:
-    code = ("import json, sys; from importlib.metadata import version, PackageNotFoundError\n"
-            "def v(n):\n  try: return version(n)\n  except PackageNotFoundError: return None\n"
-            "print(json.dumps({n: v(n) for n in sys.argv[1:]}))")
+    code = (
+        "import json, sys; from importlib.metadata import version, PackageNotFoundError\n"
+        "def v(n):\n  try: return version(n)\n  except PackageNotFoundError: return None\n"
+        "print(json.dumps({n: v(n) for n in sys.argv[1:]}))"
+    )
     main_names = ["mlship", "scikit-learn", "numpy", "starlette", "uvicorn", "uvloop", "httptools", "orjson"]
     peer_names = ["mlflow", "bentoml", "scikit-learn", "numpy", "pandas", "uvicorn", "starlette"]
     out: dict[str, Any] = {"python": platform.python_version()}
-    out["main"] = json.loads(subprocess.run([sys.executable, "-c", code, *main_names], capture_output=True,
-                                            text=True, timeout=60).stdout)
+    out["main"] = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", code, *main_names], capture_output=True, text=True, timeout=60
+        ).stdout
+    )
     if venv_python.exists():
-        proc = subprocess.run([str(venv_python), "-c", code, *peer_names], capture_output=True, text=True,
-                              timeout=60)
+        proc = subprocess.run(
+            [str(venv_python), "-c", code, *peer_names], capture_output=True, text=True, timeout=60
+        )
         out["peers_venv"] = json.loads(proc.stdout) if proc.returncode == 0 else None
     if wrk:
         proc = subprocess.run([wrk, "-v"], capture_output=True, text=True, timeout=10)
-        out["wrk"] = (proc.stdout or proc.stderr).strip().splitlines()[0] if (proc.stdout or proc.stderr) else "?"
+        out["wrk"] = (
+            (proc.stdout or proc.stderr).strip().splitlines()[0] if (proc.stdout or proc.stderr) else "?"
+        )
     return out
 
 
@@ -830,28 +1045,61 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "models, on 127.0.0.1 with wrk; print a table, ratios and the issue's speed targets as PASS/FAIL.",
         epilog="Peers (MLflow, BentoML) come from their own virtualenv: bash benchmarks/setup_peers.sh. "
         "A server whose software is missing is skipped with a message. Servers: "
-        + ", ".join(SERVERS) + " (bentoml-nobatch: the same BentoML service with batching off).",
+        + ", ".join(SERVERS)
+        + " (bentoml-nobatch: the same BentoML service with batching off).",
     )
     parser.add_argument("--models", type=_csv(MODELS), default=list(MODELS), help="default: lr,rf")
-    parser.add_argument("--servers", type=_csv(SERVERS), default=list(DEFAULT_SERVERS),
-                        help="default: " + ",".join(DEFAULT_SERVERS))
-    parser.add_argument("--duration", type=_seconds, default=15.0,
-                        help="seconds of load per concurrency level (default: %(default)g)")
-    parser.add_argument("--warmup", type=_seconds, default=3.0,
-                        help="seconds of warm-up load before measuring, at the highest concurrency; never longer "
-                        "than --duration (default: %(default)g)")
-    parser.add_argument("--connections", type=_connections, default=[1, 32],
-                        help="concurrency levels, comma-separated (default: 1,32)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2,
-                        help="worker processes for every server (default: the number of cores, %(default)s)")
-    parser.add_argument("--peers-venv", type=Path, default=Path(DEFAULT_VENV),
-                        help="virtualenv holding mlflow and bentoml (default: %(default)s) "
-                        "[env var: MLSHIP_BENCH_VENV]")
-    parser.add_argument("--inproc-seconds", type=_seconds, default=1.0,
-                        help="seconds for each in-process predict rate (default: %(default)g)")
-    parser.add_argument("--json", type=Path, metavar="OUT", help="also write every raw figure to this JSON file")
-    parser.add_argument("--keep-workdir", action="store_true",
-                        help="keep the temporary directory (bundles, server logs) and print its path")
+    parser.add_argument(
+        "--servers",
+        type=_csv(SERVERS),
+        default=list(DEFAULT_SERVERS),
+        help="default: " + ",".join(DEFAULT_SERVERS),
+    )
+    parser.add_argument(
+        "--duration",
+        type=_seconds,
+        default=15.0,
+        help="seconds of load per concurrency level (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=_seconds,
+        default=3.0,
+        help="seconds of warm-up load before measuring, at the highest concurrency; never longer "
+        "than --duration (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--connections",
+        type=_connections,
+        default=[1, 32],
+        help="concurrency levels, comma-separated (default: 1,32)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 2,
+        help="worker processes for every server (default: the number of cores, %(default)s)",
+    )
+    parser.add_argument(
+        "--peers-venv",
+        type=Path,
+        default=Path(DEFAULT_VENV),
+        help="virtualenv holding mlflow and bentoml (default: %(default)s) [env var: MLSHIP_BENCH_VENV]",
+    )
+    parser.add_argument(
+        "--inproc-seconds",
+        type=_seconds,
+        default=1.0,
+        help="seconds for each in-process predict rate (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--json", type=Path, metavar="OUT", help="also write every raw figure to this JSON file"
+    )
+    parser.add_argument(
+        "--keep-workdir",
+        action="store_true",
+        help="keep the temporary directory (bundles, server logs) and print its path",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.workers <= 64:
         parser.error("--workers must be between 1 and 64")
@@ -885,25 +1133,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(ctx: Context, wrk: str, began: float) -> int:
     args = ctx.args
     load = os.getloadavg()
-    say(f"serving benchmark: models {','.join(args.models)}; servers {','.join(args.servers)}; "
+    say(
+        f"serving benchmark: models {','.join(args.models)}; servers {','.join(args.servers)}; "
         f"{args.duration:g} s per level at c={','.join(map(str, args.connections))}; warm-up {args.warmup:g} s; "
-        f"{args.workers} workers; {os.cpu_count()} cores; load average {load[0]:.2f}")
+        f"{args.workers} workers; {os.cpu_count()} cores; load average {load[0]:.2f}"
+    )
     if load[0] > 0.5:
-        say(f"  note: the machine is busy (load average {load[0]:.2f}); figures will be lower than on a quiet one")
+        say(
+            f"  note: the machine is busy (load average {load[0]:.2f}); figures will be lower than on a quiet one"
+        )
     peers = {"mlflow", "bentoml", "bentoml-nobatch"} & set(args.servers)
     if peers and not ctx.venv_python.exists():
-        say(f"  note: no peers virtualenv at {args.peers_venv}: {', '.join(sorted(peers))} will be skipped "
-            "(create it with: bash benchmarks/setup_peers.sh)")
+        say(
+            f"  note: no peers virtualenv at {args.peers_venv}: {', '.join(sorted(peers))} will be skipped "
+            "(create it with: bash benchmarks/setup_peers.sh)"
+        )
     info = versions(ctx.venv_python, wrk)
     say("versions: " + json.dumps(info))
 
     say("training models")
     models = train_models(args.models, ctx.workdir)
-    inproc = {}
+    inproc: dict[str, dict[str, float]] = {}
     for name, model in models.items():
         inproc[name] = in_process_rates(model, args.inproc_seconds)
-        say(f"  {name}: {model.description}; in-process predict {inproc[name]['predict_1_row_per_s']:,.0f} "
-            f"calls/s on 1 row, {inproc[name]['predict_32_rows_rows_per_s']:,.0f} rows/s in 32-row batches")
+        say(
+            f"  {name}: {model.description}; in-process predict {inproc[name]['predict_1_row_per_s']:,.0f} "
+            f"calls/s on 1 row, {inproc[name]['predict_32_rows_rows_per_s']:,.0f} rows/s in 32-row batches"
+        )
     if "mlship" in args.servers:
         say("packaging with mlship")
         package_bundles(ctx, models)
@@ -911,6 +1167,7 @@ def run(ctx: Context, wrk: str, began: float) -> int:
         if bundle is not None:
             ctx.serve_options, help_text = mlship_serve_options(bundle)
             info["mlship_serve_options"] = ctx.serve_options
+            info["mlship_serve_help"] = help_text
             say(f"  python -m mlship_runtime serve options: {' '.join(ctx.serve_options)}")
     if "mlflow" in args.servers:
         say("saving MLflow models")
@@ -927,23 +1184,53 @@ def run(ctx: Context, wrk: str, began: float) -> int:
     ratios_text, ratios = render_ratios(results, args.connections)
     targets = evaluate_targets(results)
     say("\nin-process predict (main environment, this interpreter)")
-    say(_format(["model", "1 row: calls/s", "32-row batches: rows/s"],
-                [[n, f"{r['predict_1_row_per_s']:,.0f}", f"{r['predict_32_rows_rows_per_s']:,.0f}"]
-                 for n, r in inproc.items()], left=1))
-    say(f"\nresults ({args.duration:g} s per level, wrk -t1, {args.workers} workers per server, one-row JSON "
-        "POSTs; errors = non-2xx + socket errors + timeouts)")
+    say(
+        _format(
+            ["model", "1 row: calls/s", "32-row batches: rows/s"],
+            [
+                [n, f"{r['predict_1_row_per_s']:,.0f}", f"{r['predict_32_rows_rows_per_s']:,.0f}"]
+                for n, r in inproc.items()
+            ],
+            left=1,
+        )
+    )
+    say(
+        f"\nresults ({args.duration:g} s per level, wrk -t1, {args.workers} workers per server, one-row JSON "
+        "POSTs; errors = non-2xx + socket errors + timeouts)"
+    )
     say(table)
-    say("\nratios: mlship / other (req/s: higher is better; p50, p99: lower is better)")
-    say(ratios_text)
+    busy = max((_others(e) for servers in results.values() for e in servers.values()), default=0.0)
+    say(
+        "others' CPU: cores' worth of CPU used by processes other than the server under test and wrk during "
+        "its load runs (the most over its runs; 0 on a quiet machine)"
+    )
+    if busy > 0.2:
+        say(
+            f"  WARNING: other processes took up to {busy:.2f} of the {os.cpu_count()} cores during the load "
+            "runs: the figures and ratios are not reliable; run again on a quiet machine"
+        )
+    if ratios:
+        say("\nratios: mlship / other (req/s: higher is better; p50, p99: lower is better)")
+        say(ratios_text)
     say("\ntargets (issue 5)")
-    say(_format(["result", "target", "measured"], [[t["result"], t["target"], t["detail"]] for t in targets], left=3))
+    say(
+        _format(
+            ["result", "target", "measured"],
+            [[t["result"], t["target"], t["detail"]] for t in targets],
+            left=3,
+        )
+    )
     failed = [entry for servers in results.values() for entry in servers.values() if "failed" in entry]
     if args.json:
         report = {
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(began)),
             "elapsed_s": time.time() - began,
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "machine": {"cores": os.cpu_count(), "load_average_at_start": load, "platform": platform.platform()},
+            "machine": {
+                "cores": os.cpu_count(),
+                "load_average_at_start": load,
+                "platform": platform.platform(),
+            },
             "versions": info,
             "request_body": BODY,
             "models": {n: {"description": m.description, "expected": m.expected} for n, m in models.items()},

@@ -169,8 +169,8 @@ def serve(
                                       envvar="MLSHIP_HOST")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port. [env var: MLSHIP_PORT]",
                                       envvar="MLSHIP_PORT")] = 8080,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes. [env var: MLSHIP_WORKERS]",
-                                         envvar="MLSHIP_WORKERS")] = 1,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Worker processes (default: the CPUs "
+                                                "available). [env var: MLSHIP_WORKERS]", envvar="MLSHIP_WORKERS")] = None,
 ) -> None:
     """Serve BUNDLE over HTTP with the same runtime the container and the on-prem install use."""
     from ._paths import BUNDLE_RUNTIME_NAME
@@ -180,8 +180,9 @@ def serve(
     manifest = read_manifest(path)
     console.print(f"serving {manifest['name']} {manifest['version']} on http://{host}:{port} "
                   f"(POST /predict, GET /readyz, GET /metadata; Ctrl-C stops)")
-    cmd = [sys.executable, "-m", BUNDLE_RUNTIME_NAME, "serve", str(path), "--host", host, "--port", str(port),
-           "--workers", str(workers)]
+    cmd = [sys.executable, "-m", BUNDLE_RUNTIME_NAME, "serve", str(path), "--host", host, "--port", str(port)]
+    if workers is not None:
+        cmd += ["--workers", str(workers)]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     sys.stdout.flush()
     sys.stderr.flush()
@@ -216,6 +217,53 @@ def verify(
                           hint="the table above shows expected and actual values")
     if not as_json:
         display_success(f"{len(results)} golden cases match the notebook" + (f" at {url}" if url else ""))
+
+
+@app.command("predict")
+@_boundary
+def predict_batch(
+    bundle: BundleArg,
+    input_path: Annotated[Path, typer.Option("--input", "-i", show_default=False,
+                                             help="A .csv, .jsonl or .parquet file (parquet needs pyarrow).")],
+    output: Annotated[Path, typer.Option("--output", "-o", show_default=False,
+                                         help="Where to write the predictions: .csv, .jsonl or .parquet.")],
+    method: Annotated[str | None, typer.Option("--method", help="Method to call (default: predict).")] = None,
+    chunk_rows: Annotated[int, typer.Option("--chunk-rows", min=1,
+                                            help="Rows read, validated and predicted at a time.")] = 10_000,
+    output_format: Annotated[str | None, typer.Option(
+        "--format", help="Output format: csv, jsonl or parquet (default: from --output's extension).")] = None,
+    input_format: Annotated[str | None, typer.Option(
+        "--input-format", help="Input format: csv, jsonl or parquet (default: from --input's extension).")] = None,
+    id_column: Annotated[list[str] | None, typer.Option(
+        "--id-column", help="Copy this input column into the output, to join predictions back (repeatable).")] = None,
+    skip_invalid: Annotated[bool, typer.Option(
+        "--skip-invalid", help="Write rows that do not fit the input schema to OUTPUT_STEM.rejects.jsonl and go on, "
+        "instead of stopping at the first.")] = False,
+) -> None:
+    """Predict over a file with BUNDLE's own runtime: same validation and model as the server, bounded memory,
+    one output row per input row in input order (`prediction`, or `METHOD_0..k` for several values per row)."""
+    from ._paths import BUNDLE_RUNTIME_NAME
+    from .bundle.manifest import read_manifest
+
+    for flag, value in (("--format", output_format), ("--input-format", input_format)):
+        if value not in (None, "csv", "jsonl", "parquet"):
+            raise MlshipError(f"{flag} must be csv, jsonl or parquet, got {value!r}", exit_code=2)
+    path = bundle.resolve()
+    read_manifest(path)
+    # Absolute paths: the runtime runs in the bundle directory, like `serve`.
+    cmd = [sys.executable, "-m", BUNDLE_RUNTIME_NAME, "predict", str(path), "--input", str(input_path.resolve()),
+           "--output", str(output.resolve()), "--chunk-rows", str(chunk_rows)]
+    for flag, value in (("--method", method), ("--format", output_format), ("--input-format", input_format)):
+        cmd += [flag, value] if value else []
+    for name in id_column or []:
+        cmd += ["--id-column", name]
+    cmd += ["--skip-invalid"] if skip_invalid else []
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Become the runtime process, so Ctrl-C reaches it (it removes its partial output) and its exit code is ours.
+    os.chdir(path)
+    os.execve(sys.executable, cmd, env)
 
 
 # -- build -----------------------------------------------------------------------------------------------------

@@ -97,8 +97,9 @@ def print_cases(results: list[CaseResult]) -> None:
 
 def print_rows(rows: list[tuple[str, str]]) -> None:
     table = Table(show_header=False, box=None, padding=(0, 2))
-    table.add_column(style="bold")
-    table.add_column()
+    table.add_column(style="bold", no_wrap=True)
+    # Fold, never truncate: values are hashes, paths and commands that get copied.
+    table.add_column(overflow="fold")
     for key, value in rows:
         table.add_row(key, value)
     console.print(table)

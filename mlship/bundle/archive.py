@@ -128,7 +128,7 @@ def write_tar_gz(dest: Path, members: Iterable[Member], *, mtime: int | None = N
         with os.fdopen(fd, "wb") as raw:
             hashing = _HashingWriter(raw)
             # filename="" keeps the temporary file's name out of the gzip header; mtime=0 keeps the clock out.
-            with gzip.GzipFile(filename="", mode="wb", fileobj=hashing, mtime=0,  # type: ignore[arg-type]
+            with gzip.GzipFile(filename="", mode="wb", fileobj=hashing, mtime=0,
                                compresslevel=compresslevel) as gz, \
                     tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
                 for name, member in entries:

@@ -17,8 +17,10 @@ from ..errors import BundleError
 FORMAT = 1
 MANIFEST = "mlship.json"
 REQUIREMENTS = "requirements.txt"
-# The runtime's own dependencies; their versions are pinned to what is installed beside mlship.
-RUNTIME_REQUIREMENTS = ("starlette", "uvicorn")
+# The runtime's own dependencies; their versions are pinned to what is installed beside mlship. uvloop and
+# httptools are never imported by the runtime itself: uvicorn picks them up, and serving is much faster with them
+# (docs/RUNTIME.md).
+RUNTIME_REQUIREMENTS = ("starlette", "uvicorn", "orjson", "prometheus-client", "uvloop", "httptools")
 # Packages that a notebook imports for its own sake and serving never needs, even when an import mentions them.
 NEVER_SERVED = {"ipykernel", "ipython", "jupyter", "jupyter-client", "jupyter-core", "notebook", "jupyterlab",
                 "matplotlib-inline", "ipywidgets"}

@@ -1,16 +1,29 @@
 """mlship's serving runtime: copied into every bundle as ``mlship_runtime/``.
 
-Everything here imports only the standard library, starlette and uvicorn at module level (numpy and pandas
-lazily, when the input schema needs them), and uses relative imports, so the folder works under any package
-name once copied. Modules, one job each:
+Everything here imports at module level only the standard library and the runtime's own pinned dependencies
+(starlette, uvicorn, orjson, prometheus-client; numpy and pandas lazily, when the input schema needs them), and
+uses relative imports, so the folder works under any package name once copied. docs/RUNTIME.md describes the
+server from the outside. Modules, one job each:
 
 - ``_bundle``   load_bundle(path) -> LoadedBundle: checks the manifest, digests, Python and runtime versions
-- ``_schema``   decode_request(body, schema) -> the value the served function receives, or InputError
+- ``_schema``   check_request(body, schema) -> Checked, .build() -> the value the served function receives
+- ``_build``    checked values -> DataFrame/array/...; merge_data and split_rows for batching
 - ``_codec``    to_jsonable / encode_json / outputs_match (dependency-free: also runs inside a Jupyter kernel)
 - ``_verify``   replay golden.json in-process (verify_bundle) or over HTTP (verify_url)
-- ``_app``      create_app(bundle_dir) -> Starlette
-- ``_settings`` request limits read from the environment
-- ``__main__``  ``python -m mlship_runtime serve|verify BUNDLE``
+- ``_server``   serve(): load once, fork N workers under a supervisor, SIGTERM draining
+- ``_app``      create_app(bundle_dir) -> Starlette: every protocol's routes over one AppState (``_state``)
+- ``_api``      POST /<method>, /livez, /readyz, /metadata, /metrics
+- ``_mlflow``   MLflow's scoring protocol: /invocations (JSON and CSV), /ping, /health, /version
+- ``_v2``, ``_tensors``  the Open Inference Protocol (KServe V2) with the binary tensor data extension
+- ``_openapi``  GET /openapi.json from the bundle's schema
+- ``_inference`` Runner: adaptive micro-batching, deadlines and timeouts, failures kept to their request
+- ``_observe``  request IDs, access log, request metrics, in-flight limit, draining (outermost ASGI layer)
+- ``_metrics``  Prometheus metrics, multiprocess-correct; ``_logs`` JSON logs; ``_http`` HTTP plumbing
+- ``_settings`` limits and behaviour read from the environment
+- ``_batch``    predict_file(bundle, input, output): batch predictions over a file, chunk by chunk, in order
+- ``_batch_input``, ``_batch_output``  CSV/JSONL/parquet in request-shaped chunks; predictions and rejects out
+- ``_progress`` the plain-text progress line of batch jobs
+- ``__main__``  ``python -m mlship_runtime serve|verify|predict BUNDLE``
 """
 
 from __future__ import annotations

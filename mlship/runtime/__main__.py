@@ -1,4 +1,4 @@
-"""`python -m mlship_runtime serve BUNDLE` and `python -m mlship_runtime verify BUNDLE`."""
+"""`python -m mlship_runtime serve BUNDLE`, `... verify BUNDLE` and `... predict BUNDLE --input F --output F`."""
 
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import uvicorn
-
-from ._app import BUNDLE_ENV, LOG_LEVEL_ENV, configure_logging, create_app
-from ._bundle import PREDICTOR_MODULE, BundleLoadError, load_bundle
+from . import _server
+from ._batch import DEFAULT_CHUNK_ROWS, BatchError, BatchOptions, predict_file
+from ._bundle import BundleLoadError, load_bundle
 from ._codec import encode_json
-from ._settings import Settings, SettingsError
+from ._progress import ProgressLine
 from ._verify import CaseResult, ServerUnreachable, verify_bundle, verify_url
 
 # Not __name__: under `python -m` that is "__main__", which says nothing in a log line.
@@ -25,46 +24,22 @@ _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "predict":
+        return predict(Path(args.bundle), args.input, args.output, _batch_options(args))
     if args.command == "serve":
+        workers = args.workers or _server.available_cpus()
         return serve(
-            Path(args.bundle), host=args.host, port=args.port, workers=args.workers, log_level=args.log_level
+            Path(args.bundle), host=args.host, port=args.port, workers=workers, log_level=args.log_level
         )
     return verify(Path(args.bundle), url=args.url, as_json=args.json)
 
 
 def serve(bundle_dir: Path, *, host: str, port: int, workers: int, log_level: str) -> int:
-    """Load the bundle, then serve it until SIGINT/SIGTERM; return 1 after one log line if it cannot load."""
-    configure_logging(log_level)
-    try:
-        settings = Settings.from_env()
-        bundle = load_bundle(bundle_dir)
-    except (BundleLoadError, SettingsError) as exc:
-        logger.error("cannot serve %s: %s", bundle_dir, exc)
-        return 1
-    # loop/http "auto" picks uvloop and httptools when importable: several workers on plain asyncio leave
-    # TCP_NODELAY off (44 ms per request) and pile connections onto one worker (FIELD-NOTES "Serving speed").
-    if workers == 1:
-        app = create_app(bundle_dir, bundle=bundle, settings=settings)
-        uvicorn.run(app, host=host, port=port, log_level=log_level, loop="auto", http="auto")
-        return 0
-    # Worker processes are spawned, not forked: each loads the bundle itself, so the parent drops its copy,
-    # which served only to fail early and cleanly.
-    del bundle
-    sys.modules.pop(PREDICTOR_MODULE, None)
-    os.environ[BUNDLE_ENV] = str(bundle_dir.resolve())
-    os.environ[LOG_LEVEL_ENV] = log_level
-    factory = f"{__package__}._app:create_app_from_env"
-    uvicorn.run(
-        factory,
-        factory=True,
-        workers=workers,
-        host=host,
-        port=port,
-        log_level=log_level,
-        loop="auto",
-        http="auto",
-    )
-    return 0
+    """Load the bundle, then serve it until SIGINT/SIGTERM; return 1 after one log line if it cannot start.
+
+    See _server: the model loads once, then `workers` processes fork from this one (or this one serves).
+    """
+    return _server.serve(bundle_dir, host=host, port=port, workers=workers, log_level=log_level)
 
 
 def verify(bundle_dir: Path, *, url: str | None, as_json: bool) -> int:
@@ -81,6 +56,43 @@ def verify(bundle_dir: Path, *, url: str | None, as_json: bool) -> int:
     else:
         print(_table(results))
     return 0 if ok else 1
+
+
+def predict(bundle_dir: Path, source: Path, target: Path, options: BatchOptions) -> int:
+    """Run a batch job; 0 when every row was predicted (or rejected), 1 when the job failed, 2 for a bad bundle.
+
+    Progress goes to stderr: a live line on a terminal, else only the final summary line.
+    """
+    try:
+        bundle = load_bundle(bundle_dir)
+    except BundleLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    label = str(bundle.manifest["name"])
+    if not bundle.manifest.get("batch_safe", True):
+        label += " (row by row: not batch-safe)"
+    progress = ProgressLine(sys.stderr, label)
+    try:
+        result = predict_file(bundle, source, target, options, on_progress=progress.update)
+    except BatchError as exc:
+        progress.finish(f"error: {exc.message}" + (f"\nhint: {exc.hint}" if exc.hint else ""))
+        return 1
+    except KeyboardInterrupt:
+        progress.finish(f"interrupted; {target} was not written")
+        return 130
+    progress.finish(result.summary())
+    return 0
+
+
+def _batch_options(args: argparse.Namespace) -> BatchOptions:
+    return BatchOptions(
+        method=args.method,
+        chunk_rows=args.chunk_rows,
+        id_columns=tuple(args.id_column),
+        input_format=args.input_format,
+        output_format=args.format,
+        skip_invalid=args.skip_invalid,
+    )
 
 
 def _table(results: list[CaseResult]) -> str:
@@ -105,19 +117,37 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd = commands.add_parser(
         "serve",
         help="serve the bundle over HTTP",
-        epilog="Request limits come from the environment: MLSHIP_MAX_ROWS (default 10000 rows per request), "
-        "MLSHIP_MAX_BODY_BYTES (default 20 MiB).",
+        description="Serve the bundle: POST /predict (and /<method>), MLflow's /invocations, the Open Inference "
+        "Protocol under /v2, /livez, /readyz, /metadata, /metrics and /openapi.json. The model loads once; "
+        "the worker processes fork from the loaded one and share its memory.",
+        epilog="More settings come from the environment (docs/RUNTIME.md): MLSHIP_MAX_ROWS (rows per request, "
+        "default 10000), MLSHIP_MAX_BODY_BYTES (default 20 MiB), MLSHIP_TIMEOUT (seconds per request, default "
+        "60), MLSHIP_MAX_BATCH_ROWS (micro-batch bound, default 128; 1 turns batching off), MLSHIP_MAX_IN_FLIGHT "
+        "(per worker, default 1024), MLSHIP_DRAIN_DELAY (seconds not-ready before the listener closes on "
+        "SIGTERM, default 0), MLSHIP_GRACE_PERIOD (seconds for in-flight requests, default 30), "
+        "MLSHIP_ACCESS_LOG (1/0), MLSHIP_LOG_FORMAT (json/text).",
     )
     serve_cmd.add_argument("bundle", help="the bundle directory (the one holding mlship.json)")
-    serve_cmd.add_argument("--host", default="127.0.0.1", help="interface to bind (default: %(default)s)")
-    serve_cmd.add_argument("--port", type=int, default=8080, help="port to bind (default: %(default)s)")
+    serve_cmd.add_argument(
+        "--host",
+        default=os.environ.get("MLSHIP_HOST", "127.0.0.1"),
+        help="interface to bind (default: %(default)s) [env var: MLSHIP_HOST]",
+    )
+    serve_cmd.add_argument(
+        "--port",
+        type=int,
+        default=_env_int("MLSHIP_PORT", 8080),
+        help="port to bind (default: %(default)s) [env var: MLSHIP_PORT]",
+    )
     serve_cmd.add_argument(
         "--workers",
         type=_positive,
-        default=1,
-        help="worker processes, each with its own copy of the model (default: %(default)s)",
+        default=_env_int("MLSHIP_WORKERS", None),
+        help="worker processes, forked once the model has loaded so that they share its memory (default: the "
+        f"CPUs available, {_server.available_cpus()} here) [env var: MLSHIP_WORKERS]",
     )
-    serve_cmd.add_argument("--log-level", choices=_LOG_LEVELS, default="info", help="(default: %(default)s)")
+    serve_cmd.add_argument("--log-level", choices=_LOG_LEVELS, default=_env_choice("MLSHIP_LOG_LEVEL", _LOG_LEVELS, "info"),
+                           help="(default: %(default)s) [env var: MLSHIP_LOG_LEVEL]")
 
     verify_cmd = commands.add_parser(
         "verify",
@@ -128,7 +158,67 @@ def _parser() -> argparse.ArgumentParser:
     verify_cmd.add_argument("bundle", help="the bundle directory (the one holding mlship.json)")
     verify_cmd.add_argument("--url", help="base URL of a running server, e.g. http://127.0.0.1:8080")
     verify_cmd.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+    formats = ("csv", "jsonl", "parquet")
+    predict_cmd = commands.add_parser(
+        "predict",
+        help="predict over a CSV, JSONL or parquet file",
+        description="Run the server's input validation, preprocessing and model over a file, in chunks (memory "
+        "stays bounded), and write one output row per input row, in input order: the --id-column values, then "
+        "`prediction`, or `<method>_0`..`<method>_k` for methods returning k values per row. Exit status: 0 "
+        "done, 1 the job failed (a bad row, a model error), 2 the bundle is unusable.",
+    )
+    predict_cmd.add_argument(
+        "bundle", nargs="?", default=".", help="the bundle directory (default: the current directory)"
+    )
+    predict_cmd.add_argument(
+        "--input", "-i", type=Path, required=True, help="a .csv, .jsonl or .parquet file"
+    )
+    predict_cmd.add_argument(
+        "--output", "-o", type=Path, required=True, help="where to write the predictions"
+    )
+    predict_cmd.add_argument(
+        "--method", help="the method to call (default: predict, else the bundle's first)"
+    )
+    predict_cmd.add_argument(
+        "--chunk-rows",
+        type=_positive,
+        default=DEFAULT_CHUNK_ROWS,
+        help="rows read, validated and predicted at a time (default: %(default)s)",
+    )
+    predict_cmd.add_argument(
+        "--format", choices=formats, help="output format (default: from --output's extension)"
+    )
+    predict_cmd.add_argument("--input-format", choices=formats, help="(default: from --input's extension)")
+    predict_cmd.add_argument(
+        "--id-column",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="copy this input column into the output, to join predictions back (repeatable)",
+    )
+    predict_cmd.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="write rows that do not fit the input schema to OUTPUT_STEM.rejects.jsonl and go on, instead of "
+        "stopping at the first",
+    )
     return parser
+
+
+def _env_choice(name: str, choices: Sequence[str], default: str) -> str:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw and raw not in choices:
+        raise SystemExit(f"error: {name}={raw!r} must be one of {', '.join(choices)}")
+    return raw or default
+
+
+def _env_int(name: str, default: int | None) -> int | None:
+    raw = os.environ.get(name, "").strip()
+    try:
+        return _positive(raw) if raw else default
+    except (ValueError, argparse.ArgumentTypeError):
+        raise SystemExit(f"error: {name}={raw!r} must be a whole number of at least 1") from None
 
 
 def _positive(text: str) -> int:

@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ._schema import COLUMN_KINDS
 from ._values import describe
@@ -32,21 +32,32 @@ PYARROW_HINT = (
 class BatchError(Exception):
     """The batch job cannot go on; the message names the file, the line and the problem."""
 
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
 
 @dataclass(frozen=True)
 class BadRow:
     """A row that cannot be predicted: where it is, why, and the row as read (for the rejects file)."""
 
-    where: str
+    unit: str
+    number: int
     message: str
     row: Any
+
+    @property
+    def where(self) -> str:
+        return f"{self.unit} {self.number}"
 
 
 @dataclass
 class Chunk:
     """Consecutive rows of the file, in order: a request body for decode_request plus each row's ids."""
 
-    where: list[str]  # "line 12" (CSV, JSONL) or "row 12" (parquet), one per row
+    unit: str  # "line" (CSV, JSONL) or "row" (parquet)
+    numbers: list[int]  # each row's line or row number, counted from 1
     columns: dict[str, list[Any]] | None  # column kinds: {schema column: values}
     rows: list[Any] | None  # other kinds: one instance per row
     ids: dict[str, list[Any]]
@@ -54,7 +65,16 @@ class Chunk:
     bad: list[BadRow] = field(default_factory=list)  # rows the reader could not even shape
 
     def __len__(self) -> int:
-        return len(self.where)
+        return len(self.numbers)
+
+    def where(self, index: int) -> str:
+        return f"{self.unit} {self.numbers[index]}"
+
+    def span(self) -> str:
+        """`line 12`, or `lines 12 to 40` for a chunk of several rows."""
+        if len(self) == 1:
+            return self.where(0)
+        return f"{self.unit}s {self.numbers[0]} to {self.numbers[-1]}"
 
     def body(self) -> dict[str, Any]:
         return {"inputs": self.columns} if self.columns is not None else {"instances": self.rows}
@@ -62,7 +82,8 @@ class Chunk:
     def select(self, keep: Sequence[int]) -> Chunk:
         """The chunk of rows `keep` (indices into this one), in that order."""
         return Chunk(
-            [self.where[i] for i in keep],
+            self.unit,
+            [self.numbers[i] for i in keep],
             None if self.columns is None else {k: [v[i] for i in keep] for k, v in self.columns.items()},
             None if self.rows is None else [self.rows[i] for i in keep],
             {k: [v[i] for i in keep] for k, v in self.ids.items()},
@@ -89,12 +110,14 @@ class Layout:
         """The fields of `header` that feed the model; raise BatchError when some are missing or ambiguous."""
         missing_ids = [name for name in self.id_columns if name not in header]
         if missing_ids:
-            raise BatchError(f"{source} has no id column {_quoted(missing_ids)}; its fields: {_quoted(header)}")
+            raise BatchError(
+                f"{source} has no id column {_quoted(missing_ids)}; its fields: {_quoted(header)}"
+            )
         if self.kind in COLUMN_KINDS:
             missing = [name for name in self.names if name not in header]
             if missing:
                 raise BatchError(
-                    f"{source} lacks the model's columns {_quoted(missing)} (it takes {_quoted(self.names)})"
+                    f"{source} lacks the model's columns {_quoted(missing)}; it has {_quoted(header)}"
                 )
             return self.names
         rest = [name for name in header if name not in self.id_columns]
@@ -115,7 +138,9 @@ class Layout:
     @property
     def scalar_rows(self) -> bool:
         """Each row is one value (series, list, 1-D array), not a list of them."""
-        return self.kind in ("series", "list") or (self.kind == "ndarray" and self.schema.get("shape") == [None])
+        return self.kind in ("series", "list") or (
+            self.kind == "ndarray" and self.schema.get("shape") == [None]
+        )
 
     def type_of(self, name: str) -> str:
         if self.kind in COLUMN_KINDS:
@@ -126,9 +151,12 @@ class Layout:
 class Reader:
     """Chunks of one input file; `fraction()` says how much of it has been read (None if unknown)."""
 
-    def __init__(self, chunks: Iterator[Chunk], fraction: Callable[[], float | None]) -> None:
+    def __init__(
+        self, chunks: Iterator[Chunk], fraction: Callable[[], float | None], close: Callable[[], None]
+    ) -> None:
         self.chunks = chunks
         self.fraction = fraction
+        self.close = close
 
 
 def detect_format(path: Path, given: str | None, option: str) -> str:
@@ -156,68 +184,69 @@ def open_reader(path: Path, fmt: str, layout: Layout, chunk_rows: int) -> Reader
         # The binary stream's position: the text layer reads ahead by a few KiB, which is close enough here.
         return min(1.0, stream.tell() / size) if size and not stream.closed else None
 
+    opened: IO[Any] = stream
     try:
-        chunks = _csv_chunks(stream, path, layout, chunk_rows) if fmt == "csv" else _jsonl_chunks(
-            stream, layout, chunk_rows
-        )
-        return Reader(_closing(chunks, stream), fraction)
+        if fmt == "csv":
+            # utf-8-sig: spreadsheet programs start their CSV files with a byte order mark.
+            opened = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+            chunks = _csv_chunks(opened, path, layout, chunk_rows)
+        else:
+            chunks = _jsonl_chunks(stream, layout, chunk_rows)
     except BaseException:
-        stream.close()
+        opened.close()
         raise
-
-
-def _closing(chunks: Iterator[Chunk], stream: io.BufferedReader) -> Iterator[Chunk]:
-    with stream:
-        yield from chunks
+    return Reader(chunks, fraction, opened.close)
 
 
 # -- CSV --------------------------------------------------------------------------------------------------------
 
 
-def _csv_chunks(stream: io.BufferedReader, path: Path, layout: Layout, chunk_rows: int) -> Iterator[Chunk]:
-    # utf-8-sig: spreadsheet programs start their CSV files with a byte order mark.
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+def _csv_chunks(text: IO[str], path: Path, layout: Layout, chunk_rows: int) -> Iterator[Chunk]:
+    """Reads the header now (raising BatchError if it does not suit the model), the rows lazily."""
     reader = csv.reader(text)
     try:
         header = next(reader)
     except StopIteration:
-        raise BatchError(f"{path} is empty; a CSV file starts with a header line naming its columns") from None
+        raise BatchError(
+            f"{path} is empty; a CSV file starts with a header line naming its columns"
+        ) from None
     except (csv.Error, UnicodeDecodeError) as exc:
         raise BatchError(f"{path}, line 1: cannot read the header: {exc}") from None
-    fields = layout.fields(header, f"{path} (header line)")
+    fields = layout.fields(header, f"{path}, line 1 (the header),")
     values = [(header.index(name), _CONVERTERS[layout.type_of(name)]) for name in fields]
     ids = [(name, header.index(name)) for name in layout.id_columns]
     return _csv_records(reader, header, _csv_builder(layout, fields, values, ids, header), chunk_rows)
 
 
 def _csv_records(
-    reader: Any, header: list[str], build: Callable[[list[list[str]], list[str], list[BadRow]], Chunk],
+    reader: Any,
+    header: list[str],
+    build: Callable[[list[list[str]], list[int], list[BadRow]], Chunk],
     chunk_rows: int,
 ) -> Iterator[Chunk]:
     records: list[list[str]] = []
-    where: list[str] = []
+    numbers: list[int] = []
     bad: list[BadRow] = []
+    width = len(header)
     last = reader.line_num
-    while True:
-        try:
-            record = next(reader, None)
-        except (csv.Error, UnicodeDecodeError) as exc:
-            # The csv module cannot resume after a broken quote or bad bytes: the rest of the file is unknown.
-            raise BatchError(f"line {last + 1}: cannot read the CSV file on from here: {exc}") from None
-        if record is None:
-            break
-        line, last = last + 1, reader.line_num
-        if len(record) == len(header):
-            records.append(record)
-            where.append(f"line {line}")
-        elif record:  # a blank line reads as [], and is skipped like pandas skips it
-            problem = f"has {len(record)} fields, but the header has {len(header)}"
-            bad.append(BadRow(f"line {line}", problem, record))
-        if len(records) + len(bad) >= chunk_rows:
-            yield build(records, where, bad)
-            records, where, bad = [], [], []
+    try:
+        for record in reader:
+            line, last = last + 1, reader.line_num
+            if len(record) == width:
+                records.append(record)
+                numbers.append(line)
+            elif record:  # a blank line reads as [], and is skipped as pandas skips it
+                bad.append(
+                    BadRow("line", line, f"has {len(record)} fields, but the header has {width}", record)
+                )
+            if len(records) + len(bad) >= chunk_rows:
+                yield build(records, numbers, bad)
+                records, numbers, bad = [], [], []
+    except (csv.Error, UnicodeDecodeError) as exc:
+        # The csv module cannot resume after a broken quote or bad bytes: the rest of the file is unknown.
+        raise BatchError(f"line {last + 1}: cannot read on from here: {exc}") from None
     if records or bad:
-        yield build(records, where, bad)
+        yield build(records, numbers, bad)
 
 
 def _csv_builder(
@@ -226,19 +255,22 @@ def _csv_builder(
     values: list[tuple[int, Callable[[str], Any]]],
     ids: list[tuple[str, int]],
     header: list[str],
-) -> Callable[[list[list[str]], list[str], list[BadRow]], Chunk]:
-    def build(records: list[list[str]], where: list[str], bad: list[BadRow]) -> Chunk:
+) -> Callable[[list[list[str]], list[int], list[BadRow]], Chunk]:
+    def build(records: list[list[str]], numbers: list[int], bad: list[BadRow]) -> Chunk:
         columns: dict[str, list[Any]] | None = None
         rows: list[Any] | None = None
         if layout.kind in COLUMN_KINDS:
-            columns = {name: [cv(r[i]) for r in records] for name, (i, cv) in zip(fields, values, strict=True)}
+            columns = {
+                name: [cv(r[i]) for r in records] for name, (i, cv) in zip(fields, values, strict=True)
+            }
         elif layout.scalar_rows:
             [(i, cv)] = values
             rows = [cv(r[i]) for r in records]
         else:
             rows = [[cv(r[i]) for i, cv in values] for r in records]
         return Chunk(
-            where,
+            "line",
+            numbers,
             columns,
             rows,
             {name: [r[i] for r in records] for name, i in ids},
@@ -291,12 +323,12 @@ _CONVERTERS: dict[str, Callable[[str], Any]] = {
 # -- JSONL ------------------------------------------------------------------------------------------------------
 
 
-def _jsonl_chunks(stream: io.BufferedReader, layout: Layout, chunk_rows: int) -> Iterator[Chunk]:
+def _jsonl_chunks(stream: IO[bytes], layout: Layout, chunk_rows: int) -> Iterator[Chunk]:
     """One JSON value per line, each a row as in `{"instances": [row, ...]}`; objects may carry more fields."""
     gather = _JsonlGather(layout)
     for number, line in enumerate(stream, start=1):
         if line.strip():
-            gather.add(f"line {number}", line)
+            gather.add(number, line)
         if gather.count >= chunk_rows:
             yield gather.chunk()
             gather = _JsonlGather(layout)
@@ -308,7 +340,7 @@ class _JsonlGather:
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
         self.names = layout.names
-        self.where: list[str] = []
+        self.numbers: list[int] = []
         self.columns: dict[str, list[Any]] | None = (
             {name: [] for name in self.names} if layout.kind in COLUMN_KINDS else None
         )
@@ -319,18 +351,20 @@ class _JsonlGather:
 
     @property
     def count(self) -> int:
-        return len(self.where) + len(self.bad)
+        return len(self.numbers) + len(self.bad)
 
-    def add(self, where: str, line: bytes) -> None:
+    def add(self, number: int, line: bytes) -> None:
         try:
             row = json.loads(line)
         except ValueError as exc:
-            self.bad.append(BadRow(where, f"not valid JSON: {exc}", line.decode("utf-8", "replace").rstrip()))
+            self.bad.append(
+                BadRow("line", number, f"not valid JSON: {exc}", line.decode("utf-8", "replace").rstrip())
+            )
             return
         try:
             values = self._values(row)
         except BatchError as exc:
-            self.bad.append(BadRow(where, str(exc), row))
+            self.bad.append(BadRow("line", number, exc.message, row))
             return
         for name in self.ids:
             self.ids[name].append(row[name])
@@ -340,7 +374,7 @@ class _JsonlGather:
         else:
             assert self.rows is not None
             self.rows.append(values)
-        self.where.append(where)
+        self.numbers.append(number)
         self.raw.append(row)
 
     def _values(self, row: Any) -> Any:
@@ -368,7 +402,7 @@ class _JsonlGather:
 
     def chunk(self) -> Chunk:
         raw = self.raw
-        return Chunk(self.where, self.columns, self.rows, self.ids, lambda i: raw[i], self.bad)
+        return Chunk("line", self.numbers, self.columns, self.rows, self.ids, lambda i: raw[i], self.bad)
 
 
 # -- parquet ----------------------------------------------------------------------------------------------------
@@ -378,31 +412,36 @@ def _parquet_reader(path: Path, layout: Layout, chunk_rows: int) -> Reader:
     try:
         import pyarrow.parquet as pq  # type: ignore[import-untyped, import-not-found, unused-ignore]
     except ImportError:
-        raise BatchError(f"{path}: reading parquet needs pyarrow, which is not installed: {PYARROW_HINT}") from None
+        raise BatchError(
+            f"{path}: reading parquet needs pyarrow, which is not installed: {PYARROW_HINT}"
+        ) from None
     try:
         parquet = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises its own ArrowInvalid, OSError and more for a damaged file
         raise BatchError(f"{path} cannot be read as parquet: {exc}") from None
-    fields = layout.fields(parquet.schema_arrow.names, str(path))
+    try:
+        fields = layout.fields(parquet.schema_arrow.names, str(path))
+    except BatchError:
+        parquet.close()
+        raise
     total = parquet.metadata.num_rows
     done = [0]
 
     def chunks() -> Iterator[Chunk]:
-        with parquet:
-            wanted = list(dict.fromkeys([*fields, *layout.id_columns]))
-            for batch in parquet.iter_batches(batch_size=chunk_rows, columns=wanted):
-                data = batch.to_pydict()
-                start = done[0]
-                done[0] += batch.num_rows
-                yield _parquet_chunk(layout, fields, data, start, batch.num_rows)
+        wanted = list(dict.fromkeys([*fields, *layout.id_columns]))
+        for batch in parquet.iter_batches(batch_size=chunk_rows, columns=wanted):
+            data = batch.to_pydict()
+            start = done[0]
+            done[0] += batch.num_rows
+            yield _parquet_chunk(layout, fields, data, start, batch.num_rows)
 
-    return Reader(chunks(), lambda: done[0] / total if total else None)
+    return Reader(chunks(), lambda: done[0] / total if total else None, parquet.close)
 
 
-def _parquet_chunk(layout: Layout, fields: list[str], data: dict[str, list[Any]], start: int, count: int) -> Chunk:
-    values = {
-        name: _iso(data[name]) if layout.type_of(name) == "datetime" else data[name] for name in fields
-    }
+def _parquet_chunk(
+    layout: Layout, fields: list[str], data: dict[str, list[Any]], start: int, count: int
+) -> Chunk:
+    values = {name: _iso(data[name]) if layout.type_of(name) == "datetime" else data[name] for name in fields}
     columns: dict[str, list[Any]] | None = None
     rows: list[Any] | None = None
     if layout.kind in COLUMN_KINDS:
@@ -412,7 +451,8 @@ def _parquet_chunk(layout: Layout, fields: list[str], data: dict[str, list[Any]]
     else:
         rows = [list(row) for row in zip(*(values[name] for name in fields), strict=True)]
     return Chunk(
-        [f"row {start + i + 1}" for i in range(count)],
+        "row",
+        list(range(start + 1, start + count + 1)),
         columns,
         rows,
         {name: data[name] for name in layout.id_columns},

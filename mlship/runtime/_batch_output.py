@@ -120,7 +120,8 @@ class _JsonlSink:
     def write(self, columns: dict[str, list[Any]]) -> None:
         names = list(columns)
         self.file.writelines(
-            encode_json(dict(zip(names, row, strict=True))) + b"\n" for row in zip(*columns.values(), strict=True)
+            encode_json(dict(zip(names, row, strict=True))) + b"\n"
+            for row in zip(*columns.values(), strict=True)
         )
 
     def close(self) -> None:
@@ -132,6 +133,7 @@ class _ParquetSink:
         self.path = path
         self.names = names
         self.writer: Any = None
+        self.schema: Any = None
 
     def write(self, columns: dict[str, list[Any]]) -> None:
         import pyarrow  # type: ignore[import-untyped, import-not-found, unused-ignore]
@@ -139,10 +141,11 @@ class _ParquetSink:
 
         if self.writer is None:
             table = pyarrow.Table.from_pydict(columns)
-            self.writer = pq.ParquetWriter(self.path, table.schema)
+            self.schema = table.schema
+            self.writer = pq.ParquetWriter(self.path, self.schema)
         else:
             try:
-                table = pyarrow.Table.from_pydict(columns, schema=self.writer.schema_arrow)
+                table = pyarrow.Table.from_pydict(columns, schema=self.schema)
             except (pyarrow.ArrowException, TypeError, ValueError) as exc:
                 raise BatchError(
                     f"the outputs changed type between chunks, which parquet cannot store in one column "
@@ -152,8 +155,8 @@ class _ParquetSink:
 
     def close(self) -> None:
         if self.writer is None:
-            import pyarrow
-            import pyarrow.parquet as pq
+            import pyarrow  # type: ignore[import-untyped, import-not-found, unused-ignore]
+            import pyarrow.parquet as pq  # type: ignore[import-untyped, import-not-found, unused-ignore]
 
             empty = pyarrow.table({name: pyarrow.array([], type=pyarrow.null()) for name in self.names})
             pq.write_table(empty, self.path)
@@ -167,7 +170,9 @@ def _require_pyarrow(path: Path) -> None:
     try:
         import pyarrow.parquet  # noqa: F401
     except ImportError:
-        raise BatchError(f"{path}: writing parquet needs pyarrow, which is not installed: {PYARROW_HINT}") from None
+        raise BatchError(
+            f"{path}: writing parquet needs pyarrow, which is not installed: {PYARROW_HINT}"
+        ) from None
 
 
 _SINKS: dict[str, type[_CsvSink] | type[_JsonlSink] | type[_ParquetSink]] = {

@@ -116,6 +116,16 @@ def _datetimes(values: Any, dtype: str | None) -> Any:
     return parsed.astype(dtype) if dtype and str(parsed.dtype) != dtype else parsed
 
 
+def merge_data(kind: str, parts: list[Any]) -> Any:
+    """Checked data of several requests as one: rows in request order (what micro-batching sends the model).
+
+    Column kinds hold {column: values}, the others a list of rows (see `_schema.Checked`).
+    """
+    if kind in ("dataframe", "records", "columns"):
+        return {name: [value for part in parts for value in part[name]] for name in parts[0]}
+    return [row for part in parts for row in part]
+
+
 def split_rows(kind: str, value: Any) -> list[Any]:
     """Cut a decoded value into one-row values of the same kind, each indexed as if it had been sent alone.
 

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
-import uuid
+import os
+import random
 from typing import Any
 
-from starlette.datastructures import Headers, MutableHeaders
-from starlette.requests import ClientDisconnect, Request
+import orjson
+from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from ._codec import encode_json
+from ._codec import encode_json as _encode_json_stdlib
 
+_random = random.Random()
+# Workers fork from one process: each must draw its own IDs (the global `random` does this too, but a notebook's
+# code may seed that one).
+os.register_at_fork(after_in_child=_random.seed)
 REQUEST_ID_HEADER = "x-request-id"
-_REQUEST_ID_KEY = "mlship.request_id"
+REQUEST_ID_KEY = "mlship.request_id"
 
 # `curl -d` sends application/x-www-form-urlencoded unless told otherwise; refusing it would fail the first
 # request nearly everyone tries, and the body is parsed as JSON whatever the type says.
@@ -30,6 +35,15 @@ class HttpError(Exception):
         self.message = message
 
 
+def encode_json(content: Any) -> bytes:
+    """JSON bytes for a response: orjson, which writes NaN and Infinity as null like `_codec.encode_json`; the
+    standard library for what orjson refuses (integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(content)
+    except TypeError:
+        return _encode_json_stdlib(content)
+
+
 def json_response(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
         encode_json(content), status_code=status_code, headers=headers, media_type="application/json"
@@ -40,29 +54,14 @@ def error_response(status_code: int, message: str, headers: dict[str, str] | Non
     return json_response({"error": message}, status_code, headers)
 
 
-class RequestIdMiddleware:
-    """Give every request an ID (the client's X-Request-ID when usable) and echo it as a response header."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = _usable_id(Headers(scope=scope).get(REQUEST_ID_HEADER)) or uuid.uuid4().hex
-        scope[_REQUEST_ID_KEY] = request_id
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
-
-
 def request_id(request: Request) -> str:
-    return str(request.scope.get(_REQUEST_ID_KEY, "-"))
+    return str(request.scope.get(REQUEST_ID_KEY, "-"))
+
+
+def new_request_id(header: str | None) -> str:
+    """The client's X-Request-ID when usable, else a fresh random one (32 hex digits, like a uuid4's)."""
+    # Not uuid4: its getrandom() system call costs more than the rest of this; these IDs need not be secret.
+    return _usable_id(header) or f"{_random.getrandbits(128):032x}"
 
 
 def _usable_id(value: str | None) -> str | None:
@@ -73,8 +72,11 @@ def _usable_id(value: str | None) -> str | None:
 
 
 def check_content_type(request: Request) -> None:
+    check_media_type(request.headers.get("content-type"))
+
+
+def check_media_type(value: str | None) -> None:
     """Accept no Content-Type, application/json, any +json, and form-urlencoded (see _JSON_MEDIA_TYPES)."""
-    value = request.headers.get("content-type")
     if value is None:
         return
     media_type = value.split(";", 1)[0].strip().lower()
@@ -84,6 +86,10 @@ def check_content_type(request: Request) -> None:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
+    return await receive_body(request.receive, request.headers.get("content-length"), limit)
+
+
+async def receive_body(receive: Receive, declared: str | None, limit: int) -> bytes:
     """The request body, or 413: before reading when Content-Length exceeds `limit`, and while streaming
     when a chunked or lying client sends more than that.
     """
@@ -92,23 +98,44 @@ async def read_body(request: Request, limit: int) -> bytes:
         f"the request body is larger than {limit} bytes; send fewer rows per request "
         "[env var: MLSHIP_MAX_BODY_BYTES]",
     )
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared and declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks: list[bytes] = []
     size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise HttpError(400, "the client disconnected before sending the whole body") from None
-    return b"".join(chunks)
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise HttpError(400, "the client disconnected before sending the whole body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """One header of a raw ASGI scope (names are lower case there), without building a Headers object."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def send_json(send: Send, status_code: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status_code,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def parse_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        # NaN and Infinity tokens, integers beyond 64 bits, lone surrogates: the standard library reads them
+        # (so that the schema check can name the value) and words the errors of what is really not JSON.
+        pass
     if not body.strip():
         raise HttpError(400, 'the request body is empty; send a JSON object such as {"instances": [...]}')
     try:

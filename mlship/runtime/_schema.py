@@ -8,6 +8,7 @@ client reading that message usually cannot see the notebook the schema came from
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ._build import build_value
@@ -17,7 +18,16 @@ ACCEPTED_KEYS = ("instances", "inputs", "dataframe_split", "dataframe_records")
 COLUMN_KINDS = ("dataframe", "records", "columns")
 ROW_KINDS = ("ndarray", "series", "list")
 
-__all__ = ["ACCEPTED_KEYS", "InputError", "SchemaError", "check_schema", "decode_request"]
+__all__ = [
+    "ACCEPTED_KEYS",
+    "Checked",
+    "InputError",
+    "SchemaError",
+    "check_payload",
+    "check_request",
+    "check_schema",
+    "decode_request",
+]
 
 # More than a few problems in one message stops being readable; the first ones are enough to fix the client.
 _MAX_REPORTED = 5
@@ -56,12 +66,41 @@ def decode_request(body: Any, schema: Mapping[str, Any], *, max_rows: int | None
     column order; columns -> dict of numpy arrays. pandas and numpy are imported only for the kinds that need
     them.
     """
+    return check_request(body, schema, max_rows=max_rows).build(schema)
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A request checked against the schema but not yet converted: what micro-batching merges.
+
+    `data` is {column: values} in schema order for the column kinds, the list of rows for the others.
+    """
+
+    kind: str
+    data: Any
+    rows: int
+
+    def build(self, schema: Mapping[str, Any]) -> Any:
+        """The value the served function receives (may raise InputError for values that do not convert)."""
+        return build_value(self.kind, schema, self.data)
+
+
+def check_request(body: Any, schema: Mapping[str, Any], *, max_rows: int | None = None) -> Checked:
+    """Check a parsed JSON request body against `schema` (every problem is an InputError), without the
+    numpy/pandas conversion that `Checked.build` does."""
     key, payload = _split_body(body)
+    return check_payload(key, payload, schema, max_rows=max_rows)
+
+
+def check_payload(
+    key: str, payload: Any, schema: Mapping[str, Any], *, max_rows: int | None = None
+) -> Checked:
+    """`check_request` for a payload already taken out of its body: `key` is one of ACCEPTED_KEYS."""
     kind = schema["kind"]
     if kind in COLUMN_KINDS:
         specs: list[Mapping[str, Any]] = schema["columns"]
         data = _gather_columns(key, payload, [spec["name"] for spec in specs], kind, max_rows)
-        return build_value(kind, schema, _check_columns(data, specs))
+        return Checked(kind, _check_columns(data, specs), len(data[specs[0]["name"]]))
     if not isinstance(payload, list) or key not in ("instances", "inputs"):
         raise InputError(
             f'"{key}" as a JSON {json_type(payload)} needs a model whose input has named columns; this model '
@@ -70,20 +109,21 @@ def decode_request(body: Any, schema: Mapping[str, Any], *, max_rows: int | None
     _check_row_count(len(payload), max_rows)
     if kind == "ndarray":
         _check_ndarray(payload, schema)
-        return build_value(kind, schema, payload)
-    return build_value(kind, schema, _check_scalars(payload, schema))
+        return Checked(kind, payload, len(payload))
+    return Checked(kind, _check_scalars(payload, schema), len(payload))
 
 
 def _split_body(body: Any) -> tuple[str, Any]:
+    if isinstance(body, dict) and len(body) == 1:
+        for key, payload in body.items():
+            if key in ACCEPTED_KEYS:
+                return key, payload
     accepted = ", ".join(f'"{key}"' for key in ACCEPTED_KEYS)
     if not isinstance(body, dict):
         raise InputError(
             f"the request body must be a JSON object with one of the keys {accepted}; "
             f"got a JSON {json_type(body)}"
         )
-    if len(body) == 1 and next(iter(body)) in ACCEPTED_KEYS:
-        key, payload = next(iter(body.items()))
-        return key, payload
     got = ", ".join(f'"{key}"' for key in body) or "an empty object"
     raise InputError(
         f"the request body must be a JSON object with exactly one of the keys {accepted}; got {got}"
@@ -160,7 +200,9 @@ def _gather_split(payload: Any, names: list[str], max_rows: int | None) -> dict[
     if extra:
         raise InputError(f'"dataframe_split" has unexpected keys {_quoted(sorted(extra))}')
     given, rows = payload["columns"], payload["data"]
-    if len(set(map(str, given))) != len(given):
+    if not all(isinstance(name, str) for name in given):
+        raise InputError('"dataframe_split": "columns" must be a list of column names (strings)')
+    if len(set(given)) != len(given):
         raise InputError(f'"dataframe_split" names a column twice: {_quoted(given)}')
     _check_names(set(given), names, "")
     _check_row_count(len(rows), max_rows)
@@ -192,7 +234,7 @@ def _check_columns(data: dict[str, list[Any]], specs: list[Mapping[str, Any]]) -
     for spec in specs:
         name, type_, nullable = spec["name"], spec.get("type", "any"), bool(spec.get("nullable", True))
         values = data[name]
-        if type_ == "any":
+        if _all_plain(values, type_, nullable):
             checked[name] = values
             continue
         out = []
@@ -208,6 +250,8 @@ def _check_columns(data: dict[str, list[Any]], specs: list[Mapping[str, Any]]) -
 
 def _check_scalars(rows: list[Any], schema: Mapping[str, Any]) -> list[Any]:
     type_, nullable = schema.get("type", "any"), bool(schema.get("nullable", True))
+    if _all_plain(rows, type_, nullable):
+        return rows
     problems: list[str] = []
     out = []
     for index, value in enumerate(rows):
@@ -236,9 +280,40 @@ def _check_ndarray(rows: list[Any], schema: Mapping[str, Any]) -> None:
         raise InputError(
             f"expected an array of shape {_shape(expected)} (null: any size), got {_shape(shape)}{hint}"
         )
+    type_, nullable = schema.get("type", "any"), bool(schema.get("nullable", True))
+    if len(shape) == 2 and all(
+        type(row) is list and len(row) == shape[1] and _all_plain(row, type_, nullable) for row in rows
+    ):
+        return  # the usual table of numbers, checked without the walk that names where a problem is
     problems: list[str] = []
-    _walk_ndarray(rows, shape, 0, [], schema.get("type", "any"), bool(schema.get("nullable", True)), problems)
+    _walk_ndarray(rows, shape, 0, [], type_, nullable, problems)
     _raise_problems(problems)
+
+
+_PLAIN_TYPES: dict[str, tuple[type, ...]] = {
+    "number": (float, int),
+    "integer": (int,),
+    "boolean": (bool,),
+    "string": (str,),
+}
+
+
+def _all_plain(values: list[Any], type_: str, nullable: bool) -> bool:
+    """True when every value is already what check_value would return: the common case, checked fast (about
+    ten times faster than calling check_value per value); False sends the values through check_value."""
+    if type_ == "any":
+        return True
+    types = _PLAIN_TYPES.get(type_)
+    if types is None:
+        return False
+    for value in values:
+        kind = type(value)
+        if kind in types:
+            if kind is float and value - value != 0.0:  # NaN and ±Infinity are refused by check_value
+                return False
+        elif value is not None or not nullable:
+            return False
+    return True
 
 
 def _walk_ndarray(

@@ -1,4 +1,4 @@
-"""Request limits, read once from the environment when the app is created."""
+"""Serving settings, read once from the environment when the server (or the app) is created."""
 
 from __future__ import annotations
 
@@ -8,6 +8,11 @@ from dataclasses import dataclass
 
 DEFAULT_MAX_ROWS = 10_000
 DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_MAX_BATCH_ROWS = 128
+DEFAULT_MAX_IN_FLIGHT = 1024
+DEFAULT_GRACE_PERIOD = 30.0
+LOG_FORMATS = ("json", "text")
 
 
 class SettingsError(ValueError):
@@ -16,21 +21,50 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    """Limits applied to every request.
+    """Limits and behaviour of the server. Every field has an environment variable (docs/RUNTIME.md).
 
-    max_rows:       rows per request                  [env var: MLSHIP_MAX_ROWS, default 10000]
-    max_body_bytes: request body size, in bytes       [env var: MLSHIP_MAX_BODY_BYTES, default 20 MiB]
+    max_rows:       rows per request                              [env var: MLSHIP_MAX_ROWS, default 10000]
+    max_body_bytes: request body size, in bytes                   [env var: MLSHIP_MAX_BODY_BYTES, default 20 MiB]
+    timeout:        seconds a request may wait for and run in the model before it is answered 503
+                                                                  [env var: MLSHIP_TIMEOUT, default 60]
+    max_batch_rows: rows merged into one model call when the bundle is batch-safe; a request with more rows
+                    runs alone and whole; 1 turns batching off     [env var: MLSHIP_MAX_BATCH_ROWS, default 128]
+    max_in_flight:  requests one worker holds at once before it answers 503
+                                                                  [env var: MLSHIP_MAX_IN_FLIGHT, default 1024]
+    drain_delay:    seconds between SIGTERM and closing the listener, serving while readiness says 503 so that
+                    a load balancer can stop routing here first   [env var: MLSHIP_DRAIN_DELAY, default 0]
+    grace_period:   seconds in-flight requests get to finish after the listener closes
+                                                                  [env var: MLSHIP_GRACE_PERIOD, default 30]
+    access_log:     one JSON line per request                     [env var: MLSHIP_ACCESS_LOG, default 1]
+    log_format:     json (one object per line) or text           [env var: MLSHIP_LOG_FORMAT, default json]
     """
 
     max_rows: int = DEFAULT_MAX_ROWS
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    timeout: float = DEFAULT_TIMEOUT
+    max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    drain_delay: float = 0.0
+    grace_period: float = DEFAULT_GRACE_PERIOD
+    access_log: bool = True
+    log_format: str = "json"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
+        log_format = env.get("MLSHIP_LOG_FORMAT", "").strip().lower() or "json"
+        if log_format not in LOG_FORMATS:
+            raise SettingsError(f"MLSHIP_LOG_FORMAT={log_format!r} must be one of {', '.join(LOG_FORMATS)}")
         return cls(
             max_rows=_positive_int(env, "MLSHIP_MAX_ROWS", DEFAULT_MAX_ROWS),
             max_body_bytes=_positive_int(env, "MLSHIP_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+            timeout=_seconds(env, "MLSHIP_TIMEOUT", DEFAULT_TIMEOUT, zero_ok=False),
+            max_batch_rows=_positive_int(env, "MLSHIP_MAX_BATCH_ROWS", DEFAULT_MAX_BATCH_ROWS),
+            max_in_flight=_positive_int(env, "MLSHIP_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT),
+            drain_delay=_seconds(env, "MLSHIP_DRAIN_DELAY", 0.0, zero_ok=True),
+            grace_period=_seconds(env, "MLSHIP_GRACE_PERIOD", DEFAULT_GRACE_PERIOD, zero_ok=True),
+            access_log=_flag(env, "MLSHIP_ACCESS_LOG", True),
+            log_format=log_format,
         )
 
 
@@ -45,3 +79,29 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     if value < 1:
         raise SettingsError(f"{name}={raw!r} must be at least 1")
     return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, *, zero_ok: bool) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number of seconds") from None
+    if not value < float("inf") or value < 0 or (value == 0 and not zero_ok):
+        raise SettingsError(
+            f"{name}={raw!r} must be a {'' if zero_ok else 'positive '}finite number of seconds"
+        )
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r} must be 1 or 0")

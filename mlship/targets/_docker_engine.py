@@ -6,6 +6,8 @@ import json
 import logging
 import os
 import re
+import socket
+import urllib.parse
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,19 +27,35 @@ def connect() -> Any:
     """A docker client that has answered a ping, or DockerUnavailable saying how to get one."""
     import docker
 
-    where = os.environ.get("DOCKER_HOST") or "the default socket (/var/run/docker.sock)"
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    client = None
     try:
+        _reach(host)
         client = docker.from_env(timeout=600)
         client.ping()
     except Exception as exc:  # DockerException, requests' ConnectionError, PermissionError...
+        if client is not None:
+            client.close()
         raise DockerUnavailable(
-            f"no Docker daemon is reachable at {where}: {_first_line(exc)}",
+            f"no Docker daemon is reachable at {host}: {_first_line(exc)}",
             hint="start the Docker engine (`sudo systemctl start docker`, or `sudo dockerd &`), or check "
             "DOCKER_HOST and your permission on the socket; without Docker, write the build context with "
             "--context-only DIR (for kaniko, buildah or a remote CI) or build an offline installer with "
             "--target onprem",
         ) from None
     return client
+
+
+def _reach(host: str) -> None:
+    """Connect to the daemon's socket once, cleanly: the SDK leaks the socket of a connection that fails."""
+    if host.startswith("unix://"):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(host.removeprefix("unix://"))
+    elif host.startswith(("tcp://", "http://", "https://")):
+        address = urllib.parse.urlsplit(host)
+        with socket.create_connection((address.hostname or "localhost", address.port or 2375), timeout=5):
+            pass
 
 
 def ensure_image(client: Any, image: str, platform: Platform, on_step: Step) -> dict[str, Any]:
@@ -134,13 +152,14 @@ class BuildLog:
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 
 
-def build_image(client: Any, context: Path, tag: str, platform: Platform, on_step: Step) -> BuildLog:
+def build_image(client: Any, context: Path, tag: str, platform: Platform, on_step: Step,
+                nocache: bool = False) -> BuildLog:
     """docker build (legacy builder, via the SDK), streaming each line into on_step; BuildError on failure."""
     import docker
 
     log = BuildLog()
     params: dict[str, Any] = {"path": str(context), "tag": tag, "rm": True, "forcerm": True, "decode": True,
-                              "pull": False}
+                              "pull": False, "nocache": nocache}
     if _daemon_machine(client) != platform.machine:
         params["platform"] = platform.docker
     try:
@@ -174,7 +193,7 @@ def _record(log: BuildLog, line: str, on_step: Step) -> None:
         on_step(f"docker build step {match[1]}/{match[2]}: {match[3][:100]}")
     elif line.strip() == "---> Using cache" and log.steps:
         log.cached.append(log.steps[-1])
-    elif not line.startswith(" ---> "):
+    elif not line.startswith((" ---> ", "Removing intermediate container")):
         on_step(f"  {line[:160]}")
 
 

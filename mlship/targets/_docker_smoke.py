@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 
 READY_TIMEOUT = 180.0
 STOP_TIMEOUT = 10
+NOT_READY_GRACE = 15.0
 
 
 @dataclass
@@ -83,6 +84,7 @@ def _wait_ready(container: Any, url: str, timeout: float) -> str | None:
     """None once /readyz says 200; otherwise why not (the container exited, or the time ran out)."""
     deadline = time.monotonic() + timeout
     last = "no answer yet"
+    answering_since: float | None = None
     while time.monotonic() < deadline:
         container.reload()
         if container.status in ("exited", "dead"):
@@ -93,7 +95,12 @@ def _wait_ready(container: Any, url: str, timeout: float) -> str | None:
                 if response.status == 200:
                     return None
         except urllib.error.HTTPError as exc:
-            last = f"/readyz answered {exc.code}: {exc.read().decode(errors='replace')[:200]}"
+            last = f"/readyz answered {exc.code}: {exc.read().decode(errors='replace')[:300]}"
+            answering_since = answering_since or time.monotonic()
+            # The runtime decides readiness while it starts (it replays one golden case); a server that has
+            # answered "not ready" for a while will not change its mind.
+            if time.monotonic() - answering_since > NOT_READY_GRACE:
+                return f"the server runs but is not ready: {last}"
         except (urllib.error.URLError, OSError) as exc:
             last = f"no answer ({exc})"
         time.sleep(0.25)

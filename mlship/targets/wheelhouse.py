@@ -185,11 +185,14 @@ def _pip_download(requirements: list[str], python: str, platform: Platform, dest
         cmd += ["--platform", tag]
     for link in links:
         cmd += ["--find-links", str(link)]
+    env = None
     if offline:
         cmd.append("--no-index")
+        # The cache and nothing else: no configured find-links, index or constraint may add to the set.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")} | {"PIP_CONFIG_FILE": os.devnull}
     cmd += requirements
     logger.debug("running %s", " ".join(cmd))
-    proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env)
     if proc.returncode != 0:
         logger.debug("pip download (%s) failed:\n%s", "offline" if offline else "online", proc.stderr)
     return proc
@@ -225,7 +228,8 @@ def _build_pure_wheel(spec: str, platform: Platform, python: str, cache: Path, t
 
 
 def _resolution_error(spec: str | None, platform: Platform, python: str, stderr: str) -> BuildError:
-    tail = "\n".join(line for line in stderr.strip().splitlines()[-6:])
+    lines = stderr.strip().splitlines()
+    tail = "\n".join([line for line in lines if line.startswith("ERROR:")][-4:] or lines[-6:])
     what = spec or "the requirements"
     return BuildError(
         f"cannot get wheels of {what} for {platform.name} (Python {python}):\n{tail}",

@@ -89,10 +89,11 @@ def test_serve_predict_verify_and_stop_on_sigterm(make_bundle: Callable[[str], P
         assert json.loads(verify.stdout)["ok"] is True
 
         process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=5)
-        # uvicorn shuts down gracefully, then (one worker) re-raises the signal so the exit says SIGTERM.
-        assert process.returncode in (0, -signal.SIGTERM), output
-        assert "golden case predict-0 matches" in output and "Application shutdown complete." in output
+        output, _ = process.communicate(timeout=10)
+        # A clean, signal-initiated shutdown exits 0 (uvicorn alone would re-raise the signal).
+        assert process.returncode == 0, output
+        assert output.count("golden case predict-0 matches") == workers, output
+        assert output.count("Application shutdown complete.") == workers, output
     finally:
         if process.poll() is None:
             process.kill()
@@ -113,5 +114,8 @@ def test_serve_a_bad_bundle_exits_1_with_one_line(make_bundle: Callable[[str], P
     )
     assert result.returncode == 1
     assert result.stdout == ""
-    assert result.stderr.startswith("ERROR:  mlship_runtime: cannot serve .: artifact artifacts/values.pkl ")
-    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    [line] = result.stderr.splitlines()
+    record = json.loads(line)
+    assert record["level"] == "error" and record["logger"] == "mlship_runtime._server"
+    assert record["message"].startswith("cannot serve .: artifact artifacts/values.pkl has sha256 ")
+    assert "exception" not in record

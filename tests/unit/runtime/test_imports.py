@@ -11,10 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from mlship.bundle.manifest import RUNTIME_REQUIREMENTS
+
 RUNTIME_DIR = Path(__file__).resolve().parents[3] / "mlship" / "runtime"
 SOURCES = sorted(RUNTIME_DIR.glob("*.py"))
-TOP_LEVEL_ALLOWED = {"starlette", "uvicorn"}
-LAZY_ALLOWED = {"numpy", "pandas"}
+# The runtime's own dependencies, pinned into every bundle's requirements.txt (import names of the distributions).
+TOP_LEVEL_ALLOWED = {"starlette", "uvicorn", "orjson", "prometheus_client"}
+# pyarrow only for batch jobs on parquet files, and optional: without it they say `pip install pyarrow`.
+LAZY_ALLOWED = {"numpy", "pandas", "pyarrow"}
 
 
 def imports(tree: ast.AST, *, top_level: bool) -> Iterator[tuple[int, str]]:
@@ -38,6 +42,10 @@ def parse(path: Path) -> ast.AST:
     return ast.parse(path.read_text(), filename=str(path))
 
 
+def test_what_the_runtime_imports_is_pinned_into_bundles() -> None:
+    assert {name.replace("_", "-") for name in TOP_LEVEL_ALLOWED} <= set(RUNTIME_REQUIREMENTS)
+
+
 def test_the_runtime_sources_are_found() -> None:
     assert {path.name for path in SOURCES} >= {
         "__init__.py",
@@ -51,7 +59,7 @@ def test_the_runtime_sources_are_found() -> None:
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda path: path.name)
-def test_top_level_imports_are_stdlib_starlette_uvicorn_or_relative(path: Path) -> None:
+def test_top_level_imports_are_stdlib_pinned_deps_or_relative(path: Path) -> None:
     bad = [
         (line, name)
         for line, name in imports(parse(path), top_level=True)

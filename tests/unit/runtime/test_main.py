@@ -1,18 +1,18 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Callable
+import os
+import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
-from starlette.applications import Starlette
 
 from mlship.runtime import __main__ as cli
-from mlship.runtime import _verify
-from mlship.runtime._app import create_app_from_env
+from mlship.runtime import _server, _verify
 from mlship.runtime._verify import ServerUnreachable
 
 from .sample_bundles import edit_golden, edit_manifest
@@ -20,13 +20,52 @@ from .sample_bundles import edit_golden, edit_manifest
 MakeBundle = Callable[[str], Path]
 
 
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    # serve() configures logging for a server process: JSON on stderr, root at its level.
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    root.setLevel(level)
+    root.handlers[:] = handlers
+
+
 @pytest.fixture
-def uvicorn_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, dict[str, Any]]]:
-    calls: list[tuple[Any, dict[str, Any]]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **options: calls.append((app, options)))
-    for name in ("MLSHIP_BUNDLE", "MLSHIP_LOG_LEVEL"):
+def served(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """What `serve` would run: each in-process worker's socket, or the Supervisor's; nothing serves."""
+    calls: list[dict[str, Any]] = []
+
+    def run_worker(bundle_dir: Path, bundle: Any, settings: Any, sock: socket.socket, log_level: str) -> int:
+        calls.append({"worker": sock.getsockname(), "reuse_port": _reuse_port(sock), "log_level": log_level})
+        sock.close()
+        return 0
+
+    class Supervisor:
+        def __init__(self, work: Any, settings: Any, listeners: list[socket.socket]) -> None:
+            calls.append({"supervisor": [sock.getsockname() for sock in listeners],
+                          "reuse_port": [_reuse_port(sock) for sock in listeners]})
+            for sock in listeners:
+                sock.close()
+
+        def run(self) -> int:
+            return 0
+
+    monkeypatch.setattr(_server, "run_worker", run_worker)
+    monkeypatch.setattr(_server, "Supervisor", Supervisor)
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.delenv(name, raising=False)  # so that monkeypatch restores what serve sets
     return calls
+
+
+def _reuse_port(sock: socket.socket) -> bool:
+    return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def test_verify_prints_a_table(sample_bundle: MakeBundle, capsys: pytest.CaptureFixture[str]) -> None:
@@ -84,44 +123,55 @@ def test_verify_url_unreachable_exits_2(
     assert capsys.readouterr().err == "error: cannot reach http://127.0.0.1:9/predict: Connection refused\n"
 
 
-def test_serve_one_worker_runs_the_loaded_app(
-    sample_bundle: MakeBundle, uvicorn_calls: list[tuple[Any, dict[str, Any]]]
+def test_serve_one_worker_serves_in_this_process(sample_bundle: MakeBundle, served: list[dict[str, Any]]) -> None:
+    port = free_port()
+    assert cli.main(["serve", str(sample_bundle("raises")), "--port", str(port), "--workers", "1"]) == 0
+    assert served == [{"worker": ("127.0.0.1", port), "reuse_port": False, "log_level": "info"}]
+
+
+def test_serve_several_workers_get_one_socket_each_on_one_port(
+    sample_bundle: MakeBundle, served: list[dict[str, Any]]
 ) -> None:
-    assert cli.main(["serve", str(sample_bundle("raises")), "--port", "9000"]) == 0
-    [(app, options)] = uvicorn_calls
-    assert isinstance(app, Starlette)
-    assert options == {"host": "127.0.0.1", "port": 9000, "log_level": "info", "loop": "auto", "http": "auto"}
+    port = free_port()
+    argv = ["serve", str(sample_bundle("raises")), "--workers", "3", "--port", str(port), "--log-level", "warning"]
+    assert cli.main(argv) == 0
+    assert served == [{"supervisor": [("127.0.0.1", port)] * 3, "reuse_port": [True] * 3}]
+    # Native thread pools share the CPUs between the workers; set before numpy loaded the bundle.
+    assert os.environ["OMP_NUM_THREADS"] == str(max(1, _server.available_cpus() // 3))
 
 
-def test_serve_several_workers_uses_the_factory(
-    sample_bundle: MakeBundle, uvicorn_calls: list[tuple[Any, dict[str, Any]]]
+def test_workers_default_to_the_cpus_or_mlship_workers(
+    sample_bundle: MakeBundle, served: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bundle = sample_bundle("raises")
-    assert (
-        cli.main(["serve", str(bundle), "--workers", "3", "--host", "0.0.0.0", "--log-level", "warning"]) == 0
-    )
-    [(app, options)] = uvicorn_calls
-    assert app == "mlship.runtime._app:create_app_from_env"
-    assert options == {
-        "factory": True,
-        "workers": 3,
-        "host": "0.0.0.0",
-        "port": 8080,
-        "log_level": "warning",
-        "loop": "auto",
-        "http": "auto",
-    }
-    assert isinstance(create_app_from_env(), Starlette)  # what each worker does, from the environment
+    monkeypatch.setattr(_server, "available_cpus", lambda: 2)
+    assert cli.main(["serve", str(sample_bundle("raises")), "--port", str(free_port())]) == 0
+    assert len(served[-1]["supervisor"]) == 2
+    monkeypatch.setenv("MLSHIP_WORKERS", "1")
+    assert cli.main(["serve", str(sample_bundle("raises")), "--port", str(free_port())]) == 0
+    assert "worker" in served[-1]
 
 
-def test_factory_needs_the_bundle_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MLSHIP_BUNDLE", raising=False)
-    with pytest.raises(RuntimeError, match="MLSHIP_BUNDLE is not set"):
-        create_app_from_env()
+def test_available_cpus_counts_the_affinity_mask_and_the_cgroup_quota(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(_server, "_cgroup_quota", lambda: None)
+    assert _server.available_cpus() == 4
+    monkeypatch.setattr(_server, "_cgroup_quota", lambda: 1.5)
+    assert _server.available_cpus() == 2
+
+
+def test_a_port_in_use_exits_1(sample_bundle: MakeBundle, served: list[dict[str, Any]],
+                               caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert cli.main(["serve", str(sample_bundle("raises")), "--port", str(port), "--workers", "2"]) == 1
+    assert served == []
+    assert caplog.messages[-1].startswith(f"cannot listen on 127.0.0.1 port {port}: ")
 
 
 def test_serve_bad_bundle_logs_one_line_and_exits_1(
-    make_bundle: MakeBundle, caplog: pytest.LogCaptureFixture, uvicorn_calls: list[tuple[Any, dict[str, Any]]]
+    make_bundle: MakeBundle, caplog: pytest.LogCaptureFixture, served: list[dict[str, Any]]
 ) -> None:
     bundle = make_bundle("raises")
     (bundle / "golden.json").write_text("{}")
@@ -130,7 +180,7 @@ def test_serve_bad_bundle_logs_one_line_and_exits_1(
     [record] = caplog.records
     assert record.levelno == logging.ERROR and record.exc_info is None
     assert record.getMessage().startswith(f"cannot serve {bundle}: artifact golden.json has sha256 ")
-    assert uvicorn_calls == []
+    assert served == []
 
 
 def test_serve_bad_limit_setting_exits_1(
@@ -147,3 +197,50 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
         cli.main(argv)
     assert exit_info.value.code == 2
     assert "usage: python -m mlship_runtime" in capsys.readouterr().err
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str) -> str:
+        return f"info:{name}"
+
+
+def test_a_response_leaves_in_one_write() -> None:
+    async def main() -> list[list[bytes]]:
+        loop = asyncio.get_running_loop()
+        seen = []
+        real = FakeTransport()
+        transport = _server._CoalescingTransport(real, loop)  # type: ignore[arg-type]
+        transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+        transport.write(b"{}")
+        seen.append(list(real.writes))
+        real.writes.clear()
+        transport.write(b"HTTP/1.1 204 No Content\r\n\r\n")  # no body follows: out at the next iteration
+        seen.append(list(real.writes))
+        await asyncio.sleep(0)
+        seen.append(list(real.writes))
+        real.writes.clear()
+        transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        transport.close()  # what is held goes out before the connection closes
+        seen.append(list(real.writes))
+        assert transport.get_extra_info("peername") == "info:peername" and real.closed
+        return seen
+
+    assert asyncio.run(main()) == [
+        [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"],
+        [],
+        [b"HTTP/1.1 204 No Content\r\n\r\n"],
+        [b"HTTP/1.1 200 OK\r\n\r\n"],
+    ]

@@ -7,7 +7,8 @@ from typing import Any
 COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 INPUT = {
     "kind": "dataframe",
-    "columns": [{"name": name, "dtype": "float64", "type": "number"} for name in COLUMNS],
+    # nullable: false, as the packager writes it for iris (which has no missing value).
+    "columns": [{"name": name, "dtype": "float64", "type": "number", "nullable": False} for name in COLUMNS],
     "example": {
         "sepal length (cm)": 5.1,
         "sepal width (cm)": 3.5,

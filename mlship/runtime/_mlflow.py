@@ -1,0 +1,167 @@
+"""MLflow's scoring-server protocol: POST /invocations, GET /ping, /health and /version.
+
+Request and response shapes are MLflow's (`mlflow models serve`, MLflow 2 and 3): a JSON object with exactly one
+of "dataframe_split", "dataframe_records", "instances", "inputs" (plus "params", which the bundle's methods do not
+take and which is ignored, as MLflow ignores params a model's predict does not declare), or a CSV body with a
+header row (Content-Type: text/csv). The answer is {"predictions": ...}; errors are MLflow's
+{"error_code": ..., "message": ...}, so `ScoringServerClient` and `mlflow.deployments` clients work unchanged.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from ._api import check_body
+from ._http import HttpError, encode_json, json_response, parse_json, read_body
+from ._schema import ACCEPTED_KEYS, COLUMN_KINDS, InputError, check_payload
+from ._state import AppState
+from ._values import BadValue
+
+_ERROR_CODES = {
+    400: "BAD_REQUEST",
+    404: "ENDPOINT_NOT_FOUND",
+    413: "BAD_REQUEST",
+    415: "BAD_REQUEST",
+    500: "INTERNAL_ERROR",
+    503: "TEMPORARILY_UNAVAILABLE",
+}
+_JSON_TYPES = ("application/json", "application/x-www-form-urlencoded")
+
+
+def routes(state: AppState) -> list[Route]:
+    return [
+        Route("/invocations", _invocations_endpoint(state), methods=["POST"]),
+        Route("/ping", _ping_endpoint(state), methods=["GET"]),
+        Route("/health", _ping_endpoint(state), methods=["GET"]),
+        Route("/version", _version_endpoint(state), methods=["GET"]),
+    ]
+
+
+def mlflow_error(status_code: int, message: str) -> Response:
+    return json_response(
+        {"error_code": _ERROR_CODES.get(status_code, "BAD_REQUEST"), "message": message}, status_code
+    )
+
+
+def _invocations_endpoint(state: AppState) -> Any:
+    method = "predict" if "predict" in state.method_names else state.method_names[0]
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            state.loaded_runner()
+            media_type = _content_type(request)
+            raw = await read_body(request, state.settings.max_body_bytes)
+            if media_type == "text/csv":
+                checked = _check_csv(state, raw)
+            else:
+                checked = check_body(state, _unwrap(parse_json(raw)))
+            predictions = await state.predict(request, method, checked)
+        except HttpError as exc:
+            return mlflow_error(exc.status_code, exc.message)
+        return Response(encode_json({"predictions": predictions}), media_type="application/json")
+
+    return endpoint
+
+
+def _content_type(request: Request) -> str:
+    value = request.headers.get("content-type") or "application/json"
+    media_type, *parameters = (part.strip() for part in value.split(";"))
+    media_type = media_type.lower()
+    params = {
+        key.strip().lower(): val.strip().strip('"').lower()
+        for key, _, val in (p.partition("=") for p in parameters)
+    }
+    charset = params.get("charset", "utf-8")
+    if charset not in ("utf-8", "utf8"):
+        raise HttpError(415, f"the scoring server only supports UTF-8, got charset={charset}")
+    if media_type in _JSON_TYPES or media_type.endswith("+json") or media_type == "text/csv":
+        return media_type
+    raise HttpError(415, f"unsupported Content-Type {value!r}; send application/json or text/csv")
+
+
+def _unwrap(body: Any) -> Any:
+    """MLflow's body -> ours: exactly one format key; "params" and other keys are ignored, as MLflow does."""
+    if not isinstance(body, dict):
+        return body  # check_body words the error
+    keys = [key for key in body if key in ACCEPTED_KEYS]
+    if len(keys) != 1:
+        accepted = ", ".join(f'"{key}"' for key in ACCEPTED_KEYS)
+        got = ", ".join(f'"{key}"' for key in body) or "an empty object"
+        raise HttpError(
+            400, f"the input must be a JSON object with exactly one of the keys {accepted}; got {got}"
+        )
+    return {keys[0]: body[keys[0]]}
+
+
+def _check_csv(state: AppState, raw: bytes) -> Any:
+    schema = state.schema
+    if schema["kind"] not in COLUMN_KINDS:
+        raise HttpError(
+            415, f'this model takes a {schema["kind"]}, not a table: send JSON {{"instances": [...]}}'
+        )
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise HttpError(400, "the CSV body is not UTF-8 text") from None
+    table = list(csv.reader(io.StringIO(text)))
+    if not table:
+        raise HttpError(400, "the CSV body is empty; send a header row, then one line per row")
+    header, lines = table[0], [line for line in table[1:] if line]
+    types = {spec["name"]: spec.get("type", "any") for spec in schema["columns"]}
+    try:
+        data = [
+            [
+                _csv_value(value, types.get(name, "any"), name, index)
+                for name, value in zip(header, line, strict=False)
+            ]
+            + line[len(header) :]
+            for index, line in enumerate(lines)
+        ]
+        return check_payload(
+            "dataframe_split", {"columns": header, "data": data}, schema, max_rows=state.settings.max_rows
+        )
+    except InputError as exc:
+        raise HttpError(400, exc.message) from None
+
+
+def _csv_value(text: str, type_: str, column: str, row: int) -> Any:
+    """A CSV cell as the JSON value the schema expects; an empty cell is null (a missing value)."""
+    if type_ in ("string", "datetime", "any"):
+        return text
+    if text == "":
+        return None
+    try:
+        if type_ == "number":
+            return float(text)
+        if type_ == "integer":
+            return int(text) if text.lstrip("+-").isdigit() else float(text)
+        if text.lower() in ("true", "false", "1", "0"):
+            return text.lower() in ("true", "1")
+        raise BadValue
+    except (ValueError, BadValue):
+        raise InputError(f'column "{column}", row {row}: {text!r} is not a CSV {type_}') from None
+
+
+def _ping_endpoint(state: AppState) -> Any:
+    async def ping(request: Request) -> Response:
+        # MLflow answers "\n"; 200 once the model serves (here: loaded and a golden case replayed).
+        return Response(
+            "\n", status_code=200 if state.readiness() is None else 503, media_type="application/json"
+        )
+
+    return ping
+
+
+def _version_endpoint(state: AppState) -> Any:
+    version = str(state.manifest.get("mlship_version") or state.manifest.get("runtime_version"))
+
+    async def endpoint(request: Request) -> Response:
+        return PlainTextResponse(version)
+
+    return endpoint

@@ -1,0 +1,417 @@
+"""Serving processes: load the bundle once, then one worker in this process or N forked workers under a supervisor.
+
+The model is loaded (predictor.py imported, values unpickled) before forking, so its large read-only arrays are
+shared copy-on-write between the workers instead of loaded N times. The golden case that makes a worker ready is
+replayed in each worker after the fork, never before it: some native thread pools (GNU OpenMP) do not survive a
+fork once used. The listening sockets (one per worker, see bind_sockets) are bound before the fork.
+
+Shutdown (SIGTERM or SIGINT): every worker turns not-ready at once, keeps serving for MLSHIP_DRAIN_DELAY seconds,
+closes the listener, lets in-flight requests finish within MLSHIP_GRACE_PERIOD, and exits 0; the supervisor
+forwards the signal, waits for its workers and exits 0. A worker that dies otherwise is replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import math
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+from ._app import create_app
+from ._bundle import BundleLoadError, LoadedBundle, load_bundle
+from ._logs import configure_logging
+from ._metrics import MULTIPROC_ENV, enable_multiprocess, process_exited, remove_directory
+from ._settings import Settings, SettingsError
+from ._state import AppState
+
+logger = logging.getLogger(__name__)
+
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+_MAX_CRASHES = 5  # within _CRASH_WINDOW seconds: then the supervisor gives up rather than fork forever
+_CRASH_WINDOW = 60.0
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask, lowered by a cgroup CPU quota (containers)."""
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = _cgroup_quota()
+    return max(1, min(count, math.ceil(quota)) if quota else count)
+
+
+def _cgroup_quota() -> float | None:
+    with contextlib.suppress(OSError, ValueError, ZeroDivisionError):
+        text = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if text[0] != "max":
+            return int(text[0]) / int(text[1])
+    with contextlib.suppress(OSError, ValueError, ZeroDivisionError):
+        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        if quota > 0:
+            return quota / int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+    return None
+
+
+def limit_native_threads(workers: int) -> None:
+    """Share the CPUs between the workers' BLAS/OpenMP pools (unless the user chose), before numpy loads."""
+    per_worker = str(max(1, available_cpus() // workers))
+    for name in _THREAD_VARIABLES:
+        os.environ.setdefault(name, per_worker)
+
+
+def bind_sockets(host: str, port: int, count: int, backlog: int = 2048) -> list[socket.socket]:
+    """`count` listening sockets on one address: one per worker, joined with SO_REUSEPORT when several.
+
+    One socket per worker, not one shared: the kernel then spreads new connections evenly over the workers,
+    where a shared socket lets whichever worker wakes first accept a whole burst of them. A worker's socket
+    outlives the worker (the supervisor keeps it), so connections that arrive while it is being replaced wait
+    in its backlog instead of being refused.
+    """
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    # Plain first: SO_REUSEPORT alone would silently join a server of the same user already on this port.
+    first = _listen(family, host, port, backlog, reuse_port=False)
+    if count == 1:
+        return [first]
+    port = first.getsockname()[1]
+    first.close()
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sockets.append(_listen(family, host, port, backlog, reuse_port=True))
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _listen(family: int, host: str, port: int, backlog: int, *, reuse_port: bool) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+# Seconds a connection idle at shutdown stays open: a request may already be on its way (the client sent it
+# after its previous answer, before it could see the connection close).
+_LINGER = 0.25
+
+
+class ServerHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+    """uvicorn's HTTP protocol (httptools, else h11) with two changes.
+
+    - Each response leaves in one write: uvicorn writes the header block, then the body, and on loopback each
+      write is a system call and a TCP segment that wakes the client (see _CoalescingTransport).
+    - Shutdown does not close an idle connection at once: a request that arrives within _LINGER seconds is
+      answered (with Connection: close, the server is draining) instead of being lost to a reset. Busy
+      connections close after their response, as in uvicorn.
+    """
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(_CoalescingTransport(transport, self.loop))
+
+    def shutdown(self) -> None:
+        if self.cycle is None or self.cycle.response_complete:
+            self.loop.call_later(_LINGER, self._close_if_idle)
+        else:
+            super().shutdown()
+
+    def _close_if_idle(self) -> None:
+        if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
+            super().shutdown()
+
+
+class _CoalescingTransport:
+    """A transport that holds a response's header block until the body follows, and writes both at once.
+
+    A header block ("HTTP/1.1 ...") waits for the next write, which in uvicorn is the body, written in the same
+    event-loop iteration; if none comes (a response without a body), it goes out at the next iteration, or
+    before the connection closes. Everything else passes straight through to the real transport.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+        self._flush_handle: asyncio.Handle | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._held is not None:
+            data = self._held + data
+            self._held = None
+            if self._flush_handle is not None:
+                self._flush_handle.cancel()
+                self._flush_handle = None
+        elif data.startswith(b"HTTP/"):
+            self._held = bytes(data)
+            self._flush_handle = self._loop.call_soon(self._flush)
+            return
+        self._transport.write(data)
+
+    def writelines(self, chunks: Iterable[bytes]) -> None:
+        self.write(b"".join(chunks))
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        if self._held is not None:
+            data, self._held = self._held, None
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class WorkerServer(uvicorn.Server):
+    """uvicorn's server with mlship's shutdown: not ready at once, a drain delay, exit 0 (no re-raised signal)."""
+
+    def __init__(self, config: uvicorn.Config, state: AppState) -> None:
+        super().__init__(config)
+        self.state = state
+        self._exit_at: float | None = None
+        tasks = self.server_state.tasks  # one per request read, started or not: what tells "alone" (_inference)
+        state.requests = tasks.__len__
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.state.draining:
+            if sig == signal.SIGINT:  # a second Ctrl-C: stop waiting for in-flight requests
+                self.force_exit = True
+            return
+        self.state.draining = True
+        delay = self.state.settings.drain_delay
+        logger.info(
+            "%s: not ready; closing the listener in %g s, then up to %g s for in-flight requests",
+            signal.Signals(sig).name,
+            delay,
+            self.state.settings.grace_period,
+        )
+        self._exit_at = time.monotonic() + delay
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._exit_at is not None and time.monotonic() >= self._exit_at:
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+
+def run_worker(
+    bundle_dir: Path, bundle: LoadedBundle, settings: Settings, sock: socket.socket, log_level: str
+) -> int:
+    """Serve on `sock` in this process until a signal; 0 after a clean shutdown."""
+    app = create_app(bundle_dir, bundle=bundle, settings=settings)
+    config = uvicorn.Config(
+        app,
+        # uvloop and httptools when importable (the protocol is httptools' when it is): plain asyncio under
+        # several workers left TCP_NODELAY off (44 ms per request) and piled connections onto one worker
+        # (FIELD-NOTES).
+        loop="auto",
+        http=ServerHTTPProtocol,
+        lifespan="on",
+        log_config=None,
+        log_level=log_level,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=math.ceil(settings.grace_period),  # uvicorn takes whole seconds
+    )
+    server = WorkerServer(config, app.state.mlship)
+    server.run(sockets=[sock])  # uvicorn logs the requests it had to cancel when the grace period ran out
+    return 0 if server.started else 1
+
+
+class Supervisor:
+    """Forks `workers` processes running `work()`, replaces those that die, and stops them all on a signal."""
+
+    def __init__(
+        self, work: Callable[[socket.socket], int], settings: Settings, listeners: list[socket.socket]
+    ) -> None:
+        self.workers = len(listeners)
+        self.work = work
+        self.settings = settings
+        self.listeners = listeners
+        self.children: dict[int, int] = {}  # pid -> slot
+        self.stopping = False
+        self.crashes: list[float] = []
+
+    def run(self) -> int:
+        owned = MULTIPROC_ENV not in os.environ
+        directory = enable_multiprocess()
+        if directory is None:
+            logger.warning("no writable directory for the workers' metrics (set PROMETHEUS_MULTIPROC_DIR): "
+                           "/metrics reports only the worker that answers it")
+        # Objects alive now are never collected again: the collector would otherwise write to every shared page
+        # it scans, and each worker would end up with its own copy of the model.
+        gc.collect()
+        gc.freeze()
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for slot in range(self.workers):
+                self._fork(slot)
+            return self._supervise()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            if owned and directory is not None:
+                remove_directory(directory)
+
+    def _on_signal(self, sig: int, frame: FrameType | None) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        logger.info("%s: stopping %d workers", signal.Signals(sig).name, len(self.children))
+        self._signal_all(signal.SIGTERM)
+        for sock in self.listeners:
+            # The workers hold their own copies; once they close theirs, nothing is left listening.
+            sock.close()
+
+    def _signal_all(self, sig: int) -> None:
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    def _supervise(self) -> int:
+        give_up_at: float | None = None
+        status = 0
+        while self.children:
+            if self.stopping and give_up_at is None:
+                give_up_at = time.monotonic() + self.settings.drain_delay + self.settings.grace_period + 5
+            if give_up_at is not None and time.monotonic() > give_up_at:
+                logger.error("workers still running after the grace period; killing them")
+                self._signal_all(signal.SIGKILL)
+                give_up_at = math.inf
+                status = 1
+            reaped = self._reap()
+            if reaped is None:
+                time.sleep(0.05)
+                continue
+            pid, code = reaped
+            slot = self.children.pop(pid)
+            process_exited(pid)
+            if self.stopping:
+                status = status or (1 if code not in (0, -signal.SIGTERM) else 0)
+                continue
+            logger.error("worker %d exited with %s; starting another", pid, _describe(code))
+            if self._too_many_crashes():
+                logger.error("%d workers died within %g s; giving up", _MAX_CRASHES, _CRASH_WINDOW)
+                self.stopping = True
+                self._signal_all(signal.SIGTERM)
+                status = 1
+                continue
+            self._fork(slot)
+        logger.info("all workers stopped")
+        return status
+
+    def _reap(self) -> tuple[int, int] | None:
+        try:
+            pid, raw = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:  # nothing left to wait for (should not happen while children is not empty)
+            return next(iter(self.children)), 0
+        if pid == 0:
+            return None
+        return pid, os.waitstatus_to_exitcode(raw)
+
+    def _too_many_crashes(self) -> bool:
+        now = time.monotonic()
+        self.crashes = [when for when in self.crashes if now - when < _CRASH_WINDOW] + [now]
+        return len(self.crashes) >= _MAX_CRASHES
+
+    def _fork(self, slot: int) -> None:
+        # Signals wait until the child has dropped the supervisor's handlers (which would signal its siblings).
+        handled = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, handled)
+        pid = os.fork()
+        if pid:
+            self.children[pid] = slot
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
+            return
+        code = 1
+        try:
+            for sig in handled:
+                signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
+            for index, sock in enumerate(self.listeners):
+                if index != slot:
+                    sock.close()
+            code = self.work(self.listeners[slot])
+        except BaseException:
+            logger.exception("worker failed")
+        finally:
+            logging.shutdown()
+            os._exit(code)
+
+
+def _describe(code: int) -> str:
+    return f"signal {signal.Signals(-code).name}" if code < 0 else f"status {code}"
+
+
+def serve(bundle_dir: Path, *, host: str, port: int, workers: int, log_level: str) -> int:
+    """Load the bundle, then serve it until SIGINT/SIGTERM; return 1 after one log line if it cannot start."""
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        configure_logging(log_level)
+        logger.error("cannot serve %s: %s", bundle_dir, exc)
+        return 1
+    configure_logging(log_level, settings.log_format)
+    if workers > 1:
+        limit_native_threads(workers)
+    try:
+        bundle = load_bundle(bundle_dir)
+        sockets = bind_sockets(host, port, workers)
+    except BundleLoadError as exc:
+        logger.error("cannot serve %s: %s", bundle_dir, exc)
+        return 1
+    except OSError as exc:
+        logger.error("cannot listen on %s port %d: %s", host, port, exc)
+        return 1
+    name, version = bundle.manifest["name"], bundle.manifest["version"]
+    shown = f"[{host}]" if ":" in host else host
+    logger.info(
+        "serving %s %s on http://%s:%d with %d worker%s",
+        name,
+        version,
+        shown,
+        sockets[0].getsockname()[1],
+        workers,
+        "" if workers == 1 else "s",
+    )
+
+    def work(sock: socket.socket) -> int:
+        return run_worker(bundle_dir, bundle, settings, sock, log_level)
+
+    if workers == 1:
+        return work(sockets[0])
+    return Supervisor(work, settings, sockets).run()

@@ -1,0 +1,176 @@
+"""Fixtures for tests that need a Docker engine: the test base image and a loopback registry.
+
+Docker Hub is unreachable on the machines that run these tests, so the base image is built from Debian packages
+by scripts/make-base-image (about a minute, once per machine: it is cached by tag). MLSHIP_TEST_BASE_IMAGE names
+another base to use instead (e.g. python:3.11-slim where Docker Hub is reachable).
+
+Import the fixtures into a test module with `from tests.docker_support import base_image_fixture,
+registry_fixture` (they are named `base_image` and `registry`).
+`write_tiny_bundle` writes a bundle that needs only the runtime's own dependencies: its image builds in seconds and
+pushes quickly, for tests about the build machinery rather than about a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE_TAG = f"mlship-base:bookworm-py{sys.version_info.major}{sys.version_info.minor}"
+
+# Debian's docker-registry defaults to htpasswd auth; this config serves anonymously on loopback only.
+_REGISTRY_CONFIG = """\
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {root}
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:{port}
+"""
+
+
+_TINY_PREDICTOR = """\
+# A model that needs no third-party package: the length of each string.
+def predict(X):
+    return [len(text) for text in X]
+
+
+METHODS = {"predict": predict}
+"""
+
+
+def write_tiny_bundle(dest: Path, *, name: str = "tiny", expected: list[int] | None = None) -> Path:
+    """A bundle (docs/BUNDLE.md) serving len() over a list of strings; `expected` overrides the golden outputs."""
+    from mlship import __version__
+    from mlship.bundle.manifest import runtime_pins
+    from mlship.runtime import RUNTIME_VERSION
+
+    inputs = ["a", "bb", "ccc"]
+    outputs = expected or [len(text) for text in inputs]
+    runtime = ROOT / "mlship" / "runtime"
+    shutil.copytree(runtime, dest / "mlship_runtime", ignore=shutil.ignore_patterns("__pycache__"))
+    (dest / "artifacts").mkdir()
+    (dest / "artifacts" / "values.pkl").write_bytes(pickle.dumps({}))
+    (dest / "predictor.py").write_text(_TINY_PREDICTOR)
+    requirements = sorted(f"{name}=={version}" for name, version in runtime_pins().items())
+    (dest / "requirements.txt").write_text("".join(f"{line}\n" for line in requirements))
+    cases = [{"id": f"predict-{i}", "method": "predict", "instances": [text], "expected": [out]}
+             for i, (text, out) in enumerate(zip(inputs, outputs, strict=True))]
+    (dest / "golden.json").write_text(json.dumps({"rtol": 1e-6, "atol": 1e-9, "cases": cases}, indent=1))
+    files = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
+    manifest = {
+        "format": 1, "name": name, "version": "0.1.0", "mlship_version": __version__,
+        "runtime_version": RUNTIME_VERSION, "created_at": "2026-11-27T10:00:00Z",
+        "source": {"notebook": f"{name}.ipynb", "sha256": "0" * 64},
+        "python": {"version": platform.python_version(), "implementation": "CPython"},
+        "requirements": requirements,
+        "artifacts": {f: hashlib.sha256((dest / f).read_bytes()).hexdigest() for f in files},
+        "methods": [{"name": "predict", "expression": "[len(t) for t in X]"}],
+        "batch_safe": True,
+        "input": {"kind": "list", "type": "string", "example": inputs[0]},
+        "golden": "golden.json",
+        "selection": {"source": "auto", "reason": "test bundle"},
+    }
+    (dest / "mlship.json").write_text(json.dumps(manifest, indent=2))
+    return dest
+
+
+def _missing(what: str) -> None:
+    """Fail under MLSHIP_REQUIRE_DOCKER=1 (CI must have everything), skip otherwise."""
+    if os.environ.get("MLSHIP_REQUIRE_DOCKER") == "1":
+        pytest.fail(f"MLSHIP_REQUIRE_DOCKER=1 but {what}")
+    pytest.skip(what)
+
+
+@pytest.fixture(scope="session", name="base_image")
+def base_image_fixture() -> str:
+    """A local base image with this Python's major.minor; built once per machine, cached by tag."""
+    override = os.environ.get("MLSHIP_TEST_BASE_IMAGE")
+    if override:
+        return override
+    major_minor = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if major_minor != "3.11":
+        _missing(f"the Debian bookworm base image has Python 3.11, this is {major_minor}; set MLSHIP_TEST_BASE_IMAGE")
+    if shutil.which("debootstrap") is None and not _image_exists(BASE_TAG):
+        _missing("debootstrap is not installed (apt-get install -y debootstrap) and no cached base image exists")
+    proc = subprocess.run([str(ROOT / "scripts" / "make-base-image"), BASE_TAG], capture_output=True, text=True,
+                          timeout=900)
+    if proc.returncode != 0:
+        pytest.fail(f"scripts/make-base-image failed:\n{proc.stdout}\n{proc.stderr}")
+    return BASE_TAG
+
+
+def _image_exists(tag: str) -> bool:
+    import docker
+
+    try:
+        docker.from_env().images.get(tag)
+        return True
+    except docker.errors.DockerException:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session", name="registry")
+def registry_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real registry (Debian's docker-registry) on a loopback port, no auth; yields "127.0.0.1:PORT".
+
+    The Docker engine trusts loopback registries without TLS, so `docker push 127.0.0.1:PORT/...` just works.
+    """
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        _missing("docker-registry is not installed (apt-get install -y docker-registry)")
+        raise AssertionError  # unreachable: _missing raises
+    root = tmp_path_factory.mktemp("registry")
+    port = free_port()
+    config = root / "config.yml"
+    config.write_text(_REGISTRY_CONFIG.format(root=root / "data", port=port))
+    log = (root / "registry.log").open("wb")
+    proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"docker-registry did not start:\n{(root / 'registry.log').read_text()}")
+            time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()

@@ -1,0 +1,82 @@
+"""GET /openapi.json: the bundle's real input schema, and a bounded fuzz of the whole API from that document."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from starlette.testclient import TestClient
+
+from mlship.runtime._app import check_ready, create_app
+from mlship.runtime._bundle import load_bundle
+from mlship.runtime._settings import Settings
+
+Serve = Callable[..., TestClient]
+COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+
+
+def test_the_document_names_columns_types_and_the_example(serve: Serve) -> None:
+    document = serve("iris_frame").get("/openapi.json").json()
+    assert document["openapi"] == "3.0.3" and document["info"]["title"] == "iris-frame 0.1.0"
+    row = document["components"]["schemas"]["Row"]
+    assert row["required"] == COLUMNS and row["additionalProperties"] is False
+    assert row["properties"]["sepal length (cm)"] == {"type": "number"}  # nullable: false
+    assert row["example"] == dict(zip(COLUMNS, [5.1, 3.5, 1.4, 0.2], strict=True))
+    paths = set(document["paths"])
+    assert {"/predict", "/predict_proba", "/invocations", "/livez", "/readyz", "/metadata", "/metrics",
+            "/openapi.json", "/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/{name}",
+            "/v2/models/{name}/versions/{version}/infer"} <= paths
+    infer = document["components"]["schemas"]["InferenceRequest"]
+    assert infer["properties"]["inputs"]["items"]["properties"]["name"]["enum"] == COLUMNS
+    assert infer["example"]["inputs"][0] == {"name": COLUMNS[0], "shape": [1], "datatype": "FP64", "data": [5.1]}
+
+
+def test_the_examples_in_the_document_work(serve: Serve) -> None:
+    client = serve("iris_frame")
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert client.post("/predict", json=schemas["PredictRequest"]["example"]).json() == {"predictions": [0]}
+    infer = client.post("/v2/models/iris-frame/infer", json=schemas["InferenceRequest"]["example"])
+    assert infer.status_code == 200
+
+
+def test_an_array_row_is_a_fixed_length_array(serve: Serve) -> None:
+    row = serve("iris_array").get("/openapi.json").json()["components"]["schemas"]["Row"]
+    assert row["type"] == "array" and row["minItems"] == row["maxItems"] == 4
+    assert row["items"] == {"type": "number", "nullable": True}
+
+
+def fuzz_target(sample_bundle: Callable[[str], Path], sample: str) -> Any:
+    path = sample_bundle(sample)
+    app = create_app(path, bundle=load_bundle(path), settings=Settings(access_log=False))
+    check_ready(app.state.mlship)
+    return schemathesis.openapi.from_asgi("/openapi.json", app)
+
+
+# Models that accept every value their schema allows: a 5xx is then the runtime's fault, never the model's (a
+# scikit-learn model refuses 1e308, which JSON and the schema allow, and that is a 500 by design).
+@pytest.fixture(params=["mixed", "text"])
+def api(request: pytest.FixtureRequest, sample_bundle: Callable[[str], Path]) -> Any:
+    return fuzz_target(sample_bundle, request.param)
+
+
+schema = schemathesis.pytest.from_fixture("api")
+
+
+@schema.parametrize()
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+def test_fuzz_the_api_from_its_own_document(case: Any) -> None:
+    # Valid and invalid requests alike: never a 5xx, always a documented status and content type, and bodies
+    # that match the documented schemas.
+    case.call_and_validate(
+        checks=[not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+    )
