@@ -173,23 +173,28 @@ def serve(
                                                 "available). [env var: MLSHIP_WORKERS]", envvar="MLSHIP_WORKERS")] = None,
 ) -> None:
     """Serve BUNDLE over HTTP with the same runtime the container and the on-prem install use."""
-    from ._paths import BUNDLE_RUNTIME_NAME
     from .bundle.manifest import read_manifest
 
     path = bundle.resolve()
     manifest = read_manifest(path)
     console.print(f"serving {manifest['name']} {manifest['version']} on http://{host}:{port} "
                   f"(POST /predict, GET /readyz, GET /metadata; Ctrl-C stops)")
-    cmd = [sys.executable, "-m", BUNDLE_RUNTIME_NAME, "serve", str(path), "--host", host, "--port", str(port)]
+    args = ["serve", str(path), "--host", host, "--port", str(port)]
     if workers is not None:
-        cmd += ["--workers", str(workers)]
+        args += ["--workers", str(workers)]
+    _exec_runtime(path, args)
+
+
+def _exec_runtime(bundle: Path, args: list[str]) -> None:
+    """Become `python -m mlship_runtime ARGS` in the bundle directory: signals (Ctrl-C, a supervisor's SIGTERM)
+    reach the runtime directly, and its exit code is ours."""
+    from ._paths import BUNDLE_RUNTIME_NAME
+
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     sys.stdout.flush()
     sys.stderr.flush()
-    # Become the server process: signals (Ctrl-C, SIGTERM from a supervisor) reach the runtime directly, and its
-    # exit code is ours.
-    os.chdir(path)
-    os.execve(sys.executable, cmd, env)
+    os.chdir(bundle)
+    os.execve(sys.executable, [sys.executable, "-m", BUNDLE_RUNTIME_NAME, *args], env)
 
 
 @app.command()
@@ -242,7 +247,6 @@ def predict_batch(
 ) -> None:
     """Predict over a file with BUNDLE's own runtime: same validation and model as the server, bounded memory,
     one output row per input row in input order (`prediction`, or `METHOD_0..k` for several values per row)."""
-    from ._paths import BUNDLE_RUNTIME_NAME
     from .bundle.manifest import read_manifest
 
     for flag, value in (("--format", output_format), ("--input-format", input_format)):
@@ -251,19 +255,15 @@ def predict_batch(
     path = bundle.resolve()
     read_manifest(path)
     # Absolute paths: the runtime runs in the bundle directory, like `serve`.
-    cmd = [sys.executable, "-m", BUNDLE_RUNTIME_NAME, "predict", str(path), "--input", str(input_path.resolve()),
-           "--output", str(output.resolve()), "--chunk-rows", str(chunk_rows)]
+    args = ["predict", str(path), "--input", str(input_path.resolve()), "--output", str(output.resolve()),
+            "--chunk-rows", str(chunk_rows)]
     for flag, value in (("--method", method), ("--format", output_format), ("--input-format", input_format)):
-        cmd += [flag, value] if value else []
+        args += [flag, value] if value else []
     for name in id_column or []:
-        cmd += ["--id-column", name]
-    cmd += ["--skip-invalid"] if skip_invalid else []
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # Become the runtime process, so Ctrl-C reaches it (it removes its partial output) and its exit code is ours.
-    os.chdir(path)
-    os.execve(sys.executable, cmd, env)
+        args += ["--id-column", name]
+    args += ["--skip-invalid"] if skip_invalid else []
+    # Ctrl-C reaches the runtime, which removes its partial output.
+    _exec_runtime(path, args)
 
 
 # -- build -----------------------------------------------------------------------------------------------------
