@@ -40,6 +40,20 @@ def examples(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return dest
 
 
+EXAMPLE_NAMES = ("iris", "reviews", "churn", "taxi")
+
+
+@pytest.fixture(scope="session")
+def example_bundles(examples: Path, cli: Cli, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every example packaged once per test run (the examples, docker and onprem tests all read them)."""
+    out = tmp_path_factory.mktemp("bundles")
+    for name in EXAMPLE_NAMES:
+        result = cli("package", examples / name / f"{name}.ipynb", "-o", out / name)
+        assert result.exit_code == 0, result.output
+        assert "golden cases verified in a fresh interpreter" in result.output
+    return {name: out / name for name in EXAMPLE_NAMES}
+
+
 class Cli:
     """typer's CliRunner around the real app; exceptions propagate so a bug is a traceback, not an exit code."""
 

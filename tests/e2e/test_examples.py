@@ -24,16 +24,8 @@ NOT_SERVING = ("ipykernel", "ipython", "jupyter", "matplotlib", "seaborn", "nbfo
 
 
 @pytest.fixture(scope="module")
-def bundles(examples: Path, cli: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("bundles")
-    built = {}
-    for rel in EXAMPLES:
-        nb = examples / rel
-        result = cli("package", nb, "-o", out / nb.stem)
-        assert result.exit_code == 0, result.output
-        assert "golden cases verified in a fresh interpreter" in result.output
-        built[nb.stem] = out / nb.stem
-    return built
+def bundles(example_bundles: dict[str, Path]) -> dict[str, Path]:
+    return example_bundles
 
 
 @pytest.mark.parametrize("name", [Path(e).stem for e in EXAMPLES])

@@ -47,12 +47,8 @@ def wheel_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def bundles(examples: Path, cli: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("bundles")
-    for name in EXAMPLES:
-        result = cli("package", examples / name / f"{name}.ipynb", "-o", out / name)
-        assert result.exit_code == 0, result.output
-    return {name: out / name for name in EXAMPLES}
+def bundles(example_bundles: dict[str, Path]) -> dict[str, Path]:
+    return example_bundles
 
 
 @pytest.fixture(scope="module")
