@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from mlship.bundle.verify import verify_bundle
-from tests.docker_support import base_image_fixture, free_port, registry_fixture, write_tiny_bundle
+from tests.support.docker import base_image_fixture, registry_fixture, write_tiny_bundle
+from tests.support.servers import free_port, wait_until_ready
 
 __all__ = ["base_image_fixture", "registry_fixture"]  # fixtures, used by name
 
@@ -97,21 +98,12 @@ def run_ready(client: Any, image: str, timeout: float = 60, **options: Any) -> t
     container = client.containers.run(image, detach=True, ports={"8080/tcp": ("127.0.0.1", None)}, **options)
     container.reload()
     url = f"http://127.0.0.1:{container.attrs['NetworkSettings']['Ports']['8080/tcp'][0]['HostPort']}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return container, url
-        except (urllib.error.URLError, OSError):
-            pass
-        container.reload()
-        if container.status == "exited":
-            break
-        time.sleep(0.2)
-    logs = container.logs().decode(errors="replace")
-    container.remove(force=True)
-    pytest.fail(f"{image} did not get ready:\n{logs}")
+    try:
+        wait_until_ready(f"{url}/readyz", container, timeout=timeout, interval=0.2)
+    except AssertionError as error:
+        container.remove(force=True)
+        pytest.fail(f"{image} did not get ready: {error}")
+    return container, url
 
 
 @pytest.mark.parametrize("name", EXAMPLES)

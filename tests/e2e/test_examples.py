@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.servers import free_port, wait_until_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -81,12 +81,6 @@ def test_verify_command(bundles: dict[str, Path], cli: Any, name: str) -> None:
     assert "golden cases match the notebook" in result.output
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _post(url: str, body: bytes, content_type: str = "application/json") -> tuple[int, Any]:
     req = urllib.request.Request(url, data=body, headers={"Content-Type": content_type}, method="POST")
     try:
@@ -98,23 +92,13 @@ def _post(url: str, body: bytes, content_type: str = "application/json") -> tupl
 
 @pytest.mark.parametrize("name", [Path(e).stem for e in EXAMPLES])
 def test_serve_over_http(bundles: dict[str, Path], cli: Any, name: str, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = (tmp_path / "server.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "mlship", "serve", str(bundles[name]), "--port", str(port)],
                             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "MLSHIP_PLAIN": "1"})
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/readyz", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()
-            assert time.monotonic() < deadline, "server not ready within 60 s"
-            time.sleep(0.2)
+        wait_until_ready(f"{url}/readyz", proc, log=tmp_path / "server.log", interval=0.2)
         result = cli("verify", bundles[name], "--url", url)
         assert result.exit_code == 0, result.output
         golden = json.loads((bundles[name] / "golden.json").read_text())

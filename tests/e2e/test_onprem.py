@@ -15,14 +15,11 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +27,8 @@ from typing import Any
 import pytest
 
 from mlship.bundle.archive import unsafe_members
-from tests.docker_support import base_image_fixture
+from tests.support.docker import base_image_fixture
+from tests.support.servers import free_port, wait_until_ready
 
 __all__ = ["base_image_fixture"]  # a fixture, used by name (base_image)
 
@@ -283,12 +281,6 @@ def install_sh(package: Path, *args: str | Path) -> subprocess.CompletedProcess[
     return subprocess.run(cmd, env=offline_env(), capture_output=True, text=True, timeout=900)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def host_install(tarballs: dict[str, dict[str, Any]],
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
@@ -332,16 +324,7 @@ def test_host_serves_the_golden_cases_and_stops_on_sigterm(host_install: dict[st
     env = {**offline_env(), "MLSHIP_PORT": str(port)}
     proc = subprocess.Popen([str(prefix / "bin/iris-serve")], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
-            time.sleep(0.1)
+        wait_until_ready(f"http://127.0.0.1:{port}/readyz", proc, log=tmp_path / "serve.log")
         result = cli("verify", bundles["iris"], "--url", f"http://127.0.0.1:{port}")
         assert result.exit_code == 0, result.output
         assert "golden cases match the notebook" in result.output

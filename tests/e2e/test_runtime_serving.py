@@ -8,7 +8,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.servers import clean_env, free_port, wait_until_ready
 from tests.unit.runtime.sample_bundles import build_bundle
 
 pytestmark = pytest.mark.e2e
@@ -64,13 +64,6 @@ class Server:
         return [line for line in lines if line.get("logger") == "mlship.access"]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def start(tmp_path: Path) -> Iterator[Any]:
     servers: list[Server] = []
@@ -78,7 +71,7 @@ def start(tmp_path: Path) -> Iterator[Any]:
     def run(bundle: Path, workers: int, **env: str) -> Server:
         port = free_port()
         log = tmp_path / f"server-{len(servers)}.log"
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("MLSHIP_")} | env
+        environment = clean_env(**env)
         with open(log, "wb") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "mlship_runtime", "serve", ".", "--host", HOST, "--port", str(port),
@@ -87,17 +80,10 @@ def start(tmp_path: Path) -> Iterator[Any]:
             )
         server = Server(process, port, log)
         servers.append(server)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert process.poll() is None, log.read_text()
-            try:
-                if server.request("GET", "/readyz", timeout=2)[0] == 200 and len(server.workers()) == (
-                        workers if workers > 1 else 0):
-                    return server
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"not ready after 60 s:\n{log.read_text()}")
+        children = workers if workers > 1 else 0  # one worker serves in the supervisor's own process
+        wait_until_ready(f"http://{HOST}:{port}/readyz", process, log=log, interval=0.05,
+                         until=lambda: len(server.workers()) == children)
+        return server
 
     yield run
     for server in servers:

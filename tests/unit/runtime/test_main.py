@@ -14,6 +14,7 @@ import pytest
 from mlship.runtime import __main__ as cli
 from mlship.runtime import _server, _verify
 from mlship.runtime._verify import ServerUnreachable
+from tests.support.servers import free_port
 
 from .sample_bundles import edit_golden, edit_manifest
 
@@ -59,13 +60,6 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
 def _reuse_port(sock: socket.socket) -> bool:
     return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def test_verify_prints_a_table(sample_bundle: MakeBundle, capsys: pytest.CaptureFixture[str]) -> None:

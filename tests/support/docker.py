@@ -4,7 +4,7 @@ Docker Hub is unreachable on the machines that run these tests, so the base imag
 by scripts/make-base-image (about a minute, once per machine: it is cached by tag). MLSHIP_TEST_BASE_IMAGE names
 another base to use instead (e.g. python:3.11-slim where Docker Hub is reachable).
 
-Import the fixtures into a test module with `from tests.docker_support import base_image_fixture,
+Import the fixtures into a test module with `from tests.support.docker import base_image_fixture,
 registry_fixture` (they are named `base_image` and `registry`).
 `write_tiny_bundle` writes a bundle that needs only the runtime's own dependencies: its image builds in seconds and
 pushes quickly, for tests about the build machinery rather than about a model.
@@ -18,18 +18,16 @@ import os
 import pickle
 import platform
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from .servers import free_port, wait_until_ready
+
+ROOT = Path(__file__).resolve().parents[2]
 BASE_TAG = f"mlship-base:bookworm-py{sys.version_info.major}{sys.version_info.minor}"
 
 # Debian's docker-registry defaults to htpasswd auth; this config serves anonymously on loopback only.
@@ -130,12 +128,6 @@ def _image_exists(tag: str) -> bool:
         return False
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session", name="registry")
 def registry_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real registry (Debian's docker-registry) on a loopback port, no auth; yields "127.0.0.1:PORT".
@@ -154,17 +146,7 @@ def registry_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"docker-registry did not start:\n{(root / 'registry.log').read_text()}")
-            time.sleep(0.2)
+        wait_until_ready(f"http://127.0.0.1:{port}/v2/", proc, log=root / "registry.log", timeout=30, interval=0.2)
         yield f"127.0.0.1:{port}"
     finally:
         proc.terminate()

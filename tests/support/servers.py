@@ -1,0 +1,104 @@
+"""Starting real servers in tests: a free loopback port, an environment without MLSHIP_ settings, and one wait
+for readiness that says why a server never got ready (its exit status and its own output).
+
+    port = free_port()
+    process = subprocess.Popen([...,"--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    wait_until_ready(f"http://127.0.0.1:{port}/readyz", process, log=log_path)
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class Container(Protocol):
+    """What wait_until_ready uses of a docker SDK container."""
+
+    status: str
+
+    def reload(self) -> None: ...
+
+    def logs(self) -> bytes: ...
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now (the OS picks it; another process could still take it)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without MLSHIP_* settings (a bundle's runtime reads its config from them)."""
+    return {name: value for name, value in os.environ.items() if not name.startswith("MLSHIP_")} | extra
+
+
+def wait_until_ready(
+    url: str,
+    process: subprocess.Popen[Any] | Container | None = None,
+    *,
+    log: Path | None = None,
+    timeout: float = 60.0,
+    interval: float = 0.1,
+    until: Callable[[], bool] | None = None,
+) -> float:
+    """Poll `url` until it answers 200 (and `until()`, if given, holds); return the seconds that took.
+
+    Raises AssertionError when `process` (a Popen or a docker container) ends first, or after `timeout` seconds;
+    the message has the exit status and the server's output: the `log` file it writes to, a piped stdout (the
+    process is killed first when it still runs), or the container's logs.
+    """
+    start = time.monotonic()
+    while True:
+        if _answers_200(url) and (until is None or until()):
+            return time.monotonic() - start
+        ended = _ended(process)
+        if ended:
+            raise AssertionError(f"{url}: the server {ended} before it was ready:\n{_output(process, log)}")
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"{url}: not ready after {timeout:g} s:\n{_output(process, log)}")
+        time.sleep(interval)
+
+
+def _answers_200(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (OSError, http.client.HTTPException):  # refused, reset, 503 (HTTPError) while the server starts
+        return False
+
+
+def _ended(process: subprocess.Popen[Any] | Container | None) -> str:
+    """How the server ended ("exited with 1"), or "" while it runs."""
+    if process is None:
+        return ""
+    if isinstance(process, subprocess.Popen):
+        code = process.poll()
+        return "" if code is None else f"exited with {code}"
+    process.reload()
+    return "exited" if process.status == "exited" else ""
+
+
+def _output(process: subprocess.Popen[Any] | Container | None, log: Path | None) -> str:
+    if log is not None:
+        return log.read_text(errors="replace")
+    if isinstance(process, subprocess.Popen):
+        if process.stdout is None:
+            return "(its output was not captured)"
+        if process.poll() is None:
+            process.kill()
+        output = process.communicate()[0]
+        return output.decode(errors="replace") if isinstance(output, bytes) else str(output)
+    if process is not None:
+        return process.logs().decode(errors="replace")
+    return "(no process given)"
