@@ -1,4 +1,4 @@
-"""A plain-text progress line for long jobs (the runtime cannot use rich: STYLE.md section 4).
+"""A plain-text progress line for long jobs (the runtime imports nothing heavy, so no rich).
 
 On a terminal the line is redrawn in place, at most every `interval` seconds, however often it is updated. When
 the stream is not a terminal (a log file, CI, `docker logs`) nothing is drawn and only the final summary is

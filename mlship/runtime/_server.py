@@ -237,7 +237,7 @@ def run_worker(
         app,
         # uvloop and httptools when importable (the protocol is httptools' when it is): plain asyncio under
         # several workers left TCP_NODELAY off (44 ms per request) and piled connections onto one worker
-        # (FIELD-NOTES).
+        # (measured on 2 cores; benchmarks/serving.py).
         loop="auto",
         http=ServerHTTPProtocol,
         lifespan="on",

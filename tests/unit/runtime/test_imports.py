@@ -1,4 +1,4 @@
-"""The runtime stays light (STYLE.md section 4): it is copied into every bundle and must import there."""
+"""The runtime stays light (mlship/runtime/__init__.py): it is copied into every bundle and must import there."""
 
 from __future__ import annotations
 
