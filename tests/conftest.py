@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,31 @@ def example_bundles(examples: Path, cli: Cli, tmp_path_factory: pytest.TempPathF
         assert result.exit_code == 0, result.output
         assert "golden cases verified in a fresh interpreter" in result.output
     return {name: out / name for name in EXAMPLE_NAMES}
+
+
+@pytest.fixture(scope="session")
+def sample_bundle(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """A sample bundle of tests/samples/bundles/, built once per run: read it, never change it (make_bundle)."""
+    from tests.unit.runtime.sample_bundles import build_bundle
+
+    built: dict[str, Path] = {}
+
+    def get(sample: str) -> Path:
+        if sample not in built:
+            built[sample] = build_bundle(sample, tmp_path_factory.mktemp(sample) / "bundle")
+        return built[sample]
+
+    return get
+
+
+@pytest.fixture
+def make_bundle(sample_bundle: Callable[[str], Path], tmp_path: Path) -> Callable[[str], Path]:
+    """A private copy of a sample bundle in tmp_path, free to tamper with."""
+
+    def make(sample: str) -> Path:
+        return Path(shutil.copytree(sample_bundle(sample), tmp_path / sample))
+
+    return make
 
 
 class Cli:

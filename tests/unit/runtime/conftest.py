@@ -1,8 +1,7 @@
-"""Fixtures: sample bundles built into tmp dirs, and in-process servers for them."""
+"""Fixtures: in-process servers for the sample bundles (sample_bundle and make_bundle are in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import shutil
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -20,31 +19,6 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 from mlship.runtime._app import create_app
-
-from .sample_bundles import build_bundle
-
-
-@pytest.fixture(scope="session")
-def sample_bundle(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """A built sample bundle, shared by the session: read it, never change it (use make_bundle for that)."""
-    built: dict[str, Path] = {}
-
-    def get(sample: str) -> Path:
-        if sample not in built:
-            built[sample] = build_bundle(sample, tmp_path_factory.mktemp(sample) / "bundle")
-        return built[sample]
-
-    return get
-
-
-@pytest.fixture
-def make_bundle(sample_bundle: Callable[[str], Path], tmp_path: Path) -> Callable[[str], Path]:
-    """A private copy of a sample bundle in tmp_path, free to tamper with."""
-
-    def make(sample: str) -> Path:
-        return Path(shutil.copytree(sample_bundle(sample), tmp_path / sample))
-
-    return make
 
 
 @pytest.fixture

@@ -15,15 +15,12 @@ import pytest
 from mlship.runtime._bundle import load_bundle
 from mlship.runtime._codec import to_jsonable
 from mlship.runtime._schema import decode_request
+from tests.support.servers import clean_env
 
 pytestmark = pytest.mark.e2e
 
 COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 MiB = 1024 * 1024
-
-
-def clean_env() -> dict[str, str]:
-    return {name: value for name, value in os.environ.items() if not name.startswith("MLSHIP_")}
 
 
 def iris_data() -> list[list[float]]:

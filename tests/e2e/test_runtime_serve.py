@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -17,22 +14,13 @@ from typing import Any
 
 import pytest
 
+from tests.support.servers import clean_env, free_port, wait_until_ready
+
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def runtime(bundle: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "mlship_runtime", *args]
-
-
-def clean_env() -> dict[str, str]:
-    return {name: value for name, value in os.environ.items() if not name.startswith("MLSHIP_")}
 
 
 def get(url: str) -> tuple[int, Any]:
@@ -41,20 +29,6 @@ def get(url: str) -> tuple[int, Any]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
-
-
-def wait_until_ready(process: subprocess.Popen[str], url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the server exited with {process.returncode}:\n{process.communicate()[0]}")
-        try:
-            if get(f"{url}/readyz")[0] == 200:
-                return
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"not ready after {timeout} s")
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -67,7 +41,7 @@ def test_serve_predict_verify_and_stop_on_sigterm(make_bundle: Callable[[str], P
         command, cwd=bundle, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
-        wait_until_ready(process, url)
+        wait_until_ready(f"{url}/readyz", process)
         request = urllib.request.Request(
             f"{url}/predict", data=b'{"instances": [[5.1, 3.5, 1.4, 0.2]]}', method="POST"
         )  # no Content-Type, like a bare client
