@@ -1,4 +1,5 @@
-"""The bundle's manifest (mlship.json), its requirements.txt, and the digests that tie them together."""
+"""Host-side helpers around the bundle contract (mlship/runtime/_contract.py): opening a bundle with a
+user-facing error, and pinning the requirements that `mlship package` writes into requirements.txt."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..errors import BundleError
+from ..errors import BundleError, bundle_errors
+from ..runtime import _contract as contract
+from ..runtime._contract import Bundle, Manifest
 
 FORMAT = 1
 MANIFEST = "mlship.json"
@@ -74,6 +77,29 @@ def digest_artifacts(bundle: Path, paths: Iterable[str]) -> dict[str, str]:
 
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def open_bundle(path: str | os.PathLike[str], *, check_digests: bool = True) -> Bundle:
+    """The bundle at `path` read through the contract (manifest, golden cases, digests); BundleError with a hint
+    when it is not a bundle, or a damaged one."""
+    _require_manifest(Path(path))
+    with bundle_errors(path):
+        return contract.read(path, check_digests=check_digests)
+
+
+def open_manifest(path: str | os.PathLike[str]) -> Manifest:
+    """mlship.json of the bundle at `path`, validated (digests not checked); BundleError with a hint if not."""
+    _require_manifest(Path(path))
+    with bundle_errors(path):
+        return contract.read_manifest(path)
+
+
+def _require_manifest(path: Path) -> None:
+    if not (path / contract.MANIFEST_NAME).is_file():
+        raise BundleError(
+            f"{path} is not an mlship bundle: {contract.MANIFEST_NAME} is missing",
+            hint="pass the directory `mlship package` wrote (e.g. dist/iris)",
+        )
 
 
 def read_manifest(bundle: Path) -> dict[str, Any]:

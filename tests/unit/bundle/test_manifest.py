@@ -41,3 +41,38 @@ def test_read_manifest_errors(tmp_path: Path) -> None:
     (tmp_path / "mlship.json").write_text(json.dumps({"format": 99}))
     with pytest.raises(BundleError, match="format 99, expected 1"):
         mf.read_manifest(tmp_path)
+
+
+def _tiny_bundle(root: Path) -> Path:
+    from mlship.runtime import _contract as contract
+
+    root.mkdir()
+    (root / "predictor.py").write_text("METHODS = {'predict': lambda X: X}\n")
+    manifest = contract.Manifest(
+        name="tiny", version="0.1.0", runtime_version="1", python=contract.PythonInfo("3.11.7"),
+        methods=(contract.Method("predict", "X"),), input=contract.InputSchema("list", element=contract.Column(None)),
+    )
+    golden = contract.Golden((contract.GoldenCase("predict-0", "predict", [1], [1]),))
+    contract.write(root, manifest, golden)
+    return root
+
+
+def test_open_bundle_reads_through_the_contract(tmp_path: Path) -> None:
+    bundle = mf.open_bundle(_tiny_bundle(tmp_path / "b"))
+    assert bundle.manifest.name == "tiny" and bundle.golden.cases[0].id == "predict-0"
+    assert mf.open_manifest(tmp_path / "b").method_names == ["predict"]
+
+
+def test_open_bundle_errors_name_the_problem_and_hint(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="is not an mlship bundle: mlship.json is missing") as missing:
+        mf.open_bundle(tmp_path)
+    assert missing.value.hint and "mlship package" in missing.value.hint
+    root = _tiny_bundle(tmp_path / "b")
+    (root / "predictor.py").write_text("changed\n")
+    with pytest.raises(BundleError, match="predictor.py has sha256") as tampered:
+        mf.open_bundle(root)
+    assert tampered.value.hint and "package the notebook again" in tampered.value.hint
+    assert mf.open_bundle(root, check_digests=False).manifest.name == "tiny"
+    (root / "mlship.json").write_text("{broken")
+    with pytest.raises(BundleError, match="cannot be read as JSON"):
+        mf.open_manifest(root)
