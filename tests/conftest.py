@@ -79,6 +79,12 @@ def make_bundle(sample_bundle: Callable[[str], Path], tmp_path: Path) -> Callabl
     return make
 
 
+@pytest.fixture(scope="session")
+def wheel_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One `--wheel-cache` for the run: the docker and onprem builds download each wheel once, not once each."""
+    return tmp_path_factory.mktemp("wheel-cache")
+
+
 class Cli:
     """typer's CliRunner around the real app; exceptions propagate so a bug is a traceback, not an exit code."""
 

@@ -50,11 +50,6 @@ def client(token: str) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def wheel_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("wheel-cache")
-
-
-@pytest.fixture(scope="module")
 def bundles(example_bundles: dict[str, Path]) -> dict[str, Path]:
     return example_bundles
 
