@@ -23,6 +23,12 @@ def runtime(bundle: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "mlship_runtime", *args]
 
 
+def run_runtime(bundle: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m mlship_runtime ARGS` in the bundle directory, run to its end (60 s at most)."""
+    return subprocess.run(runtime(bundle, *args), cwd=bundle, env=clean_env(), capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
 def get(url: str) -> tuple[int, Any]:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -50,15 +56,7 @@ def test_serve_predict_verify_and_stop_on_sigterm(make_bundle: Callable[[str], P
             assert response.headers["x-request-id"]
         assert get(f"{url}/metadata")[1]["name"] == "iris-frame"
 
-        verify = subprocess.run(
-            runtime(bundle, "verify", ".", "--url", url, "--json"),
-            cwd=bundle,
-            env=clean_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        verify = run_runtime(bundle, "verify", ".", "--url", url, "--json")
         assert verify.returncode == 0, verify.stdout + verify.stderr
         assert json.loads(verify.stdout)["ok"] is True
 
@@ -77,15 +75,7 @@ def test_serve_predict_verify_and_stop_on_sigterm(make_bundle: Callable[[str], P
 def test_serve_a_bad_bundle_exits_1_with_one_line(make_bundle: Callable[[str], Path]) -> None:
     bundle = make_bundle("iris_frame")
     (bundle / "artifacts" / "values.pkl").write_bytes(b"tampered")
-    result = subprocess.run(
-        runtime(bundle, "serve", "."),
-        cwd=bundle,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_runtime(bundle, "serve", ".")
     assert result.returncode == 1
     assert result.stdout == ""
     [line] = result.stderr.splitlines()

@@ -58,23 +58,21 @@ def test_the_runtime_sources_are_found() -> None:
     }
 
 
+def imports_outside(path: Path, allowed: set[str], *, top_level: bool) -> list[tuple[int, str]]:
+    """(line, module) of each import in `path` that is neither the standard library nor in `allowed`."""
+    return [(line, name) for line, name in imports(parse(path), top_level=top_level)
+            if name not in sys.stdlib_module_names and name not in allowed]
+
+
 @pytest.mark.parametrize("path", SOURCES, ids=lambda path: path.name)
 def test_top_level_imports_are_stdlib_pinned_deps_or_relative(path: Path) -> None:
-    bad = [
-        (line, name)
-        for line, name in imports(parse(path), top_level=True)
-        if name not in sys.stdlib_module_names and name not in TOP_LEVEL_ALLOWED
-    ]
+    bad = imports_outside(path, TOP_LEVEL_ALLOWED, top_level=True)
     assert bad == [], f"{path.name} imports at module level: {bad}"
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda path: path.name)
 def test_lazy_imports_are_only_numpy_and_pandas(path: Path) -> None:
-    bad = [
-        (line, name)
-        for line, name in imports(parse(path), top_level=False)
-        if name not in sys.stdlib_module_names and name not in LAZY_ALLOWED
-    ]
+    bad = imports_outside(path, LAZY_ALLOWED, top_level=False)
     assert bad == [], f"{path.name} imports inside functions: {bad}"
 
 
