@@ -22,8 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +34,7 @@ from mlship.targets._docker_engine import build_image, connect  # noqa: E402
 from mlship.targets.docker import build_docker  # noqa: E402
 from mlship.targets.options import DockerOptions  # noqa: E402
 from mlship.targets.wheelhouse import parse_platform  # noqa: E402
+from tests.support.servers import wait_until_ready  # noqa: E402
 
 EXAMPLES = ["iris", "reviews", "churn", "taxi"]
 DEFAULT_BASE = "mlship-base:bookworm-py311"
@@ -81,16 +80,7 @@ def start_to_ready(client: Any, image: str, runs: int = 3) -> float:
         try:
             container.reload()
             port = container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"]
-            deadline = start + 120
-            while time.perf_counter() < deadline:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-                        if response.status == 200:
-                            break
-                except (urllib.error.URLError, OSError):
-                    time.sleep(0.05)
-            else:
-                raise RuntimeError(f"{image} was not ready within 120 s")
+            wait_until_ready(f"http://127.0.0.1:{port}/readyz", container, timeout=120, interval=0.05)
             times.append(time.perf_counter() - start)
         finally:
             container.remove(force=True)

@@ -21,11 +21,12 @@ import sys
 import tarfile
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # for tests/support, shared with the tests
+from tests.support.servers import free_port, wait_until_ready  # noqa: E402
+
 EXAMPLES = ["iris", "reviews", "churn", "taxi"]
 BASE_TAG = f"mlship-base:bookworm-py{sys.version_info.major}{sys.version_info.minor}"
 
@@ -104,18 +105,11 @@ def install_on_host(tarball: Path, top: str, service: str, work: Path) -> tuple[
     t0 = time.monotonic()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
     t1 = time.monotonic()
-    port = "18765"
+    port = str(free_port())
     server = subprocess.Popen([str(prefix / "bin" / f"{service}-serve"), "--port", port], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1)
-                break
-            except (urllib.error.URLError, OSError):
-                if server.poll() is not None:
-                    raise SystemExit(f"{service}-serve exited with {server.returncode}") from None
-                time.sleep(0.05)
+        wait_until_ready(f"http://127.0.0.1:{port}/readyz", server, timeout=600, interval=0.05)
         t2 = time.monotonic()
     finally:
         server.terminate()

@@ -23,12 +23,14 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests/support, shared with the tests
+from tests.support.servers import free_port  # noqa: E402
 
 HOST = "127.0.0.1"
 BODY = json.dumps({"instances": [[0.5, 0.5, 0.5, 0.5]]})
@@ -115,7 +117,7 @@ def package(work: Path, mb: int) -> Path:
 
 
 def measure(argv: list[str], cwd: Path, env: dict[str, str], log: Path, requests: int) -> tuple[int, int, int, float]:
-    port = free_port()
+    port = free_port(HOST)
     environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | env
     started = time.monotonic()
     with open(log, "wb") as out:
@@ -173,13 +175,6 @@ def smaps_rollup(pid: int) -> dict[str, int]:
             key, _, rest = line.partition(":")
             values[key] = int(rest.split()[0]) * 1024
     return values
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 if __name__ == "__main__":

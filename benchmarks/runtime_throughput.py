@@ -29,7 +29,6 @@ import pickle
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,9 @@ from collections import Counter
 from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests/support, shared with the tests
+from tests.support.servers import free_port  # noqa: E402
 
 HOST = "127.0.0.1"
 ROW = [5.1, 3.5, 1.4, 0.2]  # iris row 0, class 0
@@ -218,7 +220,7 @@ class Server:
     """One server under test, in its own process group."""
 
     def __init__(self, variant: str, model: str, bundle: Path, work: Path, workers: int) -> None:
-        self.variant, self.port = variant, _free_port()
+        self.variant, self.port = variant, free_port(HOST)
         self.env = dict(os.environ)
         self.env.pop("PYTHONPATH", None)
         if variant == "bare":
@@ -270,13 +272,6 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
     return {"req_per_s": median("req_per_s"), "p50_ms": median("p50_ms"), "p99_ms": median("p99_ms"),
             "errors": sum(run["errors"] for run in runs)}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _first_prediction(port: int, proc: subprocess.Popen[bytes], started: float) -> float:

@@ -38,6 +38,9 @@ from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests/support, shared with the tests
+from tests.support.servers import free_port  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"  # the only address this script ever sends a request to
 DEFAULT_VENV = os.environ.get("MLSHIP_BENCH_VENV", "/opt/mlship-bench/venv")
@@ -242,12 +245,6 @@ class Skip(Exception):
     """This server cannot be measured in this run; the message says why."""
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 def base_env(venv_bin: Path | None = None) -> dict[str, str]:
     env = dict(os.environ)
     if venv_bin is not None:
@@ -270,7 +267,7 @@ def bare_server(ctx: Context, model: Model) -> Server:
     )
     if missing:
         raise Skip(f"the main environment lacks {', '.join(missing)} (pip install {' '.join(missing)})")
-    port = free_port()
+    port = free_port(HOST)
     env = base_env() | {"BENCH_MODEL": str(model.path)}
     argv = [
         sys.executable,
@@ -296,7 +293,7 @@ def mlship_server(ctx: Context, model: Model) -> Server:
     bundle = ctx.bundles.get(model.name)
     if not isinstance(bundle, Path):
         raise Skip(f"no bundle: {bundle}")
-    port = free_port()
+    port = free_port(HOST)
     argv = [sys.executable, "-m", "mlship_runtime", "serve", str(bundle), "--host", HOST, "--port", str(port)]
     if "--workers" in ctx.serve_options:
         argv += ["--workers", str(ctx.args.workers)]
@@ -308,7 +305,7 @@ def mlflow_server(ctx: Context, model: Model) -> Server:
     saved = ctx.mlflow_models.get(model.name)
     if not isinstance(saved, Path):
         raise Skip(str(saved))
-    port = free_port()
+    port = free_port(HOST)
     argv = [
         str(mlflow_bin),
         "models",
@@ -337,7 +334,7 @@ def bentoml_server(ctx: Context, model: Model, *, batchable: bool) -> Server:
     service_dir = ctx.workdir / "bento"
     service_dir.mkdir(exist_ok=True)
     (service_dir / "service.py").write_text(BENTO_SERVICE)
-    port = free_port()
+    port = free_port(HOST)
     env = base_env(ctx.venv_python.parent) | {
         "BENCH_MODEL": str(model.path),
         "BENCH_WORKERS": str(ctx.args.workers),
