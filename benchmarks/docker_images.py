@@ -31,8 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mlship.targets._docker_engine import build_image, connect  # noqa: E402
-from mlship.targets.docker import build_docker  # noqa: E402
-from mlship.targets.options import DockerOptions  # noqa: E402
+from mlship.targets.docker import DockerOptions, build_docker  # noqa: E402
 from mlship.targets.wheelhouse import parse_platform  # noqa: E402
 from tests.support.servers import wait_until_ready  # noqa: E402
 

@@ -269,38 +269,54 @@ def predict_batch(
 # -- build -----------------------------------------------------------------------------------------------------
 
 
+def _with_target_options(fn: F) -> F:
+    """Derive the build command from the table of targets (mlship/targets/__init__.py): its help, the --target
+    option, and every target's options, declared once each as keyword parameters that `fn` takes as **options.
+    typer reads a command's options from its signature, so the signature is generated here."""
+    import inspect
+
+    from .targets import TARGETS, all_options
+
+    names = " or ".join(TARGETS)
+    target = typer.Option("--target", "-t", metavar="|".join(TARGETS), envvar="MLSHIP_TARGET",
+                          help=f"What to build: {names}. [env var: MLSHIP_TARGET]")
+    params = [p.replace(annotation=Annotated[str, target]) if p.name == "target" else p
+              for p in inspect.signature(fn, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    for option, owners in all_options():
+        info = typer.Option(*option.flags, help=option.help_text, envvar=option.envvar,
+                            rich_help_panel=f"Options of --target {' and '.join(owners)}")
+        params.append(inspect.Parameter(option.param, inspect.Parameter.KEYWORD_ONLY, default=option.default,
+                                        annotation=Annotated[option.type, info]))
+    fn.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    made = "; ".join(f"--target {t.name}: {t.summary} ({t.docs})" for t in TARGETS.values())
+    fn.__doc__ = f"Build BUNDLE into something that runs elsewhere. {made}."
+    return fn
+
+
 @app.command()
 @_boundary
+@_with_target_options
 def build(
+    ctx: typer.Context,
     notebook: Annotated[Path | None, typer.Argument(help="Package this notebook first (optional).",
                                                     show_default=False)] = None,
-    target: Annotated[str, typer.Option("--target", "-t", help="docker or onprem. [env var: MLSHIP_TARGET]",
-                                        envvar="MLSHIP_TARGET")] = "docker",
+    target: str = "docker",  # its option is generated from the table of targets
     bundle: Annotated[Path | None, typer.Option("--bundle", help="Bundle directory (default: the newest under "
                                                 "dist/).")] = None,
-    platform: Annotated[str, typer.Option("--platform", help="Target platform: linux/amd64 or linux/arm64. "
-                                          "[env var: MLSHIP_PLATFORM]", envvar="MLSHIP_PLATFORM")] = "linux/amd64",
-    wheel_cache: Annotated[Path | None, typer.Option("--wheel-cache", help="Where downloaded wheels are cached. "
-                                                     "[env var: MLSHIP_WHEEL_CACHE]")] = None,
-    base_image: Annotated[str | None, typer.Option("--base-image", help="docker: base image with python3.X "
-                                                   "(default python:X.Y-slim). [env var: MLSHIP_BASE_IMAGE]",
-                                                   envvar="MLSHIP_BASE_IMAGE")] = None,
-    tag: Annotated[list[str] | None, typer.Option("--tag", help="docker: image tag (repeatable; default "
-                                                  "NAME:VERSION).")] = None,
-    push: Annotated[bool, typer.Option("--push", help="docker: push the tags after the smoke test.")] = False,
-    context_only: Annotated[Path | None, typer.Option("--context-only", help="docker: write the build context "
-                                                      "to DIR and stop (for kaniko, buildah, remote CI).")] = None,
-    no_test: Annotated[bool, typer.Option("--no-test", help="docker: skip the smoke test of the image.")] = False,
-    keep_failed: Annotated[bool, typer.Option("--keep-failed", help="docker: keep an image that failed its "
-                                              "smoke test.")] = False,
-    output: Annotated[Path, typer.Option("-o", "--output", help="onprem: folder for the tarball.")] = Path("dist"),
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (for CI).")] = False,
+    **options: Any,
 ) -> None:
-    """Build BUNDLE into a container image (docker) or an offline installer tarball (onprem)."""
-    from .targets.options import DockerOptions, OnpremOptions, default_wheel_cache, find_bundle
+    from .targets import TARGETS, get_target
+    from .targets.options import find_bundle
 
-    if target not in ("docker", "onprem"):
-        raise MlshipError(f"unknown target {target!r}", hint="use --target docker or --target onprem")
+    chosen = get_target(target)
+    # By name: typer 0.2x vendors its own click, whose ParameterSource is not click's.
+    sources = {name: getattr(ctx.get_parameter_source(name), "name", "") for name in options}
+    # Only the options the user set reach the target (the rest keep its defaults); one typed on the command line
+    # for another target is an error, one set through an env var is not (env vars are shared by every target).
+    given = {name: value for name, value in options.items() if sources[name] in ("COMMANDLINE", "ENVIRONMENT")}
+    typed = [name for name in options if sources[name] == "COMMANDLINE"]
+    build_options = chosen.make_options(given, typed=typed, others=TARGETS)
     if notebook is not None:
         from .bundle.builder import BundleBuilder, PackageOptions
 
@@ -308,20 +324,9 @@ def build(
         with _progress(builder.notebook.path.name, quiet=as_json) as (on_cell, on_step):
             bundle = builder.build(on_progress=on_cell, on_step=on_step).bundle
     path = (bundle or find_bundle()).resolve()
-    common: dict[str, Any] = {"platform": platform, "wheel_cache": wheel_cache or default_wheel_cache()}
     with _progress(path.name, quiet=as_json) as (_on_cell, on_step):
-        common["on_step"] = on_step
-        result: Any
-        if target == "docker":
-            from .targets.docker import build_docker
-
-            result = build_docker(path, DockerOptions(
-                **common, base_image=base_image, tags=list(tag or []), push=push, context_only=context_only,
-                test=not no_test, keep_failed=keep_failed))
-        else:
-            from .targets.onprem import build_onprem
-
-            result = build_onprem(path, OnpremOptions(**common, output=output))
+        build_options.on_step = on_step
+        result = chosen.build(path, build_options)
     if as_json:
         console.print(json.dumps(result.to_json(), indent=2), soft_wrap=True)
     else:

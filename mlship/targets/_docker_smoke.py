@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..bundle.verify import CaseResult, verify_bundle
+from ..bundle.verify import verify_bundle
 from ..errors import MlshipError
+from ..runtime._contract import CaseResult
 from ._docker_context import PORT
 
 logger = logging.getLogger(__name__)

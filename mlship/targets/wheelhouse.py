@@ -8,7 +8,6 @@ a complete set resolves offline, which also keeps rebuilds on the versions resol
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BuildError
+from ..runtime._contract import REQUIREMENTS_NAME, Manifest, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -103,15 +103,19 @@ def lock_path(platform: Platform, python: str) -> str:
     return f"lock/{platform.name}-py{python.replace('.', '')}.txt"
 
 
-def bundle_python(manifest: dict[str, object]) -> str:
+def bundle_python(manifest: Manifest) -> str:
     """'3.11' from a manifest's python.version '3.11.7'."""
-    python = manifest.get("python")
-    version = str(python.get("version", "")) if isinstance(python, dict) else ""
-    parts = version.split(".")
-    if len(parts) < 2 or not all(p.isdigit() for p in parts[:2]):
-        raise BuildError(f"the bundle records Python {version!r}, not a version like 3.11.7",
-                         hint="package the notebook again")
-    return f"{parts[0]}.{parts[1]}"
+    major, minor = manifest.python.minor
+    return f"{major}.{minor}"
+
+
+def bundle_requirements(bundle: Path, manifest: Manifest) -> list[str]:
+    """The bundle's pinned requirements: the manifest's list, else its requirements.txt."""
+    if manifest.requirements:
+        return list(manifest.requirements)
+    path = bundle / REQUIREMENTS_NAME
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
 def build_wheelhouse(requirements: list[str], *, python: str, platform: Platform, dest: Path,
@@ -247,15 +251,7 @@ def _locked(wheel: Path) -> LockedWheel:
     if match is None:
         raise BuildError(f"pip left a file that is not a wheel: {wheel.name}")
     name = re.sub(r"[-_.]+", "-", match["name"]).lower()
-    return LockedWheel(name=name, version=match["version"], filename=wheel.name, sha256=_sha256(wheel))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return LockedWheel(name=name, version=match["version"], filename=wheel.name, sha256=sha256_file(wheel))
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -21,10 +21,8 @@ from typing import Any
 import pytest
 
 from mlship.bundle.verify import verify_bundle
-from tests.support.docker import base_image_fixture, registry_fixture, write_tiny_bundle
+from tests.support.docker import write_tiny_bundle
 from tests.support.servers import free_port, wait_until_ready
-
-__all__ = ["base_image_fixture", "registry_fixture"]  # fixtures, used by name
 
 pytestmark = [pytest.mark.e2e, pytest.mark.requires_docker]
 
@@ -71,8 +69,7 @@ def built(bundles: dict[str, Path], base_image: str, wheel_cache: Path, token: s
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from mlship.targets.docker import build_docker
-    from mlship.targets.options import DockerOptions
+    from mlship.targets.docker import DockerOptions, build_docker
 
     def run(name: str) -> dict[str, Any]:
         options = DockerOptions(base_image=base_image, tags=[f"mlship-e2e-{name}:{token}"], wheel_cache=wheel_cache)

@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from mlship.errors import BuildError
-from mlship.targets import docker as docker_target
+from mlship.runtime._contract import read_manifest
+from mlship.targets import _docker_build as docker_target
+from mlship.targets._docker_build import check_tag, default_tag, image_metadata
 from mlship.targets._docker_context import (
     CONTEXT_HASH_LABEL,
     ImageMetadata,
@@ -22,7 +24,6 @@ from mlship.targets._docker_context import (
     dockerfile_string,
     write_context,
 )
-from mlship.targets.docker import check_tag, default_tag, image_metadata
 from mlship.targets.wheelhouse import LockedWheel, Platform, Wheelhouse, parse_platform
 from tests.unit.runtime.sample_bundles import build_bundle
 
@@ -182,7 +183,7 @@ def test_dockerfile_strings_escape_quotes_and_variables() -> None:
                                                       ("My Model!", "1.0+local", "my-model:1.0-local"),
                                                       ("__", "", "model:latest")])
 def test_default_tag(name: str, version: str, tag: str) -> None:
-    assert default_tag({"name": name, "version": version}) == tag
+    assert default_tag(name, version) == tag
     check_tag(tag)
 
 
@@ -201,7 +202,7 @@ def test_image_metadata_from_the_bundle(bundle: Path, monkeypatch: pytest.Monkey
     monkeypatch.delenv("MLSHIP_REVISION", raising=False)
     monkeypatch.setenv("MLSHIP_SOURCE", "https://git.example.invalid/models")
     manifest = json.loads((bundle / "mlship.json").read_text())
-    found = image_metadata(bundle, manifest)
+    found = image_metadata(bundle, read_manifest(bundle))
     assert found.bundle_digest == "sha256:" + hashlib.sha256((bundle / "mlship.json").read_bytes()).hexdigest()
     assert found.created == manifest["created_at"] and found.notebook_sha256 == "0" * 64
     assert found.revision == "0" * 64  # not in a git work tree: the notebook's digest

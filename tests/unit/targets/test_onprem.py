@@ -19,8 +19,8 @@ import pytest
 
 from mlship.bundle.archive import unsafe_members
 from mlship.errors import BuildError, BundleError
-from mlship.targets.onprem import OnpremBuilder, OnpremResult, service_name
-from mlship.targets.options import OnpremOptions
+from mlship.targets._onprem_build import OnpremBuilder, OnpremResult, service_name
+from mlship.targets.onprem import OnpremOptions
 from mlship.targets.wheelhouse import LockedWheel, Wheelhouse, parse_platform
 
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -32,7 +32,7 @@ def _write_bundle(root: Path, name: str = "iris", version: str = "1.0.0") -> Pat
     files = {
         "predictor.py": "METHODS = {}\n",
         "requirements.txt": "starlette==1.0\n",
-        "golden.json": '{"cases": []}\n',
+        "golden.json": '{"cases": [{"id": "0", "method": "predict", "instances": ["it\'s great"], "expected": 1}]}\n',
         "mlship_runtime/__init__.py": "RUNTIME_VERSION = '1'\n",
         "artifacts/values.pkl": "not really a pickle",
     }
@@ -41,7 +41,8 @@ def _write_bundle(root: Path, name: str = "iris", version: str = "1.0.0") -> Pat
         (root / rel).write_text(text)
     manifest = {
         "format": 1, "name": name, "version": version, "runtime_version": "1",
-        "python": {"version": f"{PY}.7", "implementation": "CPython"},
+        "python": {"version": f"{PY}.7", "implementation": "CPython"}, "requirements": ["starlette==1.0"],
+        "golden": "golden.json",
         "artifacts": {rel: hashlib.sha256(text.encode()).hexdigest() for rel, text in files.items()},
         "methods": [{"name": "predict", "expression": "m.predict(X)"}],
         "input": {"kind": "list", "type": "string", "example": "it's great"},
@@ -162,11 +163,24 @@ def test_lock_and_modes(unpacked: Path) -> None:
 
 def test_a_modified_bundle_is_refused(bundle: Path, tmp_path: Path) -> None:
     (bundle / "predictor.py").write_text("import os; os.system('evil')\n")
-    with pytest.raises(BundleError, match="differs from the digest"):
+    with pytest.raises(BundleError, match="predictor.py has sha256 .*: the file changed after packaging") as info:
         build(bundle, tmp_path / "dist")
+    assert info.value.hint == "package the notebook again with this version of mlship"
     (bundle / "predictor.py").unlink()
-    with pytest.raises(BundleError, match="missing"):
+    with pytest.raises(BundleError, match="artifact predictor.py is missing"):
         build(bundle, tmp_path / "dist")
+
+
+def test_a_bundle_in_a_newer_format_is_refused_with_a_hint(bundle: Path, tmp_path: Path) -> None:
+    manifest = json.loads((bundle / "mlship.json").read_text())
+    (bundle / "mlship.json").write_text(json.dumps({**manifest, "format": 99, "mlship_version": "9.0.0"}))
+    with pytest.raises(BundleError, match="bundle format 99, written by mlship 9.0.0") as info:
+        build(bundle, tmp_path / "dist")
+    assert info.value.hint
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BundleError, match="is not a bundle: it has no mlship.json") as info:
+        build(tmp_path / "empty", tmp_path / "dist")
+    assert info.value.hint and "the directory `mlship package` wrote" in info.value.hint
 
 
 def test_platform_and_names(bundle: Path, tmp_path: Path) -> None:

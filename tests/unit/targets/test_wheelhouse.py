@@ -9,17 +9,20 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from mlship.errors import BuildError
+from mlship.runtime._contract import Column, InputSchema, Manifest, Method, PythonInfo
 from mlship.targets.wheelhouse import (
     LockedWheel,
     Platform,
     Wheelhouse,
     build_wheelhouse,
     bundle_python,
+    bundle_requirements,
     lock_path,
     parse_platform,
 )
@@ -132,9 +135,18 @@ def test_parse_platform_rejects_unknown() -> None:
 
 
 def test_bundle_python() -> None:
-    assert bundle_python({"python": {"version": "3.11.7"}}) == "3.11"
-    with pytest.raises(BuildError, match="not a version"):
-        bundle_python({"python": {"version": "eleven"}})
+    schema = InputSchema("list", element=Column(None, "string"))
+    manifest = Manifest("m", "1", "1", PythonInfo("3.11.7"), (Method("predict"),), schema)
+    assert bundle_python(manifest) == "3.11"
+    assert bundle_python(replace(manifest, python=PythonInfo("3.9"))) == "3.9"
+
+
+def test_bundle_requirements(tmp_path: Path) -> None:
+    schema = InputSchema("list", element=Column(None, "string"))
+    manifest = Manifest("m", "1", "1", PythonInfo("3.11.7"), (Method("predict"),), schema, requirements=("a==1",))
+    assert bundle_requirements(tmp_path, manifest) == ["a==1"]
+    (tmp_path / "requirements.txt").write_text("# pinned\nb==2\n\n  c==3\n")
+    assert bundle_requirements(tmp_path, replace(manifest, requirements=())) == ["b==2", "c==3"]
 
 
 def test_lock_text_and_path() -> None:

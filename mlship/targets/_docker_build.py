@@ -1,0 +1,299 @@
+"""How the docker target builds: bundle -> build context -> image -> smoke test -> (push) (docs/DOCKER.md).
+
+The steps, each in its own module: the wheelhouse is resolved on the host (wheelhouse.py), the context is written
+deterministically (_docker_context.py), the engine builds it through the docker SDK (_docker_engine.py), and a
+container of the new image replays the golden cases over HTTP (_docker_smoke.py). docker.py declares the target.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BuildError, bundle_errors
+from ..runtime import _contract as contract
+from ..runtime._contract import MANIFEST_NAME, Manifest, sha256_file
+from ._docker_context import ImageMetadata, write_context
+from ._docker_engine import (
+    BasePython,
+    BuildLog,
+    build_image,
+    check_base_python,
+    connect,
+    ensure_image,
+    push_tag,
+    remove_image,
+    tag_image,
+)
+from ._docker_smoke import SmokeResult, smoke_test
+from .wheelhouse import Platform, build_wheelhouse, bundle_python, bundle_requirements, parse_platform
+
+if TYPE_CHECKING:
+    from .docker import DockerOptions
+
+# A docker image reference: [registry[:port]/]path[:tag] with a lowercase path (distribution/reference).
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REFERENCE = re.compile(rf"^(?:[A-Za-z0-9.-]+(?::\d+)?/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?$")
+
+
+@dataclass
+class DockerResult:
+    bundle: Path
+    base_image: str
+    platform: str
+    context_hash: str
+    lock_file: Path
+    wheels: int
+    context_dir: Path | None = None  # --context-only: where the context was written; no image
+    image_id: str | None = None
+    tags: list[str] = field(default_factory=list)
+    size: int | None = None
+    base_size: int | None = None
+    base_python: str | None = None
+    layers: list[str] = field(default_factory=list)
+    build_log: BuildLog | None = None
+    smoke: SmokeResult | None = None
+    kept: bool = True  # False when a failed image was removed
+    digests: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.smoke is None or self.smoke.ok
+
+    def rows(self) -> list[tuple[str, str]]:
+        rows = [("bundle", str(self.bundle)), ("base image", self._base())]
+        rows.append(("wheels", f"{self.wheels} locked in {self.lock_file}"))
+        rows.append(("context hash", self.context_hash))
+        if self.context_dir is not None:
+            rows.append(("context", f"{self.context_dir} (build it with: docker build {self.context_dir})"))
+        if self.image_id:
+            state = "" if self.kept else " (removed: it failed its smoke test; --keep-failed keeps it)"
+            rows.append(("image", f"{self.image_id}{state}"))
+            rows.append(("tags", ", ".join(self.tags)))
+            rows.append(("size", self._size()))
+        if self.build_log:
+            log = self.build_log
+            rows.append(("build", f"{len(log.steps)} steps, {len(log.cached)} from cache, "
+                                  f"{self.timings.get('build', 0):.1f}s"))
+        rows.extend(self._smoke_rows())
+        rows.extend((f"pushed {tag}", digest) for tag, digest in self.digests.items())
+        rows.append(("time", ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items())))
+        return rows
+
+    def _base(self) -> str:
+        return f"{self.base_image} (Python {self.base_python})" if self.base_python else self.base_image
+
+    def _size(self) -> str:
+        if self.size is None:
+            return "?"
+        text = f"{self.size / 1e6:.1f} MB"
+        if self.base_size is not None:
+            text += f" (base {self.base_size / 1e6:.1f} MB + {(self.size - self.base_size) / 1e6:.1f} MB)"
+        return text
+
+    def _smoke_rows(self) -> list[tuple[str, str]]:
+        smoke = self.smoke
+        if smoke is None:
+            return [("smoke test", "skipped")] if self.image_id else []
+        rows = []
+        if smoke.ready_seconds is not None:
+            rows.append(("ready", f"/readyz answered 200 after {smoke.ready_seconds:.1f}s"))
+        if smoke.cases:
+            passed = sum(c.ok for c in smoke.cases)
+            rows.append(("golden cases", f"{passed}/{len(smoke.cases)} match over HTTP"))
+            rows.extend((f"  FAIL {c.id}", c.detail) for c in smoke.cases if not c.ok)
+        if smoke.malformed_status is not None:
+            verdict = "ok" if 400 <= smoke.malformed_status < 500 else "FAIL: expected a 4xx"
+            rows.append(("malformed request", f"HTTP {smoke.malformed_status} ({verdict})"))
+        if smoke.stop_seconds is not None:
+            rows.append(("SIGTERM", f"stopped in {smoke.stop_seconds:.1f}s, exit status {smoke.exit_code}"))
+        if smoke.failure:
+            rows.append(("smoke test", f"FAILED: {smoke.failure}"))
+        return rows
+
+    def to_json(self) -> dict[str, Any]:
+        smoke = self.smoke
+        return {
+            "ok": self.ok,
+            "bundle": str(self.bundle),
+            "platform": self.platform,
+            "base_image": self.base_image,
+            "base_python": self.base_python,
+            "context_hash": self.context_hash,
+            "context_dir": str(self.context_dir) if self.context_dir else None,
+            "lock": str(self.lock_file),
+            "wheels": self.wheels,
+            "image": None if not self.image_id else {
+                "id": self.image_id, "tags": self.tags, "size": self.size, "base_size": self.base_size,
+                "layers": self.layers, "kept": self.kept,
+            },
+            "build": None if not self.build_log else {
+                "steps": self.build_log.steps, "cached": self.build_log.cached,
+            },
+            "digests": self.digests,
+            "parity": None if smoke is None else {
+                "ok": smoke.ok,
+                "passed": sum(c.ok for c in smoke.cases),
+                "total": len(smoke.cases),
+                "cases": [c.to_json() for c in smoke.cases],
+                "malformed_status": smoke.malformed_status,
+                "ready_seconds": _round(smoke.ready_seconds),
+                "stop_seconds": _round(smoke.stop_seconds),
+                "exit_code": smoke.exit_code,
+                "failure": smoke.failure,
+            },
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+
+def build_docker(bundle: Path, options: DockerOptions) -> DockerResult:
+    """Build BUNDLE into an image (or only its build context), smoke-test it, push it (docs/DOCKER.md)."""
+    started = time.perf_counter()
+    plan = _Plan.from_bundle(Path(bundle).resolve(), options)
+    if options.context_only is not None:
+        result = plan.write_context(options.context_only.resolve(), client=None, base=None)
+        result.context_dir = options.context_only.resolve()
+    else:
+        client = connect()  # before any download: no daemon fails in a second, with its hint
+        try:
+            result = plan.build(client)
+        finally:
+            client.close()
+    result.timings["total"] = time.perf_counter() - started
+    return result
+
+
+@dataclass
+class _Plan:
+    bundle: Path
+    manifest: Manifest
+    options: DockerOptions
+    python: str
+    platform: Platform
+    base_image: str
+    tags: list[str]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_bundle(cls, bundle: Path, options: DockerOptions) -> _Plan:
+        with bundle_errors(bundle):
+            manifest = contract.read(bundle).manifest
+        python = bundle_python(manifest)
+        tags = options.tags or [default_tag(manifest.name, manifest.version)]
+        for tag in tags:
+            check_tag(tag)
+        return cls(bundle, manifest, options, python, parse_platform(options.platform),
+                   options.base_image or f"python:{python}-slim", tags)
+
+    def step(self, message: str) -> None:
+        if self.options.on_step:
+            self.options.on_step(message)
+
+    def build(self, client: Any) -> DockerResult:
+        mark = time.perf_counter()
+        base_info = ensure_image(client, self.base_image, self.platform, self.step)
+        self.step(f"checking the Python of {self.base_image}")
+        base_python = check_base_python(client, self.base_image, self.python, self.platform)
+        self.timings["base check"] = time.perf_counter() - mark
+        with tempfile.TemporaryDirectory(prefix="mlship-docker-") as tmp:
+            result = self.write_context(Path(tmp) / "context", client=client, base=base_python)
+        assert result.build_log is not None and result.build_log.image_id is not None
+        image_id = result.build_log.image_id
+        tag_image(client, image_id, self.tags)
+        info = client.api.inspect_image(image_id)
+        result.image_id, result.tags, result.size = image_id, self.tags, int(info.get("Size", 0))
+        result.layers = list(info.get("RootFS", {}).get("Layers", []))
+        result.base_size = int(base_info.get("Size", 0))
+        if self.options.test:
+            mark = time.perf_counter()
+            result.smoke = smoke_test(client, image_id, self.bundle, self.step)
+            self.timings["test"] = time.perf_counter() - mark
+        if not result.ok and not self.options.keep_failed:
+            remove_image(client, image_id, self.tags)
+            result.kept = False
+        if result.ok and self.options.push:
+            mark = time.perf_counter()
+            result.digests = {tag: push_tag(client, tag, self.step) for tag in self.tags}
+            self.timings["push"] = time.perf_counter() - mark
+        return result
+
+    def write_context(self, context: Path, *, client: Any, base: BasePython | None) -> DockerResult:
+        """Resolve the wheels, record the lock in the bundle, write the context; build it if given a client."""
+        mark = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="mlship-wheels-") as tmp:
+            wheelhouse = build_wheelhouse(bundle_requirements(self.bundle, self.manifest), python=self.python,
+                                          platform=self.platform, dest=Path(tmp) / "wheelhouse",
+                                          cache_dir=self.options.wheel_cache, on_step=self.step)
+            lock_file = wheelhouse.write_lock(self.bundle)
+            self.timings["wheels"] = time.perf_counter() - mark
+            mark = time.perf_counter()
+            self.step(f"writing the build context ({len(wheelhouse.lock)} wheels)")
+            digest = write_context(context, self.bundle, wheelhouse, image_metadata(self.bundle, self.manifest),
+                                   base_image=self.base_image, python=self.python)
+            self.timings["context"] = time.perf_counter() - mark
+        result = DockerResult(bundle=self.bundle, base_image=self.base_image, platform=self.platform.docker,
+                              context_hash=digest, lock_file=lock_file, wheels=len(wheelhouse.lock),
+                              base_python=base.version if base else None, timings=self.timings)
+        if client is not None:
+            mark = time.perf_counter()
+            result.build_log = build_image(client, context, self.tags[0], self.platform, self.step)
+            self.timings["build"] = time.perf_counter() - mark
+        return result
+
+
+def default_tag(name: str, version: str) -> str:
+    """NAME:VERSION, made into a valid reference (lowercase; other characters become '-')."""
+    name = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("._-") or "model"
+    version = re.sub(r"[^\w.-]+", "-", version).lstrip(".-") or "latest"
+    return f"{name}:{version[:128]}"
+
+
+def check_tag(tag: str) -> None:
+    if not _REFERENCE.match(tag):
+        raise BuildError(f"--tag {tag!r} is not a valid image reference",
+                         hint="use [REGISTRY[:PORT]/]NAME[:TAG] with a lowercase NAME, e.g. "
+                         "registry.local:5000/iris:1.2")
+
+
+def image_metadata(bundle: Path, manifest: Manifest) -> ImageMetadata:
+    source = manifest.source
+    notebook_sha = source.sha256 if source else ""
+    revision, url = _git_origin(bundle)
+    return ImageMetadata(
+        name=manifest.name,
+        version=manifest.version,
+        created=manifest.created_at,
+        revision=os.environ.get("MLSHIP_REVISION") or revision or notebook_sha,
+        source=os.environ.get("MLSHIP_SOURCE") or url or (source.notebook if source else ""),
+        # mlship.json lists the sha256 of every other file in the bundle, so its own digest covers them all.
+        bundle_digest="sha256:" + sha256_file(bundle / MANIFEST_NAME),
+        notebook_sha256=notebook_sha,
+        python=manifest.python.version,
+        runtime_version=manifest.runtime_version,
+    )
+
+
+def _git_origin(bundle: Path) -> tuple[str | None, str | None]:
+    """HEAD and origin URL of the git work tree holding the bundle (usually dist/ in the notebook's repo)."""
+    def git(*args: str) -> str | None:
+        try:
+            proc = subprocess.run(["git", "-C", str(bundle), *args], capture_output=True, text=True, timeout=10,
+                                  stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+    url = git("config", "--get", "remote.origin.url")
+    # Never put a credential from an https://user:token@host URL into a label.
+    return git("rev-parse", "HEAD"), re.sub(r"//[^/@]+@", "//", url) if url else None
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
