@@ -12,6 +12,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "tests" / "samples" / "notebooks"
 EXAMPLES = ROOT / "examples"
 
+# The Docker fixtures (base_image, registry), defined once here for the whole run: a fixture imported into several
+# test modules would be a separate session fixture in each.
+pytest_plugins = ["tests.support.docker"]
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _plain_console() -> Iterator[None]:

@@ -27,10 +27,7 @@ from typing import Any
 import pytest
 
 from mlship.bundle.archive import unsafe_members
-from tests.support.docker import base_image_fixture
 from tests.support.servers import free_port, wait_until_ready
-
-__all__ = ["base_image_fixture"]  # a fixture, used by name (base_image)
 
 pytestmark = pytest.mark.e2e
 

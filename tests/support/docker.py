@@ -4,8 +4,8 @@ Docker Hub is unreachable on the machines that run these tests, so the base imag
 by scripts/make-base-image (about a minute, once per machine: it is cached by tag). MLSHIP_TEST_BASE_IMAGE names
 another base to use instead (e.g. python:3.11-slim where Docker Hub is reachable).
 
-Import the fixtures into a test module with `from tests.support.docker import base_image_fixture,
-registry_fixture` (they are named `base_image` and `registry`).
+tests/conftest.py registers this module as a plugin, so every test can ask for the session fixtures `base_image`
+and `registry` by name; each is set up once per run.
 `write_tiny_bundle` writes a bundle that needs only the runtime's own dependencies: its image builds in seconds and
 pushes quickly, for tests about the build machinery rather than about a model.
 """
