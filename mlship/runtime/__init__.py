@@ -11,11 +11,14 @@ server from the outside. Modules, one job each:
 - ``_codec``    to_jsonable / encode_json / outputs_match (dependency-free: also runs inside a Jupyter kernel)
 - ``_verify``   replay golden.json in-process (verify_bundle) or over HTTP (verify_url)
 - ``_server``   serve(): load once, fork N workers under a supervisor, SIGTERM draining
-- ``_app``      create_app(bundle_dir) -> Starlette: every protocol's routes over one AppState (``_state``)
-- ``_api``      POST /<method>, /livez, /readyz, /metadata, /metrics
+- ``_app``      create_app(bundle_dir) -> Starlette, built from PROTOCOLS, the one list of protocols
+- ``_state``    AppState: the service (settings, metrics, access log, draining) and the model it serves
+- ``_model``    ModelHandle: one served model (manifest, schema, golden cases, runner, limits, readiness)
+- ``_protocol`` Endpoint and Protocol: a protocol's routes, each with its OpenAPI operation
+- ``_api``      mlship's own protocol: POST /<method>, /livez, /readyz, /metadata, /metrics
 - ``_mlflow``   MLflow's scoring protocol: /invocations (JSON and CSV), /ping, /health, /version
 - ``_v2``, ``_tensors``  the Open Inference Protocol (KServe V2) with the binary tensor data extension
-- ``_openapi``  GET /openapi.json from the bundle's schema
+- ``_openapi``  GET /openapi.json, assembled from the protocols' operations and schemas
 - ``_inference`` Runner: adaptive micro-batching, deadlines and timeouts, failures kept to their request
 - ``_observe``  request IDs, access log, request metrics, in-flight limit, draining (outermost ASGI layer)
 - ``_metrics``  Prometheus metrics, multiprocess-correct; ``_logs`` JSON logs; ``_http`` HTTP plumbing

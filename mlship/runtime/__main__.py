@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import _server
+from ._app import PROTOCOLS
 from ._batch import DEFAULT_CHUNK_ROWS, BatchError, BatchOptions, predict_file
-from ._bundle import BundleLoadError, load_bundle
+from ._bundle import BundleLoadError, is_batch_safe, load_bundle
 from ._codec import encode_json
 from ._progress import ProgressLine
 from ._verify import CaseResult, ServerUnreachable, verify_bundle, verify_url
@@ -69,7 +70,7 @@ def predict(bundle_dir: Path, source: Path, target: Path, options: BatchOptions)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     label = str(bundle.manifest["name"])
-    if not bundle.manifest.get("batch_safe", True):
+    if not is_batch_safe(bundle.manifest):
         label += " (row by row: not batch-safe)"
     progress = ProgressLine(sys.stderr, label)
     try:
@@ -117,9 +118,9 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd = commands.add_parser(
         "serve",
         help="serve the bundle over HTTP",
-        description="Serve the bundle: POST /predict (and /<method>), MLflow's /invocations, the Open Inference "
-        "Protocol under /v2, /livez, /readyz, /metadata, /metrics and /openapi.json. The model loads once; "
-        "the worker processes fork from the loaded one and share its memory.",
+        description="Serve the bundle: " + "; ".join(protocol.blurb for protocol in PROTOCOLS) + "; GET "
+        "/openapi.json documents them all. The model loads once; the worker processes fork from the loaded one "
+        "and share its memory.",
         epilog="More settings come from the environment (docs/RUNTIME.md): MLSHIP_MAX_ROWS (rows per request, "
         "default 10000), MLSHIP_MAX_BODY_BYTES (default 20 MiB), MLSHIP_TIMEOUT (seconds per request, default "
         "60), MLSHIP_MAX_BATCH_ROWS (micro-batch bound, default 128; 1 turns batching off), MLSHIP_MAX_IN_FLIGHT "

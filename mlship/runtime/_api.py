@@ -1,14 +1,13 @@
-"""mlship's own endpoints: POST /<method> per served method, probes, metadata and metrics."""
+"""mlship's own endpoints: POST /<method> per served method and /metadata (the model's); /livez, /readyz and
+/metrics (the service's). Its component schemas (Row, PredictRequest, PredictResponse, Error) are shared by the
+other protocols' operations."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from ._http import (
@@ -22,55 +21,100 @@ from ._http import (
     receive_body,
     send_json,
 )
-from ._schema import Checked, InputError, check_request
+from ._model import ModelHandle
+from ._openapi import ANY_JSON, REF, get_operation, json_content, one_key, responses, row_schema, value_schema
+from ._protocol import Endpoint, FastHandler, Handler, Protocol
+from ._schema import COLUMN_KINDS
 from ._state import AppState
 
-logger = logging.getLogger(__name__)
-
-METADATA_KEYS = (
-    "name",
-    "version",
-    "runtime_version",
-    "created_at",
-    "python",
-    "requirements",
-    "input",
-    "batch_safe",
-)
+_STATUS = {"application/json": {"schema": {"type": "object", "properties": {"status": {"type": "string"}}}}}
+_TEXT = {"text/plain": {"schema": {"type": "string"}}}
 
 
-def routes(state: AppState) -> list[Route]:
-    result = [
-        Route(f"/{name}", _method_endpoint(state, name), methods=["POST"]) for name in state.method_names
+def model_endpoints(state: AppState, model: ModelHandle) -> list[Endpoint]:
+    methods = [
+        Endpoint(
+            f"/{name}",
+            "POST",
+            _method_endpoint(state, model, name),
+            {
+                "summary": f"{name} for each input row",
+                "operationId": f"post_{name}",
+                "requestBody": {"required": True, "content": json_content("PredictRequest")},
+                "responses": responses("PredictResponse", 400, 413, 415, 500, 503),
+            },
+            fast=fast_method(state, model, name),
+        )
+        for name in model.method_names
     ]
-    return result + [
-        Route("/livez", _livez, methods=["GET"]),
-        Route("/readyz", _readyz_endpoint(state), methods=["GET"]),
-        Route("/metadata", _metadata_endpoint(state), methods=["GET"]),
-        Route("/metrics", _metrics_endpoint(state), methods=["GET"]),
+    metadata = Endpoint(
+        "/metadata",
+        "GET",
+        _metadata_endpoint(model),
+        get_operation("metadata", "name, version, methods, input schema", ANY_JSON),
+    )
+    return [*methods, metadata]
+
+
+def service_endpoints(state: AppState) -> list[Endpoint]:
+    return [
+        Endpoint("/livez", "GET", _livez, get_operation("livez", "liveness: the process serves", _STATUS)),
+        Endpoint(
+            "/readyz",
+            "GET",
+            _readyz_endpoint(state),
+            get_operation("readyz", "readiness: model loaded, a golden case replayed, not draining", _STATUS, 503),
+        ),
+        Endpoint(
+            "/metrics",
+            "GET",
+            _metrics_endpoint(state),
+            get_operation("metrics", "Prometheus metrics, summed over the worker processes", _TEXT),
+        ),
     ]
 
 
-def check_body(state: AppState, body: Any) -> Checked:
-    """A parsed request body checked against the bundle's schema; HttpError 400 naming the problem if not."""
-    try:
-        return check_request(body, state.schema, max_rows=state.settings.max_rows)
-    except InputError as exc:
-        raise HttpError(400, exc.message) from None
-    except Exception as exc:
-        # Checking depends only on the request and the schema, so whatever fails here is the client's input.
-        logger.warning("could not decode a request", exc_info=True)
-        raise HttpError(400, f"cannot decode the input: {type(exc).__name__}: {exc}") from None
+def schemas(model: ModelHandle) -> dict[str, Any]:
+    schema = model.schema
+    rows = {"type": "array", "items": {"$ref": REF + "Row"}, "minItems": 1}
+    forms: list[dict[str, Any]] = [one_key("instances", rows), one_key("inputs", rows)]
+    if schema["kind"] in COLUMN_KINDS:
+        columns = {
+            "type": "object",
+            "properties": {
+                spec["name"]: {"type": "array", "items": value_schema(spec), "minItems": 1}
+                for spec in schema["columns"]
+            },
+            "required": [spec["name"] for spec in schema["columns"]],
+            "additionalProperties": False,
+        }
+        split = {
+            "type": "object",
+            "required": ["columns", "data"],
+            "additionalProperties": False,
+            "properties": {
+                "columns": {"type": "array", "items": {"type": "string"}},
+                "data": {"type": "array", "items": {"type": "array"}, "minItems": 1},
+                "index": {"type": "array"},
+            },
+        }
+        forms += [one_key("inputs", columns), one_key("dataframe_split", split), one_key("dataframe_records", rows)]
+    return {
+        "Row": {**row_schema(schema), "example": schema.get("example")},
+        "PredictRequest": {"oneOf": forms, "example": {"instances": [schema.get("example")]}},
+        "PredictResponse": {"type": "object", "required": ["predictions"], "properties": {"predictions": {}}},
+        "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+    }
 
 
-def _method_endpoint(state: AppState, name: str) -> Any:
+def _method_endpoint(state: AppState, model: ModelHandle, name: str) -> Handler:
     async def endpoint(request: Request) -> Response:
-        # POST requests take the plain-ASGI path below (see fast_routes); this one serves tests that call the
+        # POST requests take the plain-ASGI path below (see fast_method); this one serves tests that call the
         # Starlette app without the Observe layer, and stays the route that answers 405 to other methods.
         try:
-            state.loaded_runner()
-            checked = check_body(state, await state.read_json(request))
-            predictions = await state.predict(request, name, checked)
+            model.loaded_runner()
+            checked = model.check_body(await state.read_json(request))
+            predictions = await state.predict(request, model, name, checked)
         except HttpError as exc:
             return error_response(exc.status_code, exc.message)
         return Response(encode_json({"predictions": predictions}), media_type="application/json")
@@ -78,29 +122,22 @@ def _method_endpoint(state: AppState, name: str) -> Any:
     return endpoint
 
 
-def fast_routes(state: AppState) -> dict[str, FastHandler]:
-    """POST /<method> as plain ASGI handlers, by path, for the Observe layer to call directly.
+def fast_method(state: AppState, model: ModelHandle, name: str) -> FastHandler:
+    """POST /<method> as a plain ASGI handler, for the Observe layer to call directly.
 
     The hot path skips Starlette's middleware, routing and Request/Response objects: about a tenth of a
     millisecond less per request, which at concurrency 1 is what keeps mlship's latency at the bare baseline's
-    (docs/RUNTIME.md). Behaviour is the same as the routes': same checks, same errors.
+    (docs/RUNTIME.md). Behaviour is the same as the route's: same checks, same errors.
     """
-    return {f"/{name}": _fast_method(state, name) for name in state.method_names}
-
-
-FastHandler = Callable[[Scope, Receive, Send, str], Awaitable[None]]
-
-
-def _fast_method(state: AppState, name: str) -> FastHandler:
     limit = state.settings.max_body_bytes
 
     async def handle(scope: Scope, receive: Receive, send: Send, rid: str) -> None:
         try:
-            state.loaded_runner()
+            model.loaded_runner()
             check_media_type(header(scope, b"content-type"))
             body = await receive_body(receive, header(scope, b"content-length"), limit)
-            checked = check_body(state, parse_json(body))
-            predictions = await state.predict_checked(name, checked, rid)
+            checked = model.check_body(parse_json(body))
+            predictions = await state.predict_checked(model, name, checked, rid)
         except HttpError as exc:
             await send_json(send, exc.status_code, encode_json({"error": exc.message}))
             return
@@ -113,7 +150,7 @@ async def _livez(request: Request) -> Response:
     return json_response({"status": "alive"})
 
 
-def _readyz_endpoint(state: AppState) -> Any:
+def _readyz_endpoint(state: AppState) -> Handler:
     async def readyz(request: Request) -> Response:
         reason = state.readiness()
         if reason is None:
@@ -123,10 +160,8 @@ def _readyz_endpoint(state: AppState) -> Any:
     return readyz
 
 
-def _metadata_endpoint(state: AppState) -> Any:
-    metadata = {key: state.manifest.get(key) for key in METADATA_KEYS}
-    metadata["methods"] = state.method_names
-    metadata["source"] = state.manifest.get("source")
+def _metadata_endpoint(model: ModelHandle) -> Handler:
+    metadata = model.metadata()
 
     async def endpoint(request: Request) -> Response:
         return json_response(metadata)
@@ -134,9 +169,19 @@ def _metadata_endpoint(state: AppState) -> Any:
     return endpoint
 
 
-def _metrics_endpoint(state: AppState) -> Any:
+def _metrics_endpoint(state: AppState) -> Handler:
     async def endpoint(request: Request) -> Response:
         content, content_type = state.metrics.exposition(request.headers.get("accept"))
         return Response(content, headers={"content-type": content_type})
 
     return endpoint
+
+
+PROTOCOL = Protocol(
+    name="mlship",
+    service_endpoints=service_endpoints,
+    model_endpoints=model_endpoints,
+    schemas=schemas,
+    entry_points=lambda model: [f"POST /{name}" for name in model.method_names],
+    blurb="POST /predict (and /<method>) takes rows as `instances`, with /livez, /readyz, /metadata, /metrics",
+)

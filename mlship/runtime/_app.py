@@ -1,9 +1,7 @@
-"""The ASGI app of one worker: every protocol's routes over one shared state (see _state.AppState).
+"""The ASGI app of one worker: the routes of every protocol in PROTOCOLS over one shared state (_state.AppState).
 
-- mlship's own (`_api`): POST /<method> per served method, /livez, /readyz, /metadata, /metrics
-- MLflow's scoring protocol (`_mlflow`): POST /invocations, /ping, /health, /version
-- the Open Inference Protocol (`_v2`): /v2/...
-- GET /openapi.json (`_openapi`)
+PROTOCOLS is the one list of the protocols the runtime speaks (see _protocol): the routes, /openapi.json, the
+404 answer and the serve command's help are all derived from it.
 """
 
 from __future__ import annotations
@@ -18,22 +16,23 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from . import _api, _mlflow, _v2
 from ._bundle import LoadedBundle, load_bundle, read_golden, read_manifest
-from ._http import error_response, json_response, request_id
-from ._inference import Runner
+from ._http import error_response, request_id
 from ._logs import AccessLog
 from ._metrics import Metrics
+from ._model import ModelHandle
 from ._observe import Observe
-from ._openapi import openapi_document
+from ._openapi import openapi_document, openapi_endpoint
+from ._protocol import Protocol
 from ._settings import Settings
 from ._state import AppState
-from ._verify import replay_case
 
 logger = logging.getLogger(__name__)
+
+PROTOCOLS: tuple[Protocol, ...] = (_api.PROTOCOL, _mlflow.PROTOCOL, _v2.PROTOCOL)
 
 
 def create_app(
@@ -54,41 +53,29 @@ def create_app(
     limits = settings or Settings.from_env()
     manifest = bundle.manifest if bundle is not None else read_manifest(root)
     golden = bundle.golden if bundle is not None else read_golden(root, manifest)
+    model = ModelHandle(manifest, golden, limits)
     metrics = Metrics(manifest)
-    state = AppState(
-        manifest,
-        limits,
-        metrics,
-        access_log or AccessLog(limits.access_log, limits.log_format),
-        golden_cases=list(golden["cases"]),
-    )
+    state = AppState(model, limits, metrics, access_log or AccessLog(limits.access_log, limits.log_format))
     if bundle is not None:
-        state.runner = Runner(bundle, limits, metrics, state.after_response.append)
+        model.start(bundle, metrics, state.after_response.append)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if state.runner is None:
-            state.runner = Runner(load_bundle(root), limits, metrics, state.after_response.append)
-        check_ready(state)
+        if model.runner is None:
+            model.start(load_bundle(root), metrics, state.after_response.append)
+        model.check_ready()
         yield
         state.access_log.flush()
 
-    v2_routes = _v2.routes(state)
-    document = openapi_document(manifest, state.method_names, _v2.output_tensors(state))
-
-    async def openapi(request: Request) -> Response:
-        return json_response(document)
-
-    routes = [
-        *_api.routes(state),
-        *_mlflow.routes(state),
-        *v2_routes,
-        Route("/openapi.json", openapi, methods=["GET"]),
-    ]
-    fast = _api.fast_routes(state)
+    endpoints = [endpoint for protocol in PROTOCOLS for endpoint in protocol.endpoints(state)]
+    document: dict[str, Any] = {}
+    endpoints.append(openapi_endpoint(document))
+    schemas = {name: schema for protocol in PROTOCOLS for name, schema in protocol.schemas(model).items()}
+    document.update(openapi_document(model, endpoints, schemas, [protocol.blurb for protocol in PROTOCOLS]))
+    fast = {endpoint.path: endpoint.fast for endpoint in endpoints if endpoint.fast is not None}
     app = _App(
         observe=lambda inner: Observe(inner, state, fast),
-        routes=routes,
+        routes=[route for endpoint in endpoints for route in endpoint.routes()],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_exception_handler(state), Exception: _unexpected_error},
     )
@@ -108,27 +95,12 @@ class _App(Starlette):
 
 
 def check_ready(state: AppState) -> None:
-    """Ready means "serves what the notebook computed", not just "imported": replay one golden case."""
-    assert state.runner is not None
-    bundle = state.runner.bundle
-    result = replay_case(bundle, bundle.cases[0])
-    if result.ok:
-        state.ready = True
-        logger.info(
-            "ready: %s %s loaded, golden case %s matches",
-            bundle.manifest["name"],
-            bundle.manifest["version"],
-            result.id,
-        )
-    else:
-        state.not_ready = f"golden case {result.id} does not match: {result.detail}"
-        logger.error("not ready: %s", state.not_ready)
+    """Replay one golden case of each model: what the lifespan does (tests that skip it call this)."""
+    state.model.check_ready()
 
 
 def _http_exception_handler(state: AppState) -> Callable[[Request, Exception], Awaitable[Response]]:
-    served = ", ".join(
-        [f"POST /{name}" for name in state.method_names] + ["POST /invocations", "POST /v2/..."]
-    )
+    served = ", ".join(entry for protocol in PROTOCOLS for entry in protocol.entry_points(state.model))
 
     async def handler(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)

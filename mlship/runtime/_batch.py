@@ -18,7 +18,7 @@ from typing import Any
 from ._batch_input import BadRow, BatchError, Chunk, Layout, detect_format, open_reader
 from ._batch_output import Output, Rejects
 from ._build import split_rows
-from ._bundle import LoadedBundle
+from ._bundle import LoadedBundle, is_batch_safe
 from ._codec import to_jsonable
 from ._progress import format_seconds
 from ._schema import InputError, decode_request
@@ -146,7 +146,7 @@ class _Job:
         self.schema = bundle.schema
         self.method_name = method
         self.method = bundle.methods[method]
-        self.batch_safe = bool(bundle.manifest.get("batch_safe", True))
+        self.batch_safe = is_batch_safe(bundle.manifest)
         self.id_columns = id_columns
         self.prefix = prefix  # "data.csv, ": errors name the file, then the line
         self.rows = 0

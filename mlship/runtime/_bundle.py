@@ -52,6 +52,11 @@ class LoadedBundle:
         return float(self.golden.get("atol", 1e-9))
 
 
+def is_batch_safe(manifest: Mapping[str, Any]) -> bool:
+    """The manifest's `batch_safe`, true when a bundle does not say (BUNDLE.md)."""
+    return bool(manifest.get("batch_safe", True))
+
+
 def load_bundle(path: str | Path) -> LoadedBundle:
     """Check everything about the bundle at `path`, then import its predictor.py; raise BundleLoadError if
     not.

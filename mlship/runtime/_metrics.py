@@ -17,6 +17,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
 from prometheus_client.exposition import choose_encoder
 
+from ._bundle import is_batch_safe
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _LATENCY_BUCKETS = (
     0.0005,
@@ -149,7 +151,7 @@ class Metrics:
             str(manifest.get("name")),
             str(manifest.get("version")),
             str(manifest.get("runtime_version")),
-            str(bool(manifest.get("batch_safe", True))).lower(),
+            str(is_batch_safe(manifest)).lower(),
         ).set(1)
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._method_children: dict[str, tuple[Any, Any, Any]] = {}

@@ -15,10 +15,11 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
 
-from ._api import check_body
 from ._http import HttpError, encode_json, json_response, parse_json, read_body
+from ._model import ModelHandle
+from ._openapi import get_operation, json_content, responses
+from ._protocol import Endpoint, Handler, Protocol
 from ._schema import ACCEPTED_KEYS, COLUMN_KINDS, InputError, check_payload
 from ._state import AppState
 from ._values import BadValue
@@ -34,13 +35,54 @@ _ERROR_CODES = {
 _JSON_TYPES = ("application/json", "application/x-www-form-urlencoded")
 
 
-def routes(state: AppState) -> list[Route]:
+def model_endpoints(state: AppState, model: ModelHandle) -> list[Endpoint]:
+    content = json_content("InvocationsRequest")
+    if model.schema["kind"] in COLUMN_KINDS:
+        names = ",".join(spec["name"] for spec in model.schema["columns"])
+        content["text/csv"] = {"schema": {"type": "string"}, "example": f"{names}\n"}
+    operation = {
+        "summary": "MLflow scoring protocol (predict)",
+        "operationId": "post_invocations",
+        "requestBody": {"required": True, "content": content},
+        "responses": responses("PredictResponse", 400, 413, 415, 500, 503, error="MlflowError"),
+    }
+    return [Endpoint("/invocations", "POST", _invocations_endpoint(state, model), operation)]
+
+
+def service_endpoints(state: AppState) -> list[Endpoint]:
+    health = {"200": {"description": "ready"}, "503": {"description": "not ready"}}
+    ping = _ping_endpoint(state)
     return [
-        Route("/invocations", _invocations_endpoint(state), methods=["POST"]),
-        Route("/ping", _ping_endpoint(state), methods=["GET"]),
-        Route("/health", _ping_endpoint(state), methods=["GET"]),
-        Route("/version", _version_endpoint(state), methods=["GET"]),
+        Endpoint("/ping", "GET", ping, {"operationId": "ping", "summary": "MLflow health check", "responses": health}),
+        Endpoint(
+            "/health",
+            "GET",
+            ping,
+            {"operationId": "health", "summary": "MLflow health check (same as /ping)", "responses": health},
+        ),
+        Endpoint(
+            "/version",
+            "GET",
+            _version_endpoint(state),
+            get_operation("version", "MLflow version check: the mlship version", {"text/plain": {"schema": {"type": "string"}}}),
+        ),
     ]
+
+
+def schemas(model: ModelHandle) -> dict[str, Any]:
+    return {
+        "InvocationsRequest": {
+            "type": "object",
+            "properties": {"params": {"type": "object"}},
+            "description": "One of the PredictRequest forms, plus MLflow's optional params.",
+            "example": {"instances": [model.schema.get("example")]},
+        },
+        "MlflowError": {
+            "type": "object",
+            "required": ["error_code", "message"],
+            "properties": {"error_code": {"type": "string"}, "message": {"type": "string"}},
+        },
+    }
 
 
 def mlflow_error(status_code: int, message: str) -> Response:
@@ -49,19 +91,19 @@ def mlflow_error(status_code: int, message: str) -> Response:
     )
 
 
-def _invocations_endpoint(state: AppState) -> Any:
-    method = "predict" if "predict" in state.method_names else state.method_names[0]
+def _invocations_endpoint(state: AppState, model: ModelHandle) -> Handler:
+    method = model.default_method
 
     async def endpoint(request: Request) -> Response:
         try:
-            state.loaded_runner()
+            model.loaded_runner()
             media_type = _content_type(request)
             raw = await read_body(request, state.settings.max_body_bytes)
             if media_type == "text/csv":
-                checked = _check_csv(state, raw)
+                checked = _check_csv(model, raw)
             else:
-                checked = check_body(state, _unwrap(parse_json(raw)))
-            predictions = await state.predict(request, method, checked)
+                checked = model.check_body(_unwrap(parse_json(raw)))
+            predictions = await state.predict(request, model, method, checked)
         except HttpError as exc:
             return mlflow_error(exc.status_code, exc.message)
         return Response(encode_json({"predictions": predictions}), media_type="application/json")
@@ -99,8 +141,8 @@ def _unwrap(body: Any) -> Any:
     return {keys[0]: body[keys[0]]}
 
 
-def _check_csv(state: AppState, raw: bytes) -> Any:
-    schema = state.schema
+def _check_csv(model: ModelHandle, raw: bytes) -> Any:
+    schema = model.schema
     if schema["kind"] not in COLUMN_KINDS:
         raise HttpError(
             415, f'this model takes a {schema["kind"]}, not a table: send JSON {{"instances": [...]}}'
@@ -124,7 +166,7 @@ def _check_csv(state: AppState, raw: bytes) -> Any:
             for index, line in enumerate(lines)
         ]
         return check_payload(
-            "dataframe_split", {"columns": header, "data": data}, schema, max_rows=state.settings.max_rows
+            "dataframe_split", {"columns": header, "data": data}, schema, max_rows=model.limits.max_rows
         )
     except InputError as exc:
         raise HttpError(400, exc.message) from None
@@ -148,7 +190,7 @@ def _csv_value(text: str, type_: str, column: str, row: int) -> Any:
         raise InputError(f'column "{column}", row {row}: {text!r} is not a CSV {type_}') from None
 
 
-def _ping_endpoint(state: AppState) -> Any:
+def _ping_endpoint(state: AppState) -> Handler:
     async def ping(request: Request) -> Response:
         # MLflow answers "\n"; 200 once the model serves (here: loaded and a golden case replayed).
         return Response(
@@ -158,10 +200,20 @@ def _ping_endpoint(state: AppState) -> Any:
     return ping
 
 
-def _version_endpoint(state: AppState) -> Any:
-    version = str(state.manifest.get("mlship_version") or state.manifest.get("runtime_version"))
+def _version_endpoint(state: AppState) -> Handler:
+    version = state.model.mlship_version
 
     async def endpoint(request: Request) -> Response:
         return PlainTextResponse(version)
 
     return endpoint
+
+
+PROTOCOL = Protocol(
+    name="mlflow",
+    service_endpoints=service_endpoints,
+    model_endpoints=model_endpoints,
+    schemas=schemas,
+    entry_points=lambda model: ["POST /invocations"],
+    blurb="/invocations speaks MLflow's scoring protocol (also /ping, /health, /version)",
+)

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._api import FastHandler
 from ._http import REQUEST_ID_HEADER, REQUEST_ID_KEY, encode_json, header, new_request_id, send_json
+from ._protocol import FastHandler
 from ._state import AppState
 
 logger = logging.getLogger(__name__)

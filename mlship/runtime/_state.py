@@ -1,4 +1,4 @@
-"""What every endpoint of one worker shares: the manifest, settings, metrics, the model runner and health."""
+"""The service one worker runs: its settings, metrics, access log, draining state, and the model it serves."""
 
 from __future__ import annotations
 
@@ -9,25 +9,25 @@ from typing import Any
 from starlette.requests import Request
 
 from ._http import HttpError, check_content_type, parse_json, read_body, request_id
-from ._inference import ModelError, ModelTimeout, Runner
+from ._inference import ModelError, ModelTimeout
 from ._logs import AccessLog
 from ._metrics import Metrics
+from ._model import ModelHandle
 from ._schema import Checked, InputError
 from ._settings import Settings
 
 
 @dataclass(eq=False)
 class AppState:
-    manifest: dict[str, Any]
+    """What every endpoint of one worker shares. One model today; the service's own parts (settings, metrics,
+    access log, draining, request counts) do not depend on how many it serves."""
+
+    model: ModelHandle
     settings: Settings
     metrics: Metrics
     access_log: AccessLog
-    runner: Runner | None = None
-    ready: bool = False
-    not_ready: str = "the model is still loading"
     draining: bool = False
     in_flight: int = 0
-    golden_cases: list[dict[str, Any]] = field(default_factory=list)
     # Requests this worker holds, counting those read but not started yet; the server sets it from uvicorn's
     # task set (see _server.WorkerServer), in-process tests fall back to the started ones.
     requests: Callable[[], int] | None = None
@@ -35,38 +35,24 @@ class AppState:
     # of the request being served has been sent.
     after_response: list[Callable[[], None]] = field(default_factory=list)
 
-    @property
-    def method_names(self) -> list[str]:
-        return [method["name"] for method in self.manifest["methods"]]
-
-    @property
-    def schema(self) -> dict[str, Any]:
-        schema: dict[str, Any] = self.manifest["input"]
-        return schema
-
     def readiness(self) -> str | None:
-        """None when ready to serve, else why not."""
+        """None when the service is ready to serve, else why not."""
         if self.draining:
             return "the server is shutting down"
-        return None if self.ready else self.not_ready
-
-    def loaded_runner(self) -> Runner:
-        if self.runner is None:
-            raise HttpError(503, "the model is not loaded yet")
-        return self.runner
+        return self.model.readiness()
 
     async def read_json(self, request: Request) -> Any:
         """The request's body as JSON: content type checked (415), size limited (413), parsed (400)."""
         check_content_type(request)
         return parse_json(await read_body(request, self.settings.max_body_bytes))
 
-    async def predict(self, request: Request, method: str, checked: Checked) -> Any:
-        return await self.predict_checked(method, checked, request_id(request))
+    async def predict(self, request: Request, model: ModelHandle, method: str, checked: Checked) -> Any:
+        return await self.predict_checked(model, method, checked, request_id(request))
 
-    async def predict_checked(self, method: str, checked: Checked, rid: str) -> Any:
+    async def predict_checked(self, model: ModelHandle, method: str, checked: Checked, rid: str) -> Any:
         """The predictions for a checked request, or HttpError: 400 (values that do not convert), 500 (the
         model failed; details in the log), 503 (timeout, or not loaded yet)."""
-        runner = self.loaded_runner()
+        runner = model.loaded_runner()
         try:
             alone = (self.requests() if self.requests is not None else self.in_flight) <= 1
             return await runner.predict(method, checked, rid, alone=alone)

@@ -15,16 +15,33 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from . import _tensors
 from ._http import HttpError, encode_json, error_response, json_response, parse_json, read_body
+from ._model import ModelHandle
+from ._openapi import get_operation, json_content, responses
+from ._protocol import Endpoint, Protocol
 from ._schema import COLUMN_KINDS, Checked, InputError, check_payload
 from ._state import AppState
 
 BINARY_HEADER = "inference-header-content-length"
 EXTENSIONS = ["binary_tensor_data"]
 PLATFORM = "mlship_python"
+
+_MODEL = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+_VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+_METADATA = {
+    "application/json": {"schema": {"type": "object", "required": ["name", "platform", "inputs", "outputs"]}}
+}
+_MODEL_READY = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "required": ["name", "ready"],
+            "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}},
+        }
+    }
+}
 
 
 @dataclass(frozen=True)
@@ -34,55 +51,88 @@ class _Inference:
     id: str | None
 
 
-def routes(state: AppState) -> list[Route]:
-    v2 = _V2(state)
-    model_paths = ["/v2/models/{name}", "/v2/models/{name}/versions/{version}"]
-    result = [
-        Route("/v2", v2.server_metadata, methods=["GET"]),
-        Route("/v2/", v2.server_metadata, methods=["GET"]),
-        Route("/v2/health/live", v2.live, methods=["GET"]),
-        Route("/v2/health/ready", v2.ready, methods=["GET"]),
-    ]
-    for path in model_paths:
+def model_endpoints(state: AppState, model: ModelHandle) -> list[Endpoint]:
+    v2 = _V2Model(state, model)
+    result = []
+    for suffix, params in (("", [_MODEL]), ("/versions/{version}", [_MODEL, _VERSION])):
+        params = [_enum(param, model.name if param is _MODEL else model.version) for param in params]
+        base, tag = f"/v2/models/{{name}}{suffix}", "_versioned" if suffix else ""
         result += [
-            Route(path, v2.model_metadata, methods=["GET"]),
-            Route(f"{path}/ready", v2.model_ready, methods=["GET"]),
-            Route(f"{path}/infer", v2.infer, methods=["POST"]),
+            Endpoint(base, "GET", v2.model_metadata, {
+                "operationId": f"v2_model_metadata{tag}",
+                "summary": "model metadata",
+                "parameters": params,
+                "responses": responses(None, 404, ok_content=_METADATA),
+            }),
+            Endpoint(f"{base}/ready", "GET", v2.model_ready, {
+                "operationId": f"v2_model_ready{tag}",
+                "summary": "model ready (400 when not)",
+                "parameters": params,
+                "responses": {
+                    "200": {"description": "ready", "content": _MODEL_READY},
+                    "400": {"description": "not ready", "content": _MODEL_READY},
+                    "404": {"description": "no such model or version", "content": json_content("Error")},
+                },
+            }),
+            Endpoint(f"{base}/infer", "POST", v2.infer, {
+                "operationId": f"v2_infer{tag}",
+                "summary": "inference (JSON, or binary tensor data)",
+                "parameters": params,
+                "requestBody": {"required": True, "content": json_content("InferenceRequest")},
+                "responses": responses("InferenceResponse", 400, 404, 413, 415, 500, 503),
+            }),
         ]
     return result
 
 
-def output_tensors(state: AppState) -> list[dict[str, Any]]:
+def service_endpoints(state: AppState) -> list[Endpoint]:
+    async def server_metadata(request: Request) -> Response:
+        return json_response({"name": "mlship", "version": state.model.mlship_version, "extensions": EXTENSIONS})
+
+    async def live(request: Request) -> Response:
+        return json_response({"live": True})
+
+    async def ready(request: Request) -> Response:
+        # The protocol's health answers: 200 is true, a 4xx false (k8s probes treat both correctly).
+        ready = state.readiness() is None
+        return json_response({"ready": ready}, 200 if ready else 400)
+
+    server = {"application/json": {"schema": {"type": "object", "required": ["name", "version", "extensions"]}}}
+    return [
+        Endpoint("/v2", "GET", server_metadata,
+                 get_operation("v2_server_metadata", "Open Inference Protocol: server metadata", server),
+                 aliases=("/v2/",)),
+        Endpoint("/v2/health/live", "GET", live, get_operation("v2_live", "server live", _boolean("live"))),
+        Endpoint("/v2/health/ready", "GET", ready, {
+            "operationId": "v2_ready",
+            "summary": "server ready (400 when not)",
+            "responses": {
+                "200": {"description": "ready", "content": _boolean("ready")},
+                "400": {"description": "not ready", "content": _boolean("ready")},
+            },
+        }),
+    ]
+
+
+def output_tensors(model: ModelHandle) -> list[dict[str, Any]]:
     """$metadata_tensor per served method, shaped like its golden output for one row."""
     examples: dict[str, Any] = {}
-    for case in state.golden_cases:
+    for case in model.cases:
         expected = case.get("expected")
         if isinstance(expected, list) and expected:
             examples.setdefault(case["method"], expected[0])
-    return [_tensors.output_tensor(name, examples.get(name)) for name in state.method_names]
+    return [_tensors.output_tensor(name, examples.get(name)) for name in model.method_names]
 
 
-class _V2:
-    def __init__(self, state: AppState) -> None:
+class _V2Model:
+    def __init__(self, state: AppState, model: ModelHandle) -> None:
         self.state = state
-        manifest = state.manifest
-        self.name = str(manifest["name"])
-        self.version = str(manifest["version"])
-        self.inputs = _tensors.input_tensors(state.schema)
-        self.outputs = output_tensors(state)
+        self.model = model
+        self.name = model.name
+        self.version = model.version
+        self.inputs = _tensors.input_tensors(model.schema)
+        self.outputs = output_tensors(model)
         self.declared = {tensor["name"]: tensor["datatype"] for tensor in self.outputs}
-
-    async def server_metadata(self, request: Request) -> Response:
-        version = str(self.state.manifest.get("mlship_version") or self.state.manifest.get("runtime_version"))
-        return json_response({"name": "mlship", "version": version, "extensions": EXTENSIONS})
-
-    async def live(self, request: Request) -> Response:
-        return json_response({"live": True})
-
-    async def ready(self, request: Request) -> Response:
-        # The protocol's health answers: 200 is true, a 4xx false (k8s probes treat both correctly).
-        ready = self.state.readiness() is None
-        return json_response({"ready": ready}, 200 if ready else 400)
 
     async def model_metadata(self, request: Request) -> Response:
         try:
@@ -110,16 +160,16 @@ class _V2:
     async def infer(self, request: Request) -> Response:
         try:
             self._check_model(request)
-            self.state.loaded_runner()
+            self.model.loaded_runner()
             body, binary = await self._read(request)
             inference = self._parse(body, binary)
             methods = [method for method, _ in inference.outputs]
             if len(methods) == 1:
-                results = [await self.state.predict(request, methods[0], inference.checked)]
+                results = [await self.state.predict(request, self.model, methods[0], inference.checked)]
             else:
                 results = list(
                     await asyncio.gather(
-                        *(self.state.predict(request, method, inference.checked) for method in methods)
+                        *(self.state.predict(request, self.model, method, inference.checked) for method in methods)
                     )
                 )
         except HttpError as exc:
@@ -187,7 +237,7 @@ class _V2:
         return _Inference(checked, self._requested_outputs(body.get("outputs"), parameters), request_id)
 
     def _checked(self, tensors: dict[str, tuple[dict[str, Any], list[Any]]]) -> Checked:
-        schema = self.state.schema
+        schema = self.model.schema
         kind = schema["kind"]
         specs = schema["columns"] if kind in COLUMN_KINDS else [schema]
         rows: dict[str, list[Any]] = {}
@@ -214,7 +264,7 @@ class _V2:
             counts.add(shape[0] if shape else 0)
         if len(counts) > 1:
             raise InputError(f"the inputs differ in their number of rows: {sorted(counts)}")
-        max_rows = self.state.settings.max_rows
+        max_rows = self.model.limits.max_rows
         if kind in COLUMN_KINDS:
             return check_payload("inputs", rows, schema, max_rows=max_rows)
         return check_payload("instances", rows[self.inputs[0]["name"]], schema, max_rows=max_rows)
@@ -222,17 +272,17 @@ class _V2:
     def _requested_outputs(self, outputs: Any, parameters: dict[str, Any]) -> list[tuple[str, bool]]:
         all_binary = parameters.get("binary_data_output") is True
         if outputs is None:
-            return [(name, all_binary) for name in self.state.method_names]
+            return [(name, all_binary) for name in self.model.method_names]
         if not isinstance(outputs, list) or not outputs:
             raise InputError('"outputs" must be a non-empty list of {"name": ...} objects')
         requested = []
         for output in outputs:
             if not isinstance(output, dict) or not isinstance(output.get("name"), str):
                 raise InputError('every entry of "outputs" must be an object with a string "name"')
-            if output["name"] not in self.state.method_names:
+            if output["name"] not in self.model.method_names:
                 raise InputError(
                     f'unknown output "{output["name"]}"; this model has '
-                    + ", ".join(f'"{name}"' for name in self.state.method_names)
+                    + ", ".join(f'"{name}"' for name in self.model.method_names)
                 )
             binary = _parameters(output, f'output "{output["name"]}"').get("binary_data")
             requested.append((output["name"], all_binary if binary is None else binary is True))
@@ -322,3 +372,104 @@ def _received_tensors(
     if missing:
         raise InputError("missing inputs " + ", ".join(f'"{name}"' for name in missing))
     return received
+
+
+def _enum(parameter: dict[str, Any], value: str) -> dict[str, Any]:
+    """A path parameter that takes the one value this server serves."""
+    return {**parameter, "schema": {"type": "string", "enum": [value]}}
+
+
+def _boolean(key: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"type": "object", "properties": {key: {"type": "boolean"}}}}}
+
+
+def schemas(model: ModelHandle) -> dict[str, Any]:
+    tensor_data = {"type": "array", "items": {}}
+    tensor_properties = {"shape": {"type": "array", "items": {"type": "integer"}}, "datatype": {"type": "string"}}
+    inputs = _tensors.input_tensors(model.schema)
+    return {
+        "MetadataTensor": {
+            "type": "object",
+            "required": ["name", "datatype", "shape"],
+            "properties": {"name": {"type": "string"}, "datatype": {"type": "string"},
+                           "shape": tensor_properties["shape"]},
+        },
+        "InferenceRequest": {
+            "type": "object",
+            "required": ["inputs"],
+            "properties": {
+                "id": {"type": "string"},
+                "parameters": {"type": "object"},
+                "inputs": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "shape", "datatype"],
+                        "properties": {
+                            "name": {"type": "string", "enum": [t["name"] for t in inputs]},
+                            "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                            "datatype": {"type": "string", "enum": list(_tensors.DATATYPES)},
+                            "parameters": {"type": "object"},
+                            "data": tensor_data,
+                        },
+                    },
+                },
+                "outputs": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["name"],
+                        "properties": {
+                            "name": {"type": "string", "enum": [t["name"] for t in output_tensors(model)]},
+                            "parameters": {"type": "object"},
+                        },
+                    },
+                },
+            },
+            "example": _example(model.schema, inputs),
+        },
+        "InferenceResponse": {
+            "type": "object",
+            "required": ["model_name", "outputs"],
+            "properties": {
+                "model_name": {"type": "string"},
+                "model_version": {"type": "string"},
+                "id": {"type": "string"},
+                "parameters": {"type": "object"},
+                "outputs": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "shape", "datatype"],
+                        "properties": {"name": {"type": "string"}, **tensor_properties,
+                                       "parameters": {"type": "object"}, "data": tensor_data},
+                    },
+                },
+            },
+        },
+    }
+
+
+def _example(schema: dict[str, Any], inputs: list[dict[str, Any]]) -> dict[str, Any]:
+    """An inference request for the schema's example row."""
+    example = schema.get("example")
+    tensors = []
+    for tensor in inputs:
+        if schema["kind"] in COLUMN_KINDS and isinstance(example, dict):
+            data: Any = [example.get(tensor["name"])]
+        else:
+            data = [example]
+        shape = [1, *[abs(size) for size in tensor["shape"][1:]]]
+        tensors.append({"name": tensor["name"], "shape": shape, "datatype": tensor["datatype"], "data": data})
+    return {"inputs": tensors}
+
+
+PROTOCOL = Protocol(
+    name="v2",
+    service_endpoints=service_endpoints,
+    model_endpoints=model_endpoints,
+    schemas=schemas,
+    entry_points=lambda model: ["POST /v2/..."],
+    blurb="/v2 the Open Inference Protocol (KServe V2)",
+)

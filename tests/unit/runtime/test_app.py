@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from mlship.runtime import _api, _mlflow
+from mlship.runtime import _api, _mlflow, _model
 from mlship.runtime._app import create_app
 from mlship.runtime._bundle import BundleLoadError, load_bundle
 
@@ -294,7 +294,7 @@ def test_unexpected_decoding_failures_are_still_400(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise KeyError("surprise")
 
-    monkeypatch.setattr(_api, "check_request", broken)
+    monkeypatch.setattr(_model, "check_request", broken)
     response = iris.post("/predict", json={"instances": [IRIS_ROW]})
     assert response.status_code == 400
     assert response.json() == {"error": "cannot decode the input: KeyError: 'surprise'"}

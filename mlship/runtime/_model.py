@@ -1,0 +1,124 @@
+"""One served model: what its bundle says, its runner once loaded, and whether it is ready.
+
+The service (_state.AppState: settings, metrics, the access log, draining) holds its models; an endpoint asks
+the model for its name, methods, schema and runner, and never reads the manifest itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ._bundle import LoadedBundle, is_batch_safe
+from ._http import HttpError
+from ._inference import Runner
+from ._metrics import Metrics
+from ._schema import Checked, InputError, check_request
+from ._settings import Settings
+from ._verify import replay_case
+
+logger = logging.getLogger(__name__)
+
+# What /metadata shows of the manifest, in this order (then methods and source).
+METADATA_KEYS = (
+    "name",
+    "version",
+    "runtime_version",
+    "created_at",
+    "python",
+    "requirements",
+    "input",
+    "batch_safe",
+)
+
+
+@dataclass(eq=False)
+class ModelHandle:
+    """A model of the service. `runner` (predictor callables, batching, deadlines) is None until it loads;
+    `limits` are the request limits it is served with."""
+
+    manifest: dict[str, Any]
+    golden: dict[str, Any]
+    limits: Settings
+    runner: Runner | None = None
+    ready: bool = False
+    not_ready: str = "the model is still loading"
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["name"])
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @property
+    def method_names(self) -> list[str]:
+        return [method["name"] for method in self.manifest["methods"]]
+
+    @property
+    def default_method(self) -> str:
+        """What a protocol without method names calls (MLflow's /invocations): predict, else the first."""
+        names = self.method_names
+        return "predict" if "predict" in names else names[0]
+
+    @property
+    def schema(self) -> dict[str, Any]:
+        schema: dict[str, Any] = self.manifest["input"]
+        return schema
+
+    @property
+    def batch_safe(self) -> bool:
+        return is_batch_safe(self.manifest)
+
+    @property
+    def cases(self) -> list[dict[str, Any]]:
+        return list(self.golden["cases"])
+
+    @property
+    def mlship_version(self) -> str:
+        return str(self.manifest.get("mlship_version") or self.manifest.get("runtime_version"))
+
+    def metadata(self) -> dict[str, Any]:
+        """The /metadata answer."""
+        metadata = {key: self.manifest.get(key) for key in METADATA_KEYS}
+        metadata["methods"] = self.method_names
+        metadata["source"] = self.manifest.get("source")
+        return metadata
+
+    def start(self, bundle: LoadedBundle, metrics: Metrics, after: Callable[[Callable[[], None]], None]) -> None:
+        """Serve the loaded `bundle` (its predictor imported) with a runner of its own."""
+        self.runner = Runner(bundle, self.limits, metrics, after)
+
+    def check_ready(self) -> None:
+        """Ready means "serves what the notebook computed", not just "imported": replay one golden case."""
+        bundle = self.loaded_runner().bundle
+        result = replay_case(bundle, bundle.cases[0])
+        if result.ok:
+            self.ready = True
+            logger.info("ready: %s %s loaded, golden case %s matches", self.name, self.version, result.id)
+        else:
+            self.not_ready = f"golden case {result.id} does not match: {result.detail}"
+            logger.error("not ready: %s", self.not_ready)
+
+    def readiness(self) -> str | None:
+        """None when ready to serve, else why not."""
+        return None if self.ready else self.not_ready
+
+    def loaded_runner(self) -> Runner:
+        if self.runner is None:
+            raise HttpError(503, "the model is not loaded yet")
+        return self.runner
+
+    def check_body(self, body: Any) -> Checked:
+        """A parsed request body checked against the model's schema; HttpError 400 naming the problem if not."""
+        try:
+            return check_request(body, self.schema, max_rows=self.limits.max_rows)
+        except InputError as exc:
+            raise HttpError(400, exc.message) from None
+        except Exception as exc:
+            # Checking depends only on the request and the schema, so whatever fails here is the client's input.
+            logger.warning("could not decode a request", exc_info=True)
+            raise HttpError(400, f"cannot decode the input: {type(exc).__name__}: {exc}") from None
