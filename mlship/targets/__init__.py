@@ -28,24 +28,32 @@ def get_target(name: str) -> Target:
 def all_options() -> list[tuple[Option, tuple[str, ...]]]:
     """Every target's options once each, in table order, with the names of the targets that take it.
 
-    An option two targets share keeps its flags, type and default; when their help texts differ, both are
-    shown, each after its target's name. TypeError when two targets declare one flag differently.
+    An option two targets share keeps its flags, type and env var (TypeError otherwise). When their help texts
+    or defaults differ, each target's help (and default) is shown after its name, and the command line's default
+    is None: an option the user does not set never reaches a target, which then keeps its own default.
     """
-    merged: dict[str, tuple[Option, tuple[str, ...]]] = {}
+    declared: dict[str, list[tuple[str, Option]]] = {}
     for target in TARGETS.values():
         target.check()
         for option in target.options:
-            if option.param not in merged:
-                merged[option.param] = (option, (target.name,))
-                continue
-            first, owners = merged[option.param]
-            if not first.same_as(option):
-                raise TypeError(f"targets {', '.join(owners)} and {target.name} declare {option.flag} differently")
-            if option.help != first.help:
-                head = first.help if len(owners) > 1 else f"{owners[0]}: {first.help}"
-                first = replace(first, help=f"{head}; {target.name}: {option.help}")
-            merged[option.param] = (first, (*owners, target.name))
-    return list(merged.values())
+            same = declared.setdefault(option.param, [])
+            if same and not same[0][1].same_as(option):
+                names = ", ".join(name for name, _ in same)
+                raise TypeError(f"targets {names} and {target.name} declare {option.flag} differently")
+            same.append((target.name, option))
+    return [(_merge(same), tuple(name for name, _ in same)) for same in declared.values()]
+
+
+def _merge(same: list[tuple[str, Option]]) -> Option:
+    first = same[0][1]
+    defaults = {repr(option.default) for _, option in same}
+    if len({option.help for _, option in same}) == 1 and len(defaults) == 1:
+        return first
+    if len(defaults) == 1:
+        return replace(first, help="; ".join(f"{name}: {option.help}" for name, option in same))
+    parts = [f"{name}: {option.help}" + ("" if option.default is None else f" (default {option.default})")
+             for name, option in same]
+    return replace(first, help="; ".join(parts), default=None)
 
 
 __all__ = ["TARGETS", "Option", "Target", "all_options", "get_target"]

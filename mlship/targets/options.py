@@ -53,7 +53,7 @@ class BuildResult(Protocol):
 @dataclass(frozen=True)
 class Option:
     """One command-line option of a target. `mlship build` declares the union of every target's options; two
-    targets may share an option only with the same flags, type, default and env var (tests/unit/targets).
+    targets may share an option only with the same flags, type and env var (tests/unit/targets).
 
     `type` is what typer parses (str, Path, bool, list[str], optionally `| None`); `default` is the command line's
     default and is shown in --help; `convert` turns the parsed value into the options field's value.
@@ -85,8 +85,7 @@ class Option:
 
     def same_as(self, other: Option) -> bool:
         """Whether two targets can share this option on one command line (help texts may differ)."""
-        return (self.flags, self.type, self.default, self.envvar) == (other.flags, other.type, other.default,
-                                                                       other.envvar)
+        return (self.flags, self.type, self.envvar) == (other.flags, other.type, other.envvar)
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,12 @@ def test_targets_share_an_option_declared_the_same_way(monkeypatch: pytest.Monke
     [(option, owners)] = all_options()
     assert owners == ("a", "b") and option.help == "a: one; b: two"
     monkeypatch.setattr(targets, "TARGETS", {"a": _fake("a", shared),
+                                             "b": _fake("b", dataclasses.replace(shared, default="out"))})
+    [(option, owners)] = all_options()
+    assert option.help == "a: one; b: one (default out)" and option.default is None
+    monkeypatch.setattr(targets, "TARGETS", {"a": _fake("a", shared), "b": _fake("b", shared)})
+    assert all_options() == [(shared, ("a", "b"))]
+    monkeypatch.setattr(targets, "TARGETS", {"a": _fake("a", shared),
                                              "b": _fake("b", dataclasses.replace(shared, type=int))})
     with pytest.raises(TypeError, match="targets a and b declare --same differently"):
         all_options()
