@@ -129,9 +129,43 @@ async def send_json(send: Send, status_code: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+# The deepest body the runtime reads. orjson 3.13 and later refuse deeper ones themselves (and the standard
+# library, which parse_json then tries, runs out of stack first); older orjson releases read any depth, so for
+# them the runtime counts: the answer to a too-deep body is the same whatever orjson is installed.
+MAX_JSON_DEPTH = 1024
+_TOO_DEEP = "the request body is nested too deeply"
+
+
+def _orjson_reads_any_depth() -> bool:
+    deep = b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1)
+    try:
+        orjson.loads(deep)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+_CHECK_DEPTH = _orjson_reads_any_depth()
+
+
+def _checked_depth(value: Any, body: bytes) -> Any:
+    """The parsed value, or a 400 when its arrays and objects nest deeper than MAX_JSON_DEPTH (no recursion)."""
+    # Fewer brackets than the limit cannot nest deeper than it: most bodies are not walked.
+    if not _CHECK_DEPTH or body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH:
+        return value
+    stack = [(value, 1)] if isinstance(value, (dict, list)) else []
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise HttpError(400, _TOO_DEEP)
+        stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item)
+                     if isinstance(child, (dict, list)))
+    return value
+
+
 def parse_json(body: bytes) -> Any:
     try:
-        return orjson.loads(body)
+        return _checked_depth(orjson.loads(body), body)
     except orjson.JSONDecodeError:
         # NaN and Infinity tokens, integers beyond 64 bits, lone surrogates: the standard library reads them
         # (so that the schema check can name the value) and words the errors of what is really not JSON.
@@ -141,6 +175,6 @@ def parse_json(body: bytes) -> Any:
     try:
         return json.loads(body)
     except RecursionError:
-        raise HttpError(400, "the request body is nested too deeply") from None
+        raise HttpError(400, _TOO_DEEP) from None
     except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for bytes that are not UTF-8
         raise HttpError(400, f"the request body is not valid JSON: {exc}") from None

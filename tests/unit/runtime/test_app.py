@@ -74,6 +74,22 @@ def test_request_id_is_generated_or_echoed(iris: TestClient) -> None:
     assert iris.post("/nope").headers["x-request-id"]
 
 
+def orjson_reading_any_depth(real: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """orjson as it was before 3.13, which read arrays nested to any depth (and had no limit to refuse them)."""
+
+    def loads(body: bytes) -> Any:
+        depth = len(body) - len(body.lstrip(b"["))
+        if depth and body == b"[" * depth + b"]" * depth:
+            value: list[Any] = []
+            for _ in range(depth - 1):
+                value = [value]
+            return value
+        return real(body)
+
+    return loads
+
+
+@pytest.mark.parametrize("parser", ["installed orjson", "orjson reading any depth"])
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -83,12 +99,24 @@ def test_request_id_is_generated_or_echoed(iris: TestClient) -> None:
         ),
         (b"", 'the request body is empty; send a JSON object such as {"instances": [...]}'),
         (b"\xff\xfe", "the request body is not valid JSON:"),
-        (b"[" * 100_000 + b"]" * 100_000, "the request body must be a JSON object with one of the keys"),
+        # The runtime reads 1024 levels of arrays and objects, and refuses more itself, whatever orjson reads.
+        (b"[" * 1024 + b"]" * 1024, "the request body must be a JSON object with one of the keys"),
+        (b"[" * 1025 + b"]" * 1025, "the request body is nested too deeply"),
+        (b"[" * 100_000 + b"]" * 100_000, "the request body is nested too deeply"),
         # orjson refuses NaN, so the standard library reads this one, and runs out of stack.
         (b"[" * 100_000 + b"NaN" + b"]" * 100_000, "the request body is nested too deeply"),
     ],
 )
-def test_malformed_json_is_400(iris: TestClient, content: bytes, message: str) -> None:
+def test_malformed_json_is_400(
+    iris: TestClient, content: bytes, message: str, parser: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if parser == "orjson reading any depth":
+        import orjson
+
+        from mlship.runtime import _http
+
+        monkeypatch.setattr(orjson, "loads", orjson_reading_any_depth(orjson.loads))
+        monkeypatch.setattr(_http, "_CHECK_DEPTH", _http._orjson_reads_any_depth())
     response = iris.post("/predict", content=content, headers={"content-type": "application/json"})
     assert response.status_code == 400
     assert response.json()["error"].startswith(message)
