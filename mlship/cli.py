@@ -173,11 +173,11 @@ def serve(
                                                 "available). [env var: MLSHIP_WORKERS]", envvar="MLSHIP_WORKERS")] = None,
 ) -> None:
     """Serve BUNDLE over HTTP with the same runtime the container and the on-prem install use."""
-    from .bundle.manifest import read_manifest
+    from .bundle.manifest import open_manifest
 
     path = bundle.resolve()
-    manifest = read_manifest(path)
-    console.print(f"serving {manifest['name']} {manifest['version']} on http://{host}:{port} "
+    manifest = open_manifest(path)
+    console.print(f"serving {manifest.name} {manifest.version} on http://{host}:{port} "
                   f"(POST /predict, GET /readyz, GET /metadata; Ctrl-C stops)")
     args = ["serve", str(path), "--host", host, "--port", str(port)]
     if workers is not None:
@@ -214,7 +214,7 @@ def verify(
     results = verify_bundle(bundle, python=python, url=url)
     failed = [r for r in results if not r.ok]
     if as_json:
-        console.print(json.dumps({"ok": not failed, "cases": [r.__dict__ for r in results]}), soft_wrap=True)
+        console.print(json.dumps({"ok": not failed, "cases": [r.to_json() for r in results]}), soft_wrap=True)
     else:
         print_cases(results)
     if failed:
@@ -247,13 +247,13 @@ def predict_batch(
 ) -> None:
     """Predict over a file with BUNDLE's own runtime: same validation and model as the server, bounded memory,
     one output row per input row in input order (`prediction`, or `METHOD_0..k` for several values per row)."""
-    from .bundle.manifest import read_manifest
+    from .bundle.manifest import open_manifest
 
     for flag, value in (("--format", output_format), ("--input-format", input_format)):
         if value not in (None, "csv", "jsonl", "parquet"):
             raise MlshipError(f"{flag} must be csv, jsonl or parquet, got {value!r}", exit_code=2)
     path = bundle.resolve()
-    read_manifest(path)
+    open_manifest(path)
     # Absolute paths: the runtime runs in the bundle directory, like `serve`.
     args = ["predict", str(path), "--input", str(input_path.resolve()), "--output", str(output.resolve()),
             "--chunk-rows", str(chunk_rows)]

@@ -7,22 +7,22 @@ from typing import Any
 from rich.table import Table
 
 from .bundle.builder import PackageResult
-from .bundle.verify import CaseResult
 from .console import console, display_success, display_warning
+from .runtime._contract import CaseResult, InputSchema
 
 
-def describe_schema(schema: dict[str, Any]) -> str:
-    kind = schema.get("kind")
-    if kind in ("dataframe", "records", "columns"):
-        cols = schema.get("columns", [])
-        shown = ", ".join(f"{c['name']}: {c['type']}" for c in cols[:8])
+def describe_schema(schema: InputSchema) -> str:
+    if schema.has_columns:
+        cols = schema.columns
+        shown = ", ".join(f"{c.name}: {c.type}" for c in cols[:8])
         more = f", … {len(cols) - 8} more" if len(cols) > 8 else ""
-        return f"{kind} with {len(cols)} columns ({shown}{more})"
-    if kind == "ndarray":
-        return f"array {schema.get('dtype')} shape {schema.get('shape')}"
-    if kind == "series":
-        return f"series {schema.get('name')!r} of {schema.get('type')}"
-    return f"list of {schema.get('type')}"
+        return f"{schema.kind} with {len(cols)} columns ({shown}{more})"
+    element = schema.fields[0]
+    if schema.kind == "ndarray":
+        return f"array {element.dtype} shape {None if schema.shape is None else list(schema.shape)}"
+    if schema.kind == "series":
+        return f"series {element.name!r} of {element.type}"
+    return f"list of {element.type}"
 
 
 def print_package_result(result: PackageResult) -> None:
@@ -69,7 +69,7 @@ def package_json(result: PackageResult) -> dict[str, Any]:
         "methods": result.plan.methods,
         "selection": {"source": result.plan.origin, "reason": result.plan.reason, "cell": result.plan.cell},
         "sample": result.plan.sample_expr,
-        "input": result.schema,
+        "input": result.schema.to_json(),
         "captured": result.code.by_value,
         "definitions": [d.name for d in result.code.definitions],
         "requirements": result.requirements,

@@ -155,6 +155,16 @@ class KernelSession:
             self._ctx = None
         shutil.rmtree(self._ipc_dir, ignore_errors=True)
 
+    def request_stop(self) -> None:
+        """Ask the kernel to shut down without waiting for it: it exits (running its atexit hooks) while the host
+        goes on, and leaving the `with` block then only collects it. Nothing may run in the kernel after this."""
+        from jupyter_core.utils import run_sync
+
+        try:
+            run_sync(self._client.km.request_shutdown)()
+        except Exception:  # noqa: BLE001 - __exit__ still stops the kernel the usual way
+            log.debug("kernel shutdown request failed", exc_info=True)
+
     def run_notebook(self) -> None:
         """Execute every code cell in order, except cells marked `# mlship: skip`."""
         from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError

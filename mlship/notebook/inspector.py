@@ -1,0 +1,115 @@
+"""The host side of _kernel.py: calls into the notebook's kernel, and its JSON answers turned into typed values.
+
+_kernel.py runs inside the user's kernel and answers in JSON (its only output format); everything here hands the
+rest of mlship typed values (the bundle contract's InputSchema and GoldenCase), so no caller reads kernel dicts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._paths import PACKAGE_DIR, RUNTIME_DIR
+from ..errors import ExtractionError
+from ..runtime._contract import GoldenCase, InputSchema, PythonInfo
+from .execute import KernelCodeError, KernelSession, emit_code
+from .extract import CodePlan, ServePlan
+
+
+@dataclass(frozen=True)
+class GoldenRecord:
+    """The sample's schema and the served path's outputs on it, row by row (see _kernel.golden)."""
+
+    schema: InputSchema
+    cases: tuple[GoldenCase, ...]
+    batch_safe: bool
+    dropped: dict[str, str]  # extra method -> why it failed on the sample (it is not served)
+
+
+@dataclass(frozen=True)
+class KernelPython:
+    """The kernel's interpreter: the bundle records its version, and the fresh-process check runs it."""
+
+    info: PythonInfo
+    executable: str
+
+
+class KernelInspector:
+    """Calls into _kernel.py inside the notebook's kernel; arguments and results travel as JSON."""
+
+    def __init__(self, session: KernelSession) -> None:
+        self.session = session
+
+    @classmethod
+    def install(cls, session: KernelSession) -> KernelInspector:
+        """Load _kernel.py (and the runtime's codec, which encodes golden outputs) into the kernel."""
+        session.run(install_code())
+        return cls(session)
+
+    def _call(self, function: str, *args: Any) -> Any:
+        encoded = ", ".join(f"__mlship_json.loads({json.dumps(a)!r})" for a in args)
+        return self.session.call(f"import json as __mlship_json\n__mlship_emit(__mlship__.{function}({encoded}))")
+
+    def describe(self, exprs: list[str]) -> list[dict[str, Any]]:
+        return list(self._call("describe", exprs))
+
+    def first_parameter(self, expr: str, method: str) -> str | None:
+        result = self._call("first_parameter", expr, method)
+        return result if isinstance(result, str) else None
+
+    def fitted_objects(self) -> list[dict[str, Any]]:
+        return list(self._call("fitted_objects"))
+
+    def python(self) -> KernelPython:
+        info = self._call("runtime_info")
+        return KernelPython(PythonInfo(info["python"], info["implementation"]), info["executable"])
+
+    def golden(self, plan: ServePlan, rows: int) -> GoldenRecord:
+        assert plan.sample_expr is not None
+        try:
+            result = self._call("golden", plan.sample_expr, rows, plan.methods, plan.input_name)
+        except KernelCodeError as exc:
+            raise ExtractionError(
+                f"running the served path on the sample `{plan.sample_expr}` failed: {exc.ename}: {exc.evalue}",
+                hint='check the choice with --dry-run; set the input with --sample "EXPR" or the call with '
+                '--predict "EXPR"',
+            ) from None
+        cases = tuple(GoldenCase(c["id"], c["method"], c["instances"], c["expected"]) for c in result["cases"])
+        return GoldenRecord(InputSchema.from_json(result["schema"], "the sample's input schema"), cases,
+                            bool(result["batch_safe"]), dict(result["dropped"]))
+
+    def serialize(self, code: CodePlan, path: Path | None) -> None:
+        """Pickle the captured values into `path` (None: only check that they can be pickled)."""
+        result = self._call("serialize", code.by_value, None if path is None else str(path))
+        if result["ok"]:
+            return
+        if result.get("name") is None:
+            raise ExtractionError(result["error"], hint="pip install cloudpickle in the kernel's environment")
+        name, where = result["name"], result["path"]
+        detail = f"`{where}` (a {result['type']})" if where != name else f"it is a {result['type']} and"
+        user = code.needed_by.get(name, "the served code")
+        raise ExtractionError(
+            f"cannot capture `{name}`, which {user} uses: {detail} cannot be serialized ({result['error']})",
+            hint="open files, connections, locks, threads and generators cannot travel; create them inside the "
+            "function that uses them, drop them from the object before packaging (e.g. in __getstate__), or keep "
+            "them off the served path",
+        )
+
+
+def install_code() -> str:
+    """Kernel code that loads _kernel.py and the runtime's _codec.py as private modules, then `__mlship_emit`."""
+    kernel_src = (PACKAGE_DIR / "notebook" / "_kernel.py").read_text(encoding="utf-8")
+    codec_src = (RUNTIME_DIR / "_codec.py").read_text(encoding="utf-8")
+    return f"""
+import sys as __mlship_sys, types as __mlship_types
+__mlship__ = __mlship_types.ModuleType("__mlship__")
+__mlship_sys.modules["__mlship__"] = __mlship__
+exec(compile({kernel_src!r}, "<mlship-kernel>", "exec"), __mlship__.__dict__)
+__mlship_codec = __mlship_types.ModuleType("__mlship_codec__")
+__mlship_sys.modules["__mlship_codec__"] = __mlship_codec
+exec(compile({codec_src!r}, "<mlship-codec>", "exec"), __mlship_codec.__dict__)
+__mlship__.install(get_ipython().user_ns, __mlship_codec.to_jsonable)
+del __mlship_sys, __mlship_types, __mlship_codec
+""" + emit_code()
