@@ -5,8 +5,9 @@ Everything here imports at module level only the standard library and the runtim
 uses relative imports, so the folder works under any package name once copied. docs/RUNTIME.md describes the
 server from the outside. Modules, one job each:
 
-- ``_bundle``   load_bundle(path) -> LoadedBundle: checks the manifest, digests, Python and runtime versions
-- ``_schema``   check_request(body, schema) -> Checked, .build() -> the value the served function receives
+- ``_contract`` the bundle format as frozen dataclasses: Manifest, InputSchema, Golden, CaseResult; read(), write()
+- ``_bundle``   load_bundle(path) -> LoadedBundle: the contract's checks, Python and runtime versions, predictor.py
+- ``_schema``   check_request(body, InputSchema) -> Checked, .build() -> the value the served function receives
 - ``_build``    checked values -> DataFrame/array/...; merge_data and split_rows for batching
 - ``_codec``    to_jsonable / encode_json / outputs_match (dependency-free: also runs inside a Jupyter kernel)
 - ``_verify``   replay golden.json in-process (verify_bundle) or over HTTP (verify_url)

@@ -12,7 +12,7 @@ from pathlib import Path
 from . import _server
 from ._app import PROTOCOLS
 from ._batch import DEFAULT_CHUNK_ROWS, BatchError, BatchOptions, predict_file
-from ._bundle import BundleLoadError, is_batch_safe, load_bundle
+from ._bundle import BundleLoadError, load_bundle
 from ._codec import encode_json
 from ._progress import ProgressLine
 from ._verify import CaseResult, ServerUnreachable, verify_bundle, verify_url
@@ -52,7 +52,7 @@ def verify(bundle_dir: Path, *, url: str | None, as_json: bool) -> int:
         return 2
     ok = all(result.ok for result in results)
     if as_json:
-        report = {"ok": ok, "bundle": str(bundle_dir), "url": url, "cases": [r.to_dict() for r in results]}
+        report = {"ok": ok, "bundle": str(bundle_dir), "url": url, "cases": [r.to_json() for r in results]}
         print(encode_json(report).decode())
     else:
         print(_table(results))
@@ -69,8 +69,8 @@ def predict(bundle_dir: Path, source: Path, target: Path, options: BatchOptions)
     except BundleLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    label = str(bundle.manifest["name"])
-    if not is_batch_safe(bundle.manifest):
+    label = bundle.manifest.name
+    if not bundle.manifest.batch_safe:
         label += " (row by row: not batch-safe)"
     progress = ProgressLine(sys.stderr, label)
     try:

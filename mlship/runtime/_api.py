@@ -24,7 +24,6 @@ from ._http import (
 from ._model import ModelHandle
 from ._openapi import ANY_JSON, REF, get_operation, json_content, one_key, responses, row_schema, value_schema
 from ._protocol import Endpoint, FastHandler, Handler, Protocol
-from ._schema import COLUMN_KINDS
 from ._state import AppState
 
 _STATUS = {"application/json": {"schema": {"type": "object", "properties": {"status": {"type": "string"}}}}}
@@ -78,14 +77,14 @@ def schemas(model: ModelHandle) -> dict[str, Any]:
     schema = model.schema
     rows = {"type": "array", "items": {"$ref": REF + "Row"}, "minItems": 1}
     forms: list[dict[str, Any]] = [one_key("instances", rows), one_key("inputs", rows)]
-    if schema["kind"] in COLUMN_KINDS:
+    if schema.has_columns:
         columns = {
             "type": "object",
             "properties": {
-                spec["name"]: {"type": "array", "items": value_schema(spec), "minItems": 1}
-                for spec in schema["columns"]
+                str(column.name): {"type": "array", "items": value_schema(column), "minItems": 1}
+                for column in schema.columns
             },
-            "required": [spec["name"] for spec in schema["columns"]],
+            "required": schema.column_names,
             "additionalProperties": False,
         }
         split = {
@@ -100,8 +99,8 @@ def schemas(model: ModelHandle) -> dict[str, Any]:
         }
         forms += [one_key("inputs", columns), one_key("dataframe_split", split), one_key("dataframe_records", rows)]
     return {
-        "Row": {**row_schema(schema), "example": schema.get("example")},
-        "PredictRequest": {"oneOf": forms, "example": {"instances": [schema.get("example")]}},
+        "Row": {**row_schema(schema), "example": schema.example},
+        "PredictRequest": {"oneOf": forms, "example": {"instances": [schema.example]}},
         "PredictResponse": {"type": "object", "required": ["predictions"], "properties": {"predictions": {}}},
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
     }

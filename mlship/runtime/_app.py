@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from . import _api, _mlflow, _v2
-from ._bundle import LoadedBundle, load_bundle, read_golden, read_manifest
+from ._bundle import LoadedBundle, load_bundle, read_servable
 from ._http import error_response, request_id
 from ._logs import AccessLog
 from ._metrics import Metrics
@@ -51,10 +51,9 @@ def create_app(
     """
     root = Path(bundle_dir).resolve()
     limits = settings or Settings.from_env()
-    manifest = bundle.manifest if bundle is not None else read_manifest(root)
-    golden = bundle.golden if bundle is not None else read_golden(root, manifest)
-    model = ModelHandle(manifest, golden, limits)
-    metrics = Metrics(manifest)
+    read = bundle if bundle is not None else read_servable(root)
+    model = ModelHandle(read.manifest, read.golden, limits)
+    metrics = Metrics(read.manifest)
     state = AppState(model, limits, metrics, access_log or AccessLog(limits.access_log, limits.log_format))
     if bundle is not None:
         model.start(bundle, metrics, state.after_response.append)

@@ -18,7 +18,7 @@ from typing import Any
 from ._batch_input import BadRow, BatchError, Chunk, Layout, detect_format, open_reader
 from ._batch_output import Output, Rejects
 from ._build import split_rows
-from ._bundle import LoadedBundle, is_batch_safe
+from ._bundle import LoadedBundle
 from ._codec import to_jsonable
 from ._progress import format_seconds
 from ._schema import InputError, decode_request
@@ -146,7 +146,7 @@ class _Job:
         self.schema = bundle.schema
         self.method_name = method
         self.method = bundle.methods[method]
-        self.batch_safe = is_batch_safe(bundle.manifest)
+        self.batch_safe = bundle.manifest.batch_safe
         self.id_columns = id_columns
         self.prefix = prefix  # "data.csv, ": errors name the file, then the line
         self.rows = 0
@@ -208,7 +208,7 @@ class _Job:
                 raise self._blame(chunk, exc) from exc
             return self._check_rows(outputs, chunk)
         outputs = []
-        for index, row in enumerate(split_rows(self.schema["kind"], value)):
+        for index, row in enumerate(split_rows(self.schema.kind, value)):
             try:
                 output = to_jsonable(self.method(row))
             except Exception as exc:

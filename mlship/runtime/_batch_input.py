@@ -14,12 +14,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ._schema import COLUMN_KINDS
+from ._contract import COLUMN_KINDS, InputSchema
 from ._values import describe
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
@@ -95,16 +95,16 @@ class Chunk:
 class Layout:
     """Which fields of a row the model takes (and in which order), and which are ids."""
 
-    schema: Mapping[str, Any]
+    schema: InputSchema
     id_columns: tuple[str, ...]
 
     @property
     def kind(self) -> str:
-        return str(self.schema["kind"])
+        return self.schema.kind
 
     @property
     def names(self) -> list[str]:
-        return [spec["name"] for spec in self.schema["columns"]] if self.kind in COLUMN_KINDS else []
+        return self.schema.column_names
 
     def fields(self, header: Sequence[str], source: str) -> list[str]:
         """The fields of `header` that feed the model; raise BatchError when some are missing or ambiguous."""
@@ -121,16 +121,17 @@ class Layout:
                 )
             return self.names
         rest = [name for name in header if name not in self.id_columns]
-        shape = self.schema.get("shape")
+        shape = self.schema.shape
         if self.kind == "ndarray" and shape is not None and len(shape) > 2:
             raise BatchError(f"a {len(shape)}-D array input can be read from JSONL only, one row per line")
         if self.kind == "ndarray" and (shape is None or len(shape) == 2):
             return rest  # each row is one row of the array, its values in field order
-        if self.kind == "series" and self.schema.get("name") in header:
-            return [str(self.schema["name"])]
+        element = self.schema.fields[0]
+        if self.kind == "series" and element.name in header:
+            return [str(element.name)]
         if len(rest) != 1:
             raise BatchError(
-                f"the model takes one value per row (a {self.kind} of {self.schema.get('type', 'any')} values), "
+                f"the model takes one value per row (a {self.kind} of {element.type} values), "
                 f"but {source} has the fields {_quoted(rest)}; mark the others with --id-column, or drop them"
             )
         return rest
@@ -139,13 +140,13 @@ class Layout:
     def scalar_rows(self) -> bool:
         """Each row is one value (series, list, 1-D array), not a list of them."""
         return self.kind in ("series", "list") or (
-            self.kind == "ndarray" and self.schema.get("shape") == [None]
+            self.kind == "ndarray" and self.schema.shape == (None,)
         )
 
     def type_of(self, name: str) -> str:
-        if self.kind in COLUMN_KINDS:
-            return str(next(s for s in self.schema["columns"] if s["name"] == name).get("type", "any"))
-        return str(self.schema.get("type", "any"))
+        if self.schema.has_columns:
+            return self.schema.column(name).type
+        return self.schema.fields[0].type
 
 
 class Reader:

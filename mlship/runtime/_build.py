@@ -8,32 +8,33 @@ conversion error becomes an InputError naming the column and the dtype, never a 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from ._contract import COLUMN_KINDS, Column, InputSchema
 from ._values import InputError
 
 
-def build_value(kind: str, schema: Mapping[str, Any], data: Any) -> Any:
+def build_value(schema: InputSchema, data: Any) -> Any:
     """`data` is {column: values} for the column kinds, a list of rows for the others."""
+    kind = schema.kind
     if kind == "list":
         return data
     if kind == "records":
-        names = [spec["name"] for spec in schema["columns"]]
+        names = schema.column_names
         count = len(data[names[0]])
         return [{name: data[name][index] for name in names} for index in range(count)]
     if kind == "columns":
         return {
-            spec["name"]: _convert(
-                f'column "{spec["name"]}"', spec.get("dtype"), _to_array, data[spec["name"]]
-            )
-            for spec in schema["columns"]
+            str(column.name): _convert(f'column "{column.name}"', column.dtype, _to_array, data[column.name])
+            for column in schema.columns
         }
+    element = schema.fields[0]
     if kind == "ndarray":
-        return _convert("the array", schema.get("dtype"), _to_array, data)
+        return _convert("the array", element.dtype, _to_array, data)
     if kind == "series":
-        return _convert("the series", schema.get("dtype"), _series_builder(schema), data)
-    return _to_dataframe(schema["columns"], data)
+        return _convert("the series", element.dtype, _series_builder(element), data)
+    return _to_dataframe(schema.columns, data)
 
 
 def _convert(what: str, dtype: str | None, build: Callable[[Any, str | None], Any], values: Any) -> Any:
@@ -49,24 +50,24 @@ def _to_array(values: Any, dtype: str | None) -> Any:
     return numpy.asarray(values, dtype=dtype)
 
 
-def _series_builder(schema: Mapping[str, Any]) -> Callable[[Any, str | None], Any]:
+def _series_builder(element: Column) -> Callable[[Any, str | None], Any]:
     def build(values: Any, dtype: str | None) -> Any:
         import pandas  # type: ignore[import-untyped, unused-ignore]
 
-        column = _datetimes(values, dtype) if schema.get("type") == "datetime" else _column(values, dtype)
-        return pandas.Series(column, name=schema.get("name"))
+        column = _datetimes(values, dtype) if element.type == "datetime" else _column(values, dtype)
+        return pandas.Series(column, name=element.name)
 
     return build
 
 
-def _to_dataframe(specs: list[Mapping[str, Any]], data: dict[str, list[Any]]) -> Any:
+def _to_dataframe(specs: Sequence[Column], data: dict[str, list[Any]]) -> Any:
     import pandas  # type: ignore[import-untyped, unused-ignore]
 
     columns = {}
     for spec in specs:
-        name = spec["name"]
-        build = _datetimes if spec.get("type") == "datetime" else _column
-        columns[name] = _convert(f'column "{name}"', spec.get("dtype"), build, data[name])
+        name = str(spec.name)
+        build = _datetimes if spec.type == "datetime" else _column
+        columns[name] = _convert(f'column "{name}"', spec.dtype, build, data[name])
     # copy=False: the arrays were made for this frame alone.
     return pandas.DataFrame(columns, copy=False)
 
@@ -121,7 +122,7 @@ def merge_data(kind: str, parts: list[Any]) -> Any:
 
     Column kinds hold {column: values}, the others a list of rows (see `_schema.Checked`).
     """
-    if kind in ("dataframe", "records", "columns"):
+    if kind in COLUMN_KINDS:
         return {name: [value for part in parts for value in part[name]] for name in parts[0]}
     return [row for part in parts for row in part]
 

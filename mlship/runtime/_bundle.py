@@ -1,166 +1,78 @@
-"""Open a bundle directory (docs/BUNDLE.md), refusing it with the reason unless it can be served as recorded."""
+"""Load a bundle to serve it: the contract's checks (_contract.read), then this runtime's, then its predictor.py.
+
+What a bundle holds, and every check of its files, is the contract's (docs/BUNDLE.md, _contract.py); this module
+adds what only the serving side can know: whether this Python and this runtime can run it, and its methods.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
+import os
 import sys
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from . import RUNTIME_VERSION
-from ._schema import SchemaError, check_schema
+from ._contract import PREDICTOR_NAME, Bundle, BundleLoadError, Golden, InputSchema, Manifest, read
 
-BUNDLE_FORMAT = 1
-MANIFEST_NAME = "mlship.json"
-PREDICTOR_NAME = "predictor.py"
+__all__ = ["BundleLoadError", "LoadedBundle", "PREDICTOR_MODULE", "load_bundle", "read_servable"]
+
 # The module name predictor.py is imported under (BUNDLE.md "predictor.py").
 PREDICTOR_MODULE = "mlship_predictor"
-
-_REQUIRED_KEYS = ("name", "version", "runtime_version", "python", "artifacts", "methods", "input", "golden")
-
-
-class BundleLoadError(Exception):
-    """The bundle cannot be served: missing, damaged, or made for another Python or runtime."""
 
 
 @dataclass(frozen=True)
 class LoadedBundle:
-    """A bundle ready to serve: manifest, callables by method name, input schema and golden cases."""
+    """A bundle ready to serve: its checked manifest and golden cases, and its callables by method name."""
 
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
+    golden: Golden
     methods: dict[str, Callable[[Any], Any]]
-    schema: dict[str, Any]
-    golden: dict[str, Any]
 
     @property
-    def cases(self) -> list[dict[str, Any]]:
-        cases: list[dict[str, Any]] = self.golden["cases"]
-        return cases
-
-    @property
-    def rtol(self) -> float:
-        return float(self.golden.get("rtol", 1e-6))
-
-    @property
-    def atol(self) -> float:
-        return float(self.golden.get("atol", 1e-9))
+    def schema(self) -> InputSchema:
+        return self.manifest.input
 
 
-def is_batch_safe(manifest: Mapping[str, Any]) -> bool:
-    """The manifest's `batch_safe`, true when a bundle does not say (BUNDLE.md)."""
-    return bool(manifest.get("batch_safe", True))
-
-
-def load_bundle(path: str | Path) -> LoadedBundle:
+def load_bundle(path: str | os.PathLike[str]) -> LoadedBundle:
     """Check everything about the bundle at `path`, then import its predictor.py; raise BundleLoadError if
     not.
 
-    Order matters: the Python version is checked before anything is unpickled, and every digest before
-    predictor.py runs, so a damaged or foreign bundle is refused without executing any of it.
+    Order matters: every digest and the Python version are checked before predictor.py runs (and so before
+    anything is unpickled), so a damaged or foreign bundle is refused without executing any of it.
     """
-    root = Path(path).resolve()
-    manifest = read_manifest(root)
-    check_artifacts(root, manifest)
-    golden = read_golden(root, manifest)
-    methods = _import_methods(root / PREDICTOR_NAME, [method["name"] for method in manifest["methods"]])
-    return LoadedBundle(root, manifest, methods, manifest["input"], golden)
+    bundle = read_servable(path)
+    methods = _import_methods(bundle.file(PREDICTOR_NAME), bundle.manifest.method_names)
+    return LoadedBundle(bundle.path, bundle.manifest, bundle.golden, methods)
 
 
-def read_manifest(path: str | Path) -> dict[str, Any]:
-    """Read and check mlship.json: format, required keys, runtime and Python versions, input schema."""
-    manifest_path = Path(path) / MANIFEST_NAME
-    if not manifest_path.is_file():
-        raise BundleLoadError(f"{path} is not a bundle: it has no {MANIFEST_NAME}")
-    manifest = _read_json(manifest_path)
-    if not isinstance(manifest, dict):
-        raise BundleLoadError(f"{manifest_path} must hold a JSON object")
-    if manifest.get("format") != BUNDLE_FORMAT:
+def read_servable(path: str | os.PathLike[str]) -> Bundle:
+    """The bundle's files read and checked (_contract.read), and refused unless this runtime and this Python
+    can serve it. Nothing is imported."""
+    bundle = read(path)
+    _check_runtime(bundle.manifest)
+    return bundle
+
+
+def _check_runtime(manifest: Manifest) -> None:
+    if manifest.runtime_version != RUNTIME_VERSION:
         raise BundleLoadError(
-            f"{manifest_path} has format {manifest.get('format')!r}; this runtime reads "
-            f"format {BUNDLE_FORMAT}"
-        )
-    missing = [key for key in _REQUIRED_KEYS if key not in manifest]
-    if missing:
-        raise BundleLoadError(f"{manifest_path} lacks {', '.join(repr(key) for key in missing)}")
-    if str(manifest["runtime_version"]) != RUNTIME_VERSION:
-        raise BundleLoadError(
-            f"the bundle was made for mlship runtime version {manifest['runtime_version']!r}, "
+            f"the bundle was made for mlship runtime version {manifest.runtime_version!r}, "
             f"but its mlship_runtime is version {RUNTIME_VERSION!r}"
         )
-    _check_python(manifest["python"])
-    if (
-        not all(isinstance(m, dict) and isinstance(m.get("name"), str) for m in manifest["methods"])
-        or not manifest["methods"]
-    ):
-        raise BundleLoadError(
-            f"{manifest_path}: 'methods' must be a non-empty list of {{\"name\": …}} objects"
-        )
-    try:
-        check_schema(manifest["input"])
-    except SchemaError as exc:
-        raise BundleLoadError(f"{manifest_path}: bad input schema: {exc}") from None
-    return manifest
-
-
-def _check_python(python: Any) -> None:
-    recorded = str(python.get("version", "")) if isinstance(python, dict) else ""
-    parts = recorded.split(".")
-    if len(parts) < 2 or not all(part.isdigit() for part in parts[:2]):
-        raise BundleLoadError(f"mlship.json: python.version must look like '3.11.7', got {recorded!r}")
-    ours = sys.version_info
-    if (int(parts[0]), int(parts[1])) != (ours.major, ours.minor):
+    recorded, ours = manifest.python, sys.version_info
+    if recorded.minor != (ours.major, ours.minor):
         # Pickles of numpy, scikit-learn and friends do not travel across Python minor versions.
+        major, minor = recorded.minor
         raise BundleLoadError(
-            f"the bundle was packaged with Python {recorded} and must be served by Python "
-            f"{parts[0]}.{parts[1]}, but this is Python {ours.major}.{ours.minor}.{ours.micro}; its pickled "
+            f"the bundle was packaged with Python {recorded.version} and must be served by Python "
+            f"{major}.{minor}, but this is Python {ours.major}.{ours.minor}.{ours.micro}; its pickled "
             "values would not load"
         )
-
-
-def check_artifacts(root: Path, manifest: Mapping[str, Any]) -> None:
-    """Every file in `artifacts` exists with the recorded sha256; predictor.py and golden.json are listed."""
-    artifacts = manifest["artifacts"]
-    if not isinstance(artifacts, dict):
-        raise BundleLoadError("mlship.json: 'artifacts' must map file paths to sha256 digests")
-    for required in (PREDICTOR_NAME, manifest["golden"]):
-        if required not in artifacts:
-            # An unlisted predictor.py could be changed without anyone noticing.
-            raise BundleLoadError(f"mlship.json: 'artifacts' does not list {required}")
-    for name, expected in artifacts.items():
-        file = _bundle_file(root, name)
-        if not file.is_file():
-            raise BundleLoadError(f"artifact {name} is missing from the bundle {root}")
-        actual = _sha256(file)
-        if actual != str(expected).lower():
-            raise BundleLoadError(
-                f"artifact {name} has sha256 {actual}, but mlship.json expects {expected}: "
-                "the file changed after packaging"
-            )
-
-
-def read_golden(root: Path, manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """golden.json, checked: at least one case, each naming one of the manifest's methods."""
-    golden_path = _bundle_file(root, str(manifest["golden"]))
-    golden = _read_json(golden_path)
-    cases = golden.get("cases") if isinstance(golden, dict) else None
-    if not isinstance(golden, dict) or not isinstance(cases, list) or not cases:
-        raise BundleLoadError(f"{golden_path} must be an object with a non-empty list of 'cases'")
-    names = {method["name"] for method in manifest["methods"]}
-    for case in cases:
-        if not isinstance(case, dict) or not {"id", "method", "instances", "expected"} <= case.keys():
-            raise BundleLoadError(f"{golden_path}: every case needs id, method, instances and expected")
-        if case["method"] not in names:
-            raise BundleLoadError(
-                f"{golden_path}: case {case['id']!r} uses method {case['method']!r}, which "
-                "mlship.json does not list"
-            )
-    return golden
 
 
 def _import_methods(predictor: Path, names: list[str]) -> dict[str, Callable[[Any], Any]]:
@@ -195,27 +107,3 @@ def _where(exc: BaseException, predictor: Path) -> str:
         frame.lineno for frame in traceback.extract_tb(exc.__traceback__) if frame.filename == str(predictor)
     ]
     return f" (line {lines[-1]})" if lines else ""
-
-
-def _bundle_file(root: Path, name: str) -> Path:
-    relative = PurePosixPath(name)
-    if relative.is_absolute() or ".." in relative.parts or not relative.parts:
-        raise BundleLoadError(f"mlship.json names {name!r}, which is not a path inside the bundle")
-    return root.joinpath(*relative.parts)
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise BundleLoadError(f"{path} is missing") from None
-    except (OSError, ValueError) as exc:
-        raise BundleLoadError(f"{path} cannot be read as JSON: {exc}") from None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

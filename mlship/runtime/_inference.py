@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._build import merge_data, split_rows
-from ._bundle import LoadedBundle, is_batch_safe
+from ._bundle import LoadedBundle
 from ._codec import to_jsonable
 from ._metrics import Metrics
 from ._schema import Checked, InputError
@@ -73,7 +73,7 @@ class Runner:
         self.bundle = bundle
         # Where bookkeeping goes that can wait until responses are out (AppState.after_response); else now.
         self._after = after or (lambda work: work())
-        self.batch_safe = is_batch_safe(bundle.manifest)
+        self.batch_safe = bundle.manifest.batch_safe
         self.max_batch_rows = settings.max_batch_rows if self.batch_safe else 1
         self.timeout = settings.timeout
         self._metrics = metrics

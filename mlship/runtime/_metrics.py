@@ -10,14 +10,13 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
 from prometheus_client.exposition import choose_encoder
 
-from ._bundle import is_batch_safe
+from ._contract import Manifest
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _LATENCY_BUCKETS = (
@@ -93,7 +92,7 @@ def remove_directory(path: Path) -> None:
 class Metrics:
     """The runtime's metrics. Label children are cached: `labels()` takes a lock and builds a tuple each time."""
 
-    def __init__(self, manifest: Mapping[str, Any]) -> None:
+    def __init__(self, manifest: Manifest) -> None:
         self.multiprocess = is_multiprocess()
         # Multiprocess samples are read back from the files, so the metrics themselves are registered nowhere.
         self._own = None if self.multiprocess else CollectorRegistry(auto_describe=True)
@@ -148,10 +147,7 @@ class Metrics:
             multiprocess_mode="max",
         )
         info.labels(
-            str(manifest.get("name")),
-            str(manifest.get("version")),
-            str(manifest.get("runtime_version")),
-            str(is_batch_safe(manifest)).lower(),
+            manifest.name, manifest.version, manifest.runtime_version, str(manifest.batch_safe).lower()
         ).set(1)
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._method_children: dict[str, tuple[Any, Any, Any]] = {}

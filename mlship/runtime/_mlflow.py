@@ -20,7 +20,7 @@ from ._http import HttpError, encode_json, json_response, parse_json, read_body
 from ._model import ModelHandle
 from ._openapi import get_operation, json_content, responses
 from ._protocol import Endpoint, Handler, Protocol
-from ._schema import ACCEPTED_KEYS, COLUMN_KINDS, InputError, check_payload
+from ._schema import ACCEPTED_KEYS, InputError, check_payload
 from ._state import AppState
 from ._values import BadValue
 
@@ -37,8 +37,8 @@ _JSON_TYPES = ("application/json", "application/x-www-form-urlencoded")
 
 def model_endpoints(state: AppState, model: ModelHandle) -> list[Endpoint]:
     content = json_content("InvocationsRequest")
-    if model.schema["kind"] in COLUMN_KINDS:
-        names = ",".join(spec["name"] for spec in model.schema["columns"])
+    if model.schema.has_columns:
+        names = ",".join(model.schema.column_names)
         content["text/csv"] = {"schema": {"type": "string"}, "example": f"{names}\n"}
     operation = {
         "summary": "MLflow scoring protocol (predict)",
@@ -75,7 +75,7 @@ def schemas(model: ModelHandle) -> dict[str, Any]:
             "type": "object",
             "properties": {"params": {"type": "object"}},
             "description": "One of the PredictRequest forms, plus MLflow's optional params.",
-            "example": {"instances": [model.schema.get("example")]},
+            "example": {"instances": [model.schema.example]},
         },
         "MlflowError": {
             "type": "object",
@@ -143,9 +143,9 @@ def _unwrap(body: Any) -> Any:
 
 def _check_csv(model: ModelHandle, raw: bytes) -> Any:
     schema = model.schema
-    if schema["kind"] not in COLUMN_KINDS:
+    if not schema.has_columns:
         raise HttpError(
-            415, f'this model takes a {schema["kind"]}, not a table: send JSON {{"instances": [...]}}'
+            415, f'this model takes a {schema.kind}, not a table: send JSON {{"instances": [...]}}'
         )
     try:
         text = raw.decode("utf-8-sig")
@@ -155,7 +155,7 @@ def _check_csv(model: ModelHandle, raw: bytes) -> Any:
     if not table:
         raise HttpError(400, "the CSV body is empty; send a header row, then one line per row")
     header, lines = table[0], [line for line in table[1:] if line]
-    types = {spec["name"]: spec.get("type", "any") for spec in schema["columns"]}
+    types = {str(column.name): column.type for column in schema.columns}
     try:
         data = [
             [

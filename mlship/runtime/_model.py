@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ._bundle import LoadedBundle, is_batch_safe
+from ._bundle import LoadedBundle
+from ._contract import Golden, InputSchema, Manifest
 from ._http import HttpError
 from ._inference import Runner
 from ._metrics import Metrics
@@ -21,26 +22,13 @@ from ._verify import replay_case
 
 logger = logging.getLogger(__name__)
 
-# What /metadata shows of the manifest, in this order (then methods and source).
-METADATA_KEYS = (
-    "name",
-    "version",
-    "runtime_version",
-    "created_at",
-    "python",
-    "requirements",
-    "input",
-    "batch_safe",
-)
-
-
 @dataclass(eq=False)
 class ModelHandle:
     """A model of the service. `runner` (predictor callables, batching, deadlines) is None until it loads;
     `limits` are the request limits it is served with."""
 
-    manifest: dict[str, Any]
-    golden: dict[str, Any]
+    manifest: Manifest
+    golden: Golden
     limits: Settings
     runner: Runner | None = None
     ready: bool = False
@@ -48,15 +36,15 @@ class ModelHandle:
 
     @property
     def name(self) -> str:
-        return str(self.manifest["name"])
+        return self.manifest.name
 
     @property
     def version(self) -> str:
-        return str(self.manifest["version"])
+        return self.manifest.version
 
     @property
     def method_names(self) -> list[str]:
-        return [method["name"] for method in self.manifest["methods"]]
+        return self.manifest.method_names
 
     @property
     def default_method(self) -> str:
@@ -65,28 +53,28 @@ class ModelHandle:
         return "predict" if "predict" in names else names[0]
 
     @property
-    def schema(self) -> dict[str, Any]:
-        schema: dict[str, Any] = self.manifest["input"]
-        return schema
-
-    @property
-    def batch_safe(self) -> bool:
-        return is_batch_safe(self.manifest)
-
-    @property
-    def cases(self) -> list[dict[str, Any]]:
-        return list(self.golden["cases"])
+    def schema(self) -> InputSchema:
+        return self.manifest.input
 
     @property
     def mlship_version(self) -> str:
-        return str(self.manifest.get("mlship_version") or self.manifest.get("runtime_version"))
+        return self.manifest.mlship_version or self.manifest.runtime_version
 
     def metadata(self) -> dict[str, Any]:
         """The /metadata answer."""
-        metadata = {key: self.manifest.get(key) for key in METADATA_KEYS}
-        metadata["methods"] = self.method_names
-        metadata["source"] = self.manifest.get("source")
-        return metadata
+        manifest = self.manifest
+        return {
+            "name": manifest.name,
+            "version": manifest.version,
+            "runtime_version": manifest.runtime_version,
+            "created_at": manifest.created_at or None,
+            "python": manifest.python.to_json(),
+            "requirements": list(manifest.requirements),
+            "input": manifest.input.to_json(),
+            "batch_safe": manifest.batch_safe,
+            "methods": self.method_names,
+            "source": None if manifest.source is None else manifest.source.to_json(),
+        }
 
     def start(self, bundle: LoadedBundle, metrics: Metrics, after: Callable[[Callable[[], None]], None]) -> None:
         """Serve the loaded `bundle` (its predictor imported) with a runner of its own."""
@@ -95,7 +83,7 @@ class ModelHandle:
     def check_ready(self) -> None:
         """Ready means "serves what the notebook computed", not just "imported": replay one golden case."""
         bundle = self.loaded_runner().bundle
-        result = replay_case(bundle, bundle.cases[0])
+        result = replay_case(bundle, bundle.golden.cases[0])
         if result.ok:
             self.ready = True
             logger.info("ready: %s %s loaded, golden case %s matches", self.name, self.version, result.id)

@@ -14,10 +14,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ._contract import Column, InputSchema
 from ._http import json_response
 from ._model import ModelHandle
 from ._protocol import Endpoint
-from ._schema import COLUMN_KINDS
 
 REF = "#/components/schemas/"
 _TYPES: dict[str, dict[str, Any]] = {
@@ -70,29 +70,26 @@ def openapi_endpoint(document: Mapping[str, Any]) -> Endpoint:
     return Endpoint("/openapi.json", "GET", openapi, get_operation("openapi", "this document", ANY_JSON))
 
 
-def row_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+def row_schema(schema: InputSchema) -> dict[str, Any]:
     """JSON schema of one input row: an object keyed by column, an array (ndarray), or a scalar."""
-    kind = schema["kind"]
-    if kind in COLUMN_KINDS:
+    if schema.has_columns:
         return {
             "type": "object",
-            "properties": {spec["name"]: value_schema(spec) for spec in schema["columns"]},
-            "required": [spec["name"] for spec in schema["columns"]],
+            "properties": {str(column.name): value_schema(column) for column in schema.columns},
+            "required": schema.column_names,
             "additionalProperties": False,
         }
-    if kind == "ndarray":
-        shape = list(schema.get("shape") or [None])
-        item = value_schema(schema)
-        for size in reversed(shape[1:]):
+    item = value_schema(schema.fields[0])
+    if schema.kind == "ndarray":
+        for size in reversed((schema.shape or (None,))[1:]):
             item = {"type": "array", "items": item, **({"minItems": size, "maxItems": size} if size else {})}
-        return item
-    return value_schema(schema)
+    return item
 
 
-def value_schema(spec: Mapping[str, Any]) -> dict[str, Any]:
+def value_schema(column: Column) -> dict[str, Any]:
     """JSON schema of one value of a column (or of a row-kind input)."""
-    value = dict(_TYPES.get(spec.get("type", "any"), {}))
-    if value and spec.get("nullable", True):
+    value = dict(_TYPES.get(column.type, {}))
+    if value and column.nullable:
         value["nullable"] = True
     return value
 

@@ -7,25 +7,23 @@ client reading that message usually cannot see the notebook the schema came from
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ._build import build_value
-from ._values import TYPES, BadValue, InputError, check_value, describe, json_type
+from ._contract import COLUMN_KINDS, Column, InputSchema
+from ._values import BadValue, InputError, check_value, describe, json_type
 
 ACCEPTED_KEYS = ("instances", "inputs", "dataframe_split", "dataframe_records")
-COLUMN_KINDS = ("dataframe", "records", "columns")
-ROW_KINDS = ("ndarray", "series", "list")
 
 __all__ = [
     "ACCEPTED_KEYS",
+    "COLUMN_KINDS",
     "Checked",
     "InputError",
-    "SchemaError",
     "check_payload",
     "check_request",
-    "check_schema",
     "decode_request",
 ]
 
@@ -33,32 +31,7 @@ __all__ = [
 _MAX_REPORTED = 5
 
 
-class SchemaError(ValueError):
-    """The bundle's input schema itself is malformed."""
-
-
-def check_schema(schema: Any) -> None:
-    """Raise SchemaError unless `schema` is a schema this runtime can decode requests for."""
-    if not isinstance(schema, Mapping):
-        raise SchemaError(f"the input schema must be an object, got a JSON {json_type(schema)}")
-    kind = schema.get("kind")
-    if kind not in COLUMN_KINDS + ROW_KINDS:
-        raise SchemaError(
-            f"unknown input kind {kind!r}; this runtime knows {', '.join(COLUMN_KINDS + ROW_KINDS)}"
-        )
-    specs = schema.get("columns") if kind in COLUMN_KINDS else [schema]
-    if not isinstance(specs, list) or (kind in COLUMN_KINDS and not specs):
-        raise SchemaError(f"a {kind} schema needs a non-empty list of columns")
-    for spec in specs:
-        if not isinstance(spec, Mapping):
-            raise SchemaError(f"every column must be an object, got {spec!r}")
-        if kind in COLUMN_KINDS and not isinstance(spec.get("name"), str):
-            raise SchemaError(f"every column needs a string name, got {spec!r}")
-        if spec.get("type", "any") not in TYPES:
-            raise SchemaError(f"unknown type {spec.get('type')!r}; expected one of {', '.join(TYPES)}")
-
-
-def decode_request(body: Any, schema: Mapping[str, Any], *, max_rows: int | None = None) -> Any:
+def decode_request(body: Any, schema: InputSchema, *, max_rows: int | None = None) -> Any:
     """Turn a parsed JSON request body into the input value for `schema`, or raise InputError.
 
     dataframe -> pandas.DataFrame (schema column order, each column `astype(dtype)`); series -> pandas.Series;
@@ -80,12 +53,12 @@ class Checked:
     data: Any
     rows: int
 
-    def build(self, schema: Mapping[str, Any]) -> Any:
+    def build(self, schema: InputSchema) -> Any:
         """The value the served function receives (may raise InputError for values that do not convert)."""
-        return build_value(self.kind, schema, self.data)
+        return build_value(schema, self.data)
 
 
-def check_request(body: Any, schema: Mapping[str, Any], *, max_rows: int | None = None) -> Checked:
+def check_request(body: Any, schema: InputSchema, *, max_rows: int | None = None) -> Checked:
     """Check a parsed JSON request body against `schema` (every problem is an InputError), without the
     numpy/pandas conversion that `Checked.build` does."""
     key, payload = _split_body(body)
@@ -93,14 +66,14 @@ def check_request(body: Any, schema: Mapping[str, Any], *, max_rows: int | None 
 
 
 def check_payload(
-    key: str, payload: Any, schema: Mapping[str, Any], *, max_rows: int | None = None
+    key: str, payload: Any, schema: InputSchema, *, max_rows: int | None = None
 ) -> Checked:
     """`check_request` for a payload already taken out of its body: `key` is one of ACCEPTED_KEYS."""
-    kind = schema["kind"]
-    if kind in COLUMN_KINDS:
-        specs: list[Mapping[str, Any]] = schema["columns"]
-        data = _gather_columns(key, payload, [spec["name"] for spec in specs], kind, max_rows)
-        return Checked(kind, _check_columns(data, specs), len(data[specs[0]["name"]]))
+    kind = schema.kind
+    if schema.has_columns:
+        names = schema.column_names
+        data = _gather_columns(key, payload, names, kind, max_rows)
+        return Checked(kind, _check_columns(data, schema.columns), len(data[names[0]]))
     if not isinstance(payload, list) or key not in ("instances", "inputs"):
         raise InputError(
             f'"{key}" as a JSON {json_type(payload)} needs a model whose input has named columns; this model '
@@ -108,9 +81,9 @@ def check_payload(
         )
     _check_row_count(len(payload), max_rows)
     if kind == "ndarray":
-        _check_ndarray(payload, schema)
+        _check_ndarray(payload, schema.shape, schema.fields[0])
         return Checked(kind, payload, len(payload))
-    return Checked(kind, _check_scalars(payload, schema), len(payload))
+    return Checked(kind, _check_scalars(payload, schema.fields[0]), len(payload))
 
 
 def _split_body(body: Any) -> tuple[str, Any]:
@@ -228,11 +201,11 @@ def _check_names(given: set[Any], names: Sequence[str], where: str) -> None:
         raise InputError(f"{where}{'; '.join(problems)} (expected columns: {_quoted(names)})")
 
 
-def _check_columns(data: dict[str, list[Any]], specs: list[Mapping[str, Any]]) -> dict[str, list[Any]]:
+def _check_columns(data: dict[str, list[Any]], columns: Sequence[Column]) -> dict[str, list[Any]]:
     problems: list[str] = []
     checked: dict[str, list[Any]] = {}
-    for spec in specs:
-        name, type_, nullable = spec["name"], spec.get("type", "any"), bool(spec.get("nullable", True))
+    for column in columns:
+        name, type_, nullable = str(column.name), column.type, column.nullable
         values = data[name]
         if _all_plain(values, type_, nullable):
             checked[name] = values
@@ -248,8 +221,8 @@ def _check_columns(data: dict[str, list[Any]], specs: list[Mapping[str, Any]]) -
     return checked
 
 
-def _check_scalars(rows: list[Any], schema: Mapping[str, Any]) -> list[Any]:
-    type_, nullable = schema.get("type", "any"), bool(schema.get("nullable", True))
+def _check_scalars(rows: list[Any], element: Column) -> list[Any]:
+    type_, nullable = element.type, element.nullable
     if _all_plain(rows, type_, nullable):
         return rows
     problems: list[str] = []
@@ -263,13 +236,12 @@ def _check_scalars(rows: list[Any], schema: Mapping[str, Any]) -> list[Any]:
     return out
 
 
-def _check_ndarray(rows: list[Any], schema: Mapping[str, Any]) -> None:
+def _check_ndarray(rows: list[Any], expected: Sequence[int | None] | None, element: Column) -> None:
     shape = [len(rows)]
     probe: Any = rows[0]
     while isinstance(probe, list):
         shape.append(len(probe))
         probe = probe[0] if probe else None
-    expected = schema.get("shape")
     if expected is not None and (
         len(expected) != len(shape)
         or any(e is not None and e != g for e, g in zip(expected, shape, strict=True))
@@ -280,7 +252,7 @@ def _check_ndarray(rows: list[Any], schema: Mapping[str, Any]) -> None:
         raise InputError(
             f"expected an array of shape {_shape(expected)} (null: any size), got {_shape(shape)}{hint}"
         )
-    type_, nullable = schema.get("type", "any"), bool(schema.get("nullable", True))
+    type_, nullable = element.type, element.nullable
     if len(shape) == 2 and all(
         type(row) is list and len(row) == shape[1] and _all_plain(row, type_, nullable) for row in rows
     ):

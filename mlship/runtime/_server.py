@@ -397,7 +397,7 @@ def serve(bundle_dir: Path, *, host: str, port: int, workers: int, log_level: st
     except OSError as exc:
         logger.error("cannot listen on %s port %d: %s", host, port, exc)
         return 1
-    name, version = bundle.manifest["name"], bundle.manifest["version"]
+    name, version = bundle.manifest.name, bundle.manifest.version
     shown = f"[{host}]" if ":" in host else host
     logger.info(
         "serving %s %s on http://%s:%d with %d worker%s",

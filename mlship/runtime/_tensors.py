@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Mapping
 from typing import Any
 
+from ._contract import Column, InputSchema
 from ._values import InputError, describe
 
 # datatype -> struct format character (little-endian), for the fixed-size types.
@@ -58,10 +58,10 @@ _NUMPY_TO_DATATYPE = {
 DEFAULT_INPUT = "input-0"
 
 
-def datatype_of(spec: Mapping[str, Any]) -> str:
-    """The datatype a schema column (or a whole series/list/ndarray schema) is declared with."""
-    type_ = spec.get("type", "any")
-    dtype = str(spec.get("dtype") or "").lower()
+def datatype_of(spec: Column) -> str:
+    """The datatype a schema column (or the element of a series/list/ndarray input) is declared with."""
+    type_ = spec.type
+    dtype = str(spec.dtype or "").lower()
     if type_ in ("number", "integer", "boolean"):
         declared = _NUMPY_TO_DATATYPE.get(dtype)
         if declared is not None and declared in ACCEPTED[type_]:
@@ -70,24 +70,22 @@ def datatype_of(spec: Mapping[str, Any]) -> str:
     return "BYTES"
 
 
-def input_tensors(schema: Mapping[str, Any]) -> list[dict[str, Any]]:
+def input_tensors(schema: InputSchema) -> list[dict[str, Any]]:
     """$metadata_tensor for each input: one per column for the column kinds, one tensor otherwise."""
-    kind = schema["kind"]
-    if kind in ("dataframe", "records", "columns"):
-        return [
-            {"name": spec["name"], "datatype": datatype_of(spec), "shape": [-1]} for spec in schema["columns"]
-        ]
-    if kind == "ndarray":
-        shape = schema.get("shape") or [None]
+    if schema.has_columns:
+        return [{"name": column.name, "datatype": datatype_of(column), "shape": [-1]} for column in schema.columns]
+    element = schema.fields[0]
+    if schema.kind == "ndarray":
+        shape = schema.shape or (None,)
         return [
             {
                 "name": DEFAULT_INPUT,
-                "datatype": datatype_of(schema),
+                "datatype": datatype_of(element),
                 "shape": [-1 if size is None else int(size) for size in shape],
             }
         ]
-    name = schema.get("name") if kind == "series" and isinstance(schema.get("name"), str) else DEFAULT_INPUT
-    return [{"name": name, "datatype": datatype_of(schema), "shape": [-1]}]
+    name = element.name if schema.kind == "series" and element.name is not None else DEFAULT_INPUT
+    return [{"name": name, "datatype": datatype_of(element), "shape": [-1]}]
 
 
 def output_tensor(name: str, example_row: Any) -> dict[str, Any]:

@@ -17,11 +17,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from . import _tensors
+from ._contract import InputSchema
 from ._http import HttpError, encode_json, error_response, json_response, parse_json, read_body
 from ._model import ModelHandle
 from ._openapi import get_operation, json_content, responses
 from ._protocol import Endpoint, Protocol
-from ._schema import COLUMN_KINDS, Checked, InputError, check_payload
+from ._schema import Checked, InputError, check_payload
 from ._state import AppState
 
 BINARY_HEADER = "inference-header-content-length"
@@ -117,10 +118,9 @@ def service_endpoints(state: AppState) -> list[Endpoint]:
 def output_tensors(model: ModelHandle) -> list[dict[str, Any]]:
     """$metadata_tensor per served method, shaped like its golden output for one row."""
     examples: dict[str, Any] = {}
-    for case in model.cases:
-        expected = case.get("expected")
-        if isinstance(expected, list) and expected:
-            examples.setdefault(case["method"], expected[0])
+    for case in model.golden.cases:
+        if isinstance(case.expected, list) and case.expected:
+            examples.setdefault(case.method, case.expected[0])
     return [_tensors.output_tensor(name, examples.get(name)) for name in model.method_names]
 
 
@@ -238,14 +238,13 @@ class _V2Model:
 
     def _checked(self, tensors: dict[str, tuple[dict[str, Any], list[Any]]]) -> Checked:
         schema = self.model.schema
-        kind = schema["kind"]
-        specs = schema["columns"] if kind in COLUMN_KINDS else [schema]
+        kind = schema.kind
         rows: dict[str, list[Any]] = {}
         counts = set()
-        for expected, spec in zip(self.inputs, specs, strict=True):
+        for expected, spec in zip(self.inputs, schema.fields, strict=True):
             tensor, flat = tensors[expected["name"]]
             name, shape, datatype = expected["name"], tensor["shape"], tensor["datatype"]
-            if datatype not in _tensors.ACCEPTED[spec.get("type", "any")]:
+            if datatype not in _tensors.ACCEPTED[spec.type]:
                 raise InputError(
                     f'input "{name}": datatype {datatype} does not fit; the model takes '
                     f"{expected['datatype']}"
@@ -265,7 +264,7 @@ class _V2Model:
         if len(counts) > 1:
             raise InputError(f"the inputs differ in their number of rows: {sorted(counts)}")
         max_rows = self.model.limits.max_rows
-        if kind in COLUMN_KINDS:
+        if schema.has_columns:
             return check_payload("inputs", rows, schema, max_rows=max_rows)
         return check_payload("instances", rows[self.inputs[0]["name"]], schema, max_rows=max_rows)
 
@@ -451,12 +450,12 @@ def schemas(model: ModelHandle) -> dict[str, Any]:
     }
 
 
-def _example(schema: dict[str, Any], inputs: list[dict[str, Any]]) -> dict[str, Any]:
+def _example(schema: InputSchema, inputs: list[dict[str, Any]]) -> dict[str, Any]:
     """An inference request for the schema's example row."""
-    example = schema.get("example")
+    example = schema.example
     tensors = []
     for tensor in inputs:
-        if schema["kind"] in COLUMN_KINDS and isinstance(example, dict):
+        if schema.has_columns and isinstance(example, dict):
             data: Any = [example.get(tensor["name"])]
         else:
             data = [example]

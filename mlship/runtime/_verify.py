@@ -3,62 +3,49 @@
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-from ._bundle import LoadedBundle, check_artifacts, load_bundle, read_golden, read_manifest
+from ._bundle import LoadedBundle, load_bundle, read_servable
 from ._codec import outputs_match, replace_non_finite, to_jsonable
+from ._contract import CaseResult, GoldenCase
 from ._schema import InputError, decode_request
 
-
-@dataclass(frozen=True)
-class CaseResult:
-    """One golden case replayed. `actual` is None when no output was produced (`detail` says why)."""
-
-    id: str
-    method: str
-    ok: bool
-    detail: str
-    expected: Any
-    actual: Any
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+__all__ = ["CaseResult", "ServerUnreachable", "replay_case", "replay_golden", "verify_bundle", "verify_url"]
 
 
 class ServerUnreachable(Exception):
     """verify_url could not talk to the server at all (as opposed to the server answering wrongly)."""
 
 
-def verify_bundle(bundle_dir: str | Path) -> list[CaseResult]:
+def verify_bundle(bundle_dir: str | os.PathLike[str]) -> list[CaseResult]:
     """Load the bundle (raises BundleLoadError) and replay every golden case in-process."""
     return replay_golden(load_bundle(bundle_dir))
 
 
-def replay_golden(bundle: LoadedBundle, cases: Iterable[dict[str, Any]] | None = None) -> list[CaseResult]:
-    return [replay_case(bundle, case) for case in (bundle.cases if cases is None else cases)]
+def replay_golden(bundle: LoadedBundle, cases: Iterable[GoldenCase] | None = None) -> list[CaseResult]:
+    return [replay_case(bundle, case) for case in (bundle.golden.cases if cases is None else cases)]
 
 
-def replay_case(bundle: LoadedBundle, case: dict[str, Any]) -> CaseResult:
+def replay_case(bundle: LoadedBundle, case: GoldenCase) -> CaseResult:
     """Replay one case the way a request is served: decode `{"instances": …}`, call, to_jsonable, compare."""
-    method = case["method"]
+    method = case.method
     try:
-        value = decode_request({"instances": case["instances"]}, bundle.schema)
+        value = decode_request({"instances": case.instances}, bundle.schema)
     except InputError as exc:
         return _failed(case, f"the runtime rejects the golden input: {exc}")
     try:
         actual = to_jsonable(bundle.methods[method](value))
     except Exception as exc:  # noqa: BLE001 - the model's failure is this case's result, not the verifier's
         return _failed(case, f"{method} raised {type(exc).__name__}: {exc}")
-    ok, detail = outputs_match(actual, case["expected"], bundle.rtol, bundle.atol)
-    return CaseResult(str(case["id"]), method, ok, detail, case["expected"], actual)
+    ok, detail = outputs_match(actual, case.expected, bundle.golden.rtol, bundle.golden.atol)
+    return CaseResult(case.id, method, ok, detail, case.expected, actual)
 
 
-def verify_url(url: str, bundle_dir: str | Path, *, timeout: float = 30.0) -> list[CaseResult]:
+def verify_url(url: str, bundle_dir: str | os.PathLike[str], *, timeout: float = 30.0) -> list[CaseResult]:
     """Send every golden case of the bundle at `bundle_dir` to the server at `url` and compare its
     predictions.
 
@@ -66,26 +53,18 @@ def verify_url(url: str, bundle_dir: str | Path, *, timeout: float = 30.0) -> li
     this works from a machine that could not run the model. Raises BundleLoadError, or ServerUnreachable when
     no HTTP answer comes back at all.
     """
-    root = Path(bundle_dir)
-    manifest = read_manifest(root)
-    check_artifacts(root, manifest)
-    golden = read_golden(root, manifest)
-    rtol, atol = float(golden.get("rtol", 1e-6)), float(golden.get("atol", 1e-9))
+    golden = read_servable(bundle_dir).golden
     results = []
-    for case in golden["cases"]:
-        status, answer = _post(
-            f"{url.rstrip('/')}/{case['method']}", {"instances": case["instances"]}, timeout
-        )
+    for case in golden.cases:
+        status, answer = _post(f"{url.rstrip('/')}/{case.method}", {"instances": case.instances}, timeout)
         if status != 200 or not isinstance(answer, dict) or "predictions" not in answer:
             error = answer.get("error", answer) if isinstance(answer, dict) else answer
             results.append(_failed(case, f"HTTP {status}: {error}"))
             continue
         # The server writes NaN and Infinity as null (they are not JSON), so compare with what it must send.
-        expected = replace_non_finite(case["expected"])
-        ok, detail = outputs_match(answer["predictions"], expected, rtol, atol)
-        results.append(
-            CaseResult(str(case["id"]), case["method"], ok, detail, expected, answer["predictions"])
-        )
+        expected = replace_non_finite(case.expected)
+        ok, detail = outputs_match(answer["predictions"], expected, golden.rtol, golden.atol)
+        results.append(CaseResult(case.id, case.method, ok, detail, expected, answer["predictions"]))
     return results
 
 
@@ -106,5 +85,5 @@ def _post(url: str, body: Any, timeout: float) -> tuple[int, Any]:
         return status, raw.decode("utf-8", "replace")[:200]
 
 
-def _failed(case: dict[str, Any], detail: str) -> CaseResult:
-    return CaseResult(str(case["id"]), case["method"], False, detail, case["expected"], None)
+def _failed(case: GoldenCase, detail: str) -> CaseResult:
+    return CaseResult(case.id, case.method, False, detail, case.expected, None)

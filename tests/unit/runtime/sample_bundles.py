@@ -17,10 +17,20 @@ import cloudpickle
 
 from mlship.runtime import RUNTIME_VERSION
 from mlship.runtime._codec import to_jsonable
+from mlship.runtime._contract import (
+    Golden,
+    GoldenCase,
+    InputSchema,
+    Manifest,
+    Method,
+    PythonInfo,
+    Selection,
+    Source,
+    write,
+)
 
 SAMPLES_DIR = Path(__file__).resolve().parents[2] / "samples" / "bundles"
 RUNTIME_SOURCE = Path(__file__).resolve().parents[3] / "mlship" / "runtime"
-HASHED = ("predictor.py", "artifacts/values.pkl", "golden.json", "requirements.txt")
 
 
 def _import_file(path: Path, name: str) -> ModuleType:
@@ -55,28 +65,24 @@ def build_bundle(sample: str, out: Path) -> Path:
     cases = []
     for index, (method, row, value) in enumerate(spec.golden_inputs()):
         expected = to_jsonable(predictor.METHODS[method](value))
-        cases.append({"id": f"{method}-{index}", "method": method, "instances": [row], "expected": expected})
-    (out / "golden.json").write_text(json.dumps({"rtol": 1e-6, "atol": 1e-9, "cases": cases}, indent=1))
-
-    manifest = {
-        "format": 1,
-        "name": sample.replace("_", "-"),
-        "version": "0.1.0",
-        "mlship_version": "0.1.0",
-        "runtime_version": RUNTIME_VERSION,
-        "created_at": "2026-11-27T10:00:00Z",
-        "source": {"notebook": f"{sample}.ipynb", "sha256": "0" * 64},
-        "python": {"version": platform.python_version(), "implementation": platform.python_implementation()},
-        "requirements": requirements,
-        "artifacts": {name: _sha256(out / name) for name in HASHED},
-        "methods": spec.METHODS,
-        "batch_safe": spec.BATCH_SAFE,
-        "input": spec.INPUT,
-        "golden": "golden.json",
-        "selection": {"source": "auto", "reason": "sample bundle"},
-    }
-    (out / "mlship.json").write_text(json.dumps(manifest, indent=2))
+        cases.append(GoldenCase(f"{method}-{index}", method, [row], expected))
     shutil.copytree(RUNTIME_SOURCE, out / "mlship_runtime", ignore=shutil.ignore_patterns("__pycache__"))
+    # Written by the contract, as `mlship package` writes a bundle: the current format, every file digested.
+    manifest = Manifest(
+        name=sample.replace("_", "-"),
+        version="0.1.0",
+        mlship_version="0.1.0",
+        runtime_version=RUNTIME_VERSION,
+        created_at="2026-11-27T10:00:00Z",
+        source=Source(f"{sample}.ipynb", "0" * 64),
+        python=PythonInfo(platform.python_version(), platform.python_implementation()),
+        requirements=tuple(requirements),
+        methods=tuple(Method(m["name"], m.get("expression", "")) for m in spec.METHODS),
+        batch_safe=spec.BATCH_SAFE,
+        input=InputSchema.from_json(spec.INPUT),
+        selection=Selection("auto", "sample bundle"),
+    )
+    write(out, manifest, Golden(tuple(cases), rtol=1e-6, atol=1e-9))
     return out
 
 
@@ -87,8 +93,9 @@ def edit_manifest(bundle: Path, **changes: Any) -> None:
 
 
 def rehash(bundle: Path) -> None:
-    """Record the current digests, as if the edited bundle had been packaged that way."""
-    edit_manifest(bundle, artifacts={name: _sha256(bundle / name) for name in HASHED})
+    """Record the current digests of the listed files, as if the edited bundle had been packaged that way."""
+    listed = json.loads((bundle / "mlship.json").read_text())["artifacts"]
+    edit_manifest(bundle, artifacts={name: _sha256(bundle / name) for name in listed})
 
 
 def edit_golden(bundle: Path, edit: Callable[[dict[str, Any]], None]) -> None:

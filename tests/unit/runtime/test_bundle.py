@@ -24,12 +24,12 @@ def refusal(path: Path) -> str:
 
 def test_loads_manifest_methods_schema_and_golden(sample_bundle: MakeBundle) -> None:
     bundle = load_bundle(sample_bundle("iris_frame"))
-    assert bundle.manifest["name"] == "iris-frame"
+    assert bundle.manifest.name == "iris-frame"
     assert sorted(bundle.methods) == ["predict", "predict_proba"]
-    assert bundle.schema["kind"] == "dataframe"
-    assert [case["id"] for case in bundle.cases][:2] == ["predict-0", "predict-1"]
-    assert (bundle.rtol, bundle.atol) == (1e-6, 1e-9)
-    frame = pd.DataFrame([bundle.schema["example"]])
+    assert bundle.schema.kind == "dataframe"
+    assert [case.id for case in bundle.golden.cases][:2] == ["predict-0", "predict-1"]
+    assert (bundle.golden.rtol, bundle.golden.atol) == (1e-6, 1e-9)
+    frame = pd.DataFrame([bundle.schema.example])
     assert bundle.methods["predict"](frame).tolist() == [0]
     assert "mlship_predictor" in sys.modules
 
@@ -46,10 +46,13 @@ def test_manifest_not_json(make_bundle: MakeBundle) -> None:
     )
 
 
-def test_unknown_format(make_bundle: MakeBundle) -> None:
+def test_newer_format_is_refused_naming_the_mlship_that_wrote_it(make_bundle: MakeBundle) -> None:
     bundle = make_bundle("raises")
-    edit_manifest(bundle, format=2)
-    assert refusal(bundle).endswith("mlship.json has format 2; this runtime reads format 1")
+    edit_manifest(bundle, format=3, mlship_version="0.4.0")
+    assert refusal(bundle) == (
+        f"{bundle / 'mlship.json'} is in bundle format 3, written by mlship 0.4.0; this mlship runtime reads "
+        "formats 1 and 2: use mlship 0.4.0 or newer to serve, verify or build it"
+    )
 
 
 def test_missing_manifest_keys(make_bundle: MakeBundle) -> None:
@@ -57,7 +60,8 @@ def test_missing_manifest_keys(make_bundle: MakeBundle) -> None:
     manifest = json.loads((bundle / "mlship.json").read_text())
     del manifest["methods"], manifest["input"]
     (bundle / "mlship.json").write_text(json.dumps(manifest))
-    assert refusal(bundle).endswith("mlship.json lacks 'methods', 'input'")
+    # The contract names the first missing key it needs.
+    assert refusal(bundle) == f"{bundle / 'mlship.json'} lacks 'methods'"
 
 
 def test_tampered_artifact_is_refused_naming_file_and_digests(make_bundle: MakeBundle) -> None:
@@ -99,7 +103,7 @@ def test_artifact_paths_stay_inside_the_bundle(make_bundle: MakeBundle) -> None:
     bundle = make_bundle("raises")
     artifacts = json.loads((bundle / "mlship.json").read_text())["artifacts"]
     edit_manifest(bundle, artifacts={**artifacts, "../outside": "0" * 64})
-    assert refusal(bundle) == "mlship.json names '../outside', which is not a path inside the bundle"
+    assert refusal(bundle) == f"{bundle / 'mlship.json'}, artifacts: '../outside' is not a path inside the bundle"
 
 
 def test_other_python_minor_version_is_refused(make_bundle: MakeBundle) -> None:
@@ -130,7 +134,10 @@ def test_other_runtime_version_is_refused(make_bundle: MakeBundle) -> None:
 def test_bad_input_schema_is_refused(make_bundle: MakeBundle) -> None:
     bundle = make_bundle("raises")
     edit_manifest(bundle, input={"kind": "tensor"})
-    assert "bad input schema: unknown input kind 'tensor'" in refusal(bundle)
+    assert refusal(bundle) == (
+        f"{bundle / 'mlship.json'}, input: unknown input kind 'tensor'; this runtime knows dataframe, records, "
+        "columns, ndarray, series, list"
+    )
 
 
 def test_predictor_import_failure_names_the_line(make_bundle: MakeBundle) -> None:

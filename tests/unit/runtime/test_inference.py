@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from mlship.runtime._bundle import load_bundle
+from mlship.runtime._contract import InputSchema
 from mlship.runtime._inference import ModelError, ModelTimeout, Runner
 from mlship.runtime._schema import InputError, check_request
 from mlship.runtime._settings import Settings
@@ -126,8 +127,10 @@ def test_unsafe_bundles_are_never_merged_and_run_row_by_row(make_bundle: Callabl
 
 def test_values_that_do_not_convert_fail_only_their_request(raises_bundle: Path) -> None:
     # int64 cannot hold 2**70: the merged conversion fails, then each request converts alone.
-    schema = {"kind": "dataframe", "columns": [{"name": "n", "type": "integer", "dtype": "int64"}]}
-    bundle = dataclasses.replace(load_bundle(raises_bundle), schema=schema, methods={"predict": lambda f: f["n"]})
+    schema = InputSchema.from_json({"kind": "dataframe", "columns": [{"name": "n", "type": "integer", "dtype": "int64"}]})
+    loaded = load_bundle(raises_bundle)
+    bundle = dataclasses.replace(loaded, manifest=dataclasses.replace(loaded.manifest, input=schema),
+                                 methods={"predict": lambda f: f["n"]})
     runner = Runner(bundle, Settings())
 
     async def main() -> list[Any]:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from mlship.runtime import _tensors
+from mlship.runtime._contract import Column
 from mlship.runtime._values import InputError
 
 
@@ -28,7 +29,7 @@ from mlship.runtime._values import InputError
     ],
 )
 def test_datatypes_from_the_schema(spec: dict[str, Any], datatype: str) -> None:
-    assert _tensors.datatype_of(spec) == datatype
+    assert _tensors.datatype_of(Column.from_json(spec, "spec", named=False)) == datatype
 
 
 @pytest.mark.parametrize(
