@@ -72,7 +72,8 @@ class FreshInterpreter:
             stderr=self._stderr, cwd=str(cwd), env=env, text=True, encoding="utf-8",
         )
         self._answers: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def __enter__(self) -> FreshInterpreter:
         return self
@@ -92,6 +93,9 @@ class FreshInterpreter:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
+        self._reader.join(timeout=10)
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
         self._stderr.close()
 
     def probe(self, modules: list[str]) -> Dependencies:
