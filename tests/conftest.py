@@ -11,6 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "tests" / "samples" / "notebooks"
 EXAMPLES = ROOT / "examples"
+E2E_DIR = ROOT / "tests" / "e2e"
+UNIT_DIR = ROOT / "tests" / "unit"
 
 # The Docker fixtures (base_image, registry), defined once here for the whole run: a fixture imported into several
 # test modules would be a separate session fixture in each.
@@ -122,6 +124,16 @@ def _docker_available() -> bool:
         return True
     except Exception:
         return False
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m "not e2e" deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/e2e is e2e; nothing under tests/unit is (it must start no kernel, server or Docker)."""
+    for item in items:
+        if E2E_DIR in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
+        elif UNIT_DIR in item.path.parents and item.get_closest_marker("e2e"):
+            raise pytest.UsageError(f"{item.nodeid} is marked e2e: end-to-end tests live under tests/e2e")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
