@@ -1,16 +1,13 @@
-"""The Open Inference Protocol (KServe V2) REST API, with Triton's binary tensor data extension.
+"""The Open Inference Protocol (KServe V2) REST API, with Triton's binary tensor data extension: its endpoints,
+their OpenAPI operations and schemas (the model endpoints' handlers are in _v2_handlers).
 
 Inputs and outputs are derived from the bundle: one input tensor per column for the column kinds (shape [-1],
 or [-1, 1] as pandas codecs send it), one tensor for ndarray/series/list inputs; one output per served method,
-its datatype and shape taken from the golden cases. An infer request becomes the same checked payload as
-/predict, so it is validated, batched and counted the same way.
+its datatype and shape taken from the golden cases.
 """
 
 from __future__ import annotations
 
-import asyncio
-import math
-from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -18,16 +15,14 @@ from starlette.responses import Response
 
 from . import _tensors
 from ._contract import InputSchema
-from ._http import HttpError, encode_json, error_response, json_response, parse_json, read_body
+from ._http import json_response
 from ._model import ModelHandle
 from ._openapi import get_operation, json_content, responses
 from ._protocol import Endpoint, Protocol
-from ._schema import Checked, InputError, check_payload
 from ._state import AppState
+from ._v2_handlers import V2Model, output_tensors
 
-BINARY_HEADER = "inference-header-content-length"
 EXTENSIONS = ["binary_tensor_data"]
-PLATFORM = "mlship_python"
 
 _MODEL = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 _VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -45,15 +40,8 @@ _MODEL_READY = {
 }
 
 
-@dataclass(frozen=True)
-class _Inference:
-    checked: Checked
-    outputs: list[tuple[str, bool]]  # (method, as binary data)
-    id: str | None
-
-
 def model_endpoints(state: AppState, model: ModelHandle) -> list[Endpoint]:
-    v2 = _V2Model(state, model)
+    v2 = V2Model(state, model)
     result = []
     for suffix, params in (("", [_MODEL]), ("/versions/{version}", [_MODEL, _VERSION])):
         params = [_enum(param, model.name if param is _MODEL else model.version) for param in params]
@@ -115,264 +103,6 @@ def service_endpoints(state: AppState) -> list[Endpoint]:
     ]
 
 
-def output_tensors(model: ModelHandle) -> list[dict[str, Any]]:
-    """$metadata_tensor per served method, shaped like its golden output for one row."""
-    examples: dict[str, Any] = {}
-    for case in model.golden.cases:
-        if isinstance(case.expected, list) and case.expected:
-            examples.setdefault(case.method, case.expected[0])
-    return [_tensors.output_tensor(name, examples.get(name)) for name in model.method_names]
-
-
-class _V2Model:
-    def __init__(self, state: AppState, model: ModelHandle) -> None:
-        self.state = state
-        self.model = model
-        self.name = model.name
-        self.version = model.version
-        self.inputs = _tensors.input_tensors(model.schema)
-        self.outputs = output_tensors(model)
-        self.declared = {tensor["name"]: tensor["datatype"] for tensor in self.outputs}
-
-    async def model_metadata(self, request: Request) -> Response:
-        try:
-            self._check_model(request)
-        except HttpError as exc:
-            return error_response(exc.status_code, exc.message)
-        return json_response(
-            {
-                "name": self.name,
-                "versions": [self.version],
-                "platform": PLATFORM,
-                "inputs": self.inputs,
-                "outputs": self.outputs,
-            }
-        )
-
-    async def model_ready(self, request: Request) -> Response:
-        try:
-            self._check_model(request)
-        except HttpError as exc:
-            return error_response(exc.status_code, exc.message)
-        ready = self.state.readiness() is None
-        return json_response({"name": self.name, "ready": ready}, 200 if ready else 400)
-
-    async def infer(self, request: Request) -> Response:
-        try:
-            self._check_model(request)
-            self.model.loaded_runner()
-            body, binary = await self._read(request)
-            inference = self._parse(body, binary)
-            methods = [method for method, _ in inference.outputs]
-            if len(methods) == 1:
-                results = [await self.state.predict(request, self.model, methods[0], inference.checked)]
-            else:
-                results = list(
-                    await asyncio.gather(
-                        *(self.state.predict(request, self.model, method, inference.checked) for method in methods)
-                    )
-                )
-        except HttpError as exc:
-            return error_response(exc.status_code, exc.message)
-        return self._response(inference, results)
-
-    def _check_model(self, request: Request) -> None:
-        name = request.path_params["name"]
-        version = request.path_params.get("version")
-        if name != self.name:
-            raise HttpError(404, f"unknown model {name!r}; this server serves {self.name!r}")
-        if version is not None and version != self.version:
-            raise HttpError(404, f"model {name!r} has no version {version!r}; it has {self.version!r}")
-
-    async def _read(self, request: Request) -> tuple[Any, bytes]:
-        """The JSON inference request and the binary tensor data after it (Inference-Header-Content-Length)."""
-        encoding = request.headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("", "identity"):
-            raise HttpError(
-                415, f"Content-Encoding {encoding!r} is not supported; send the body uncompressed"
-            )
-        declared = request.headers.get(BINARY_HEADER)
-        media_type = (
-            (request.headers.get("content-type") or "application/json").split(";", 1)[0].strip().lower()
-        )
-        # form-urlencoded: what `curl -d` sends; the body is JSON whatever it says, as on /predict.
-        if media_type not in (
-            "application/json",
-            "application/octet-stream",
-            "application/x-www-form-urlencoded",
-        ) and not media_type.endswith("+json"):
-            raise HttpError(
-                415,
-                f"unsupported Content-Type {media_type!r}; send application/json, or "
-                f"application/octet-stream with {BINARY_HEADER}",
-            )
-        raw = await read_body(request, self.state.settings.max_body_bytes)
-        if declared is None:
-            if media_type == "application/octet-stream":
-                raise HttpError(400, f"binary tensor data needs the {BINARY_HEADER} header")
-            return parse_json(raw), b""
-        if not declared.strip().isdigit() or int(declared) > len(raw):
-            raise HttpError(
-                400,
-                f"{BINARY_HEADER} must be the length of the JSON part of the body, at most "
-                f"{len(raw)}; got {declared!r}",
-            )
-        return parse_json(raw[: int(declared)]), raw[int(declared) :]
-
-    def _parse(self, body: Any, binary: bytes) -> _Inference:
-        try:
-            return self._parse_or_raise(body, binary)
-        except InputError as exc:
-            raise HttpError(400, exc.message) from None
-
-    def _parse_or_raise(self, body: Any, binary: bytes) -> _Inference:
-        if not isinstance(body, dict):
-            raise InputError('the inference request must be a JSON object with "inputs"')
-        request_id = body.get("id")
-        if request_id is not None and not isinstance(request_id, str):
-            raise InputError('"id" must be a string')
-        parameters = _parameters(body, "the inference request")
-        tensors = _received_tensors(body.get("inputs"), binary, {t["name"] for t in self.inputs})
-        checked = self._checked(tensors)
-        return _Inference(checked, self._requested_outputs(body.get("outputs"), parameters), request_id)
-
-    def _checked(self, tensors: dict[str, tuple[dict[str, Any], list[Any]]]) -> Checked:
-        schema = self.model.schema
-        kind = schema.kind
-        rows: dict[str, list[Any]] = {}
-        counts = set()
-        for expected, spec in zip(self.inputs, schema.fields, strict=True):
-            tensor, flat = tensors[expected["name"]]
-            name, shape, datatype = expected["name"], tensor["shape"], tensor["datatype"]
-            if datatype not in _tensors.ACCEPTED[spec.type]:
-                raise InputError(
-                    f'input "{name}": datatype {datatype} does not fit; the model takes '
-                    f"{expected['datatype']}"
-                )
-            if kind == "ndarray":
-                fixed = expected["shape"]
-                if len(shape) != len(fixed) or any(
-                    f != -1 and f != s for f, s in zip(fixed, shape, strict=True)
-                ):
-                    raise InputError(f'input "{name}": shape {shape} does not match {fixed} (-1: any size)')
-                rows[name] = _tensors.nest(name, flat, shape)
-            else:
-                if not shape or len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
-                    raise InputError(f'input "{name}": shape {shape} must be [rows] or [rows, 1]')
-                rows[name] = flat
-            counts.add(shape[0] if shape else 0)
-        if len(counts) > 1:
-            raise InputError(f"the inputs differ in their number of rows: {sorted(counts)}")
-        max_rows = self.model.limits.max_rows
-        if schema.has_columns:
-            return check_payload("inputs", rows, schema, max_rows=max_rows)
-        return check_payload("instances", rows[self.inputs[0]["name"]], schema, max_rows=max_rows)
-
-    def _requested_outputs(self, outputs: Any, parameters: dict[str, Any]) -> list[tuple[str, bool]]:
-        all_binary = parameters.get("binary_data_output") is True
-        if outputs is None:
-            return [(name, all_binary) for name in self.model.method_names]
-        if not isinstance(outputs, list) or not outputs:
-            raise InputError('"outputs" must be a non-empty list of {"name": ...} objects')
-        requested = []
-        for output in outputs:
-            if not isinstance(output, dict) or not isinstance(output.get("name"), str):
-                raise InputError('every entry of "outputs" must be an object with a string "name"')
-            if output["name"] not in self.model.method_names:
-                raise InputError(
-                    f'unknown output "{output["name"]}"; this model has '
-                    + ", ".join(f'"{name}"' for name in self.model.method_names)
-                )
-            binary = _parameters(output, f'output "{output["name"]}"').get("binary_data")
-            requested.append((output["name"], all_binary if binary is None else binary is True))
-        return requested
-
-    def _response(self, inference: _Inference, results: list[Any]) -> Response:
-        outputs, blobs = [], []
-        for (method, binary), predictions in zip(inference.outputs, results, strict=True):
-            tensor, flat = _tensors.response_tensor(method, predictions, self.declared.get(method))
-            if binary:
-                data = _tensors.write_binary(tensor["datatype"], flat)
-                tensor["parameters"] = {"binary_data_size": len(data)}
-                blobs.append(data)
-            else:
-                tensor["data"] = flat
-            outputs.append(tensor)
-        answer: dict[str, Any] = {"model_name": self.name, "model_version": self.version}
-        if inference.id is not None:
-            answer["id"] = inference.id
-        answer["outputs"] = outputs
-        header = encode_json(answer)
-        if not blobs:
-            return Response(header, media_type="application/json")
-        return Response(
-            header + b"".join(blobs),
-            media_type="application/octet-stream",
-            headers={BINARY_HEADER: str(len(header))},
-        )
-
-
-def _parameters(holder: dict[str, Any], what: str) -> dict[str, Any]:
-    parameters = holder.get("parameters", {})
-    if parameters is None:
-        return {}
-    if not isinstance(parameters, dict):
-        raise InputError(f'"parameters" of {what} must be a JSON object')
-    return parameters
-
-
-def _received_tensors(
-    inputs: Any, binary: bytes, names: set[str]
-) -> dict[str, tuple[dict[str, Any], list[Any]]]:
-    """{name: (tensor, flat data)} for the request's inputs, with binary data taken in input order."""
-    if not isinstance(inputs, list) or not inputs:
-        raise InputError('"inputs" must be a non-empty list of tensors')
-    received: dict[str, tuple[dict[str, Any], list[Any]]] = {}
-    offset = 0
-    for tensor in inputs:
-        if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
-            raise InputError('every input must be an object with a string "name"')
-        name = tensor["name"]
-        if name in received:
-            raise InputError(f'input "{name}" is given twice')
-        if name not in names:
-            raise InputError(
-                f'unknown input "{name}"; this model takes ' + ", ".join(f'"{n}"' for n in sorted(names))
-            )
-        shape, datatype = tensor.get("shape"), tensor.get("datatype")
-        if not isinstance(shape, list) or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape
-        ):
-            raise InputError(f'input "{name}": "shape" must be a list of non-negative integers')
-        if datatype not in _tensors.DATATYPES:
-            raise InputError(
-                f'input "{name}": unknown datatype {datatype!r}; one of ' + ", ".join(_tensors.DATATYPES)
-            )
-        count = math.prod(shape)
-        size = _parameters(tensor, f'input "{name}"').get("binary_data_size")
-        if size is not None:
-            if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
-                raise InputError(
-                    f'input "{name}": binary_data_size {size!r} does not fit the {len(binary)} bytes '
-                    "of binary data"
-                )
-            flat = _tensors.read_binary(name, datatype, count, binary[offset : offset + size])
-            offset += size
-        else:
-            flat = _tensors.flatten(tensor.get("data"), name)
-            if len(flat) != count:
-                raise InputError(
-                    f'input "{name}": {len(flat)} elements in "data" for shape {shape} ({count} elements)'
-                )
-        received[name] = (tensor, flat)
-    if offset != len(binary):
-        raise InputError(f"{len(binary) - offset} bytes of binary data belong to no input")
-    missing = sorted(names - set(received))
-    if missing:
-        raise InputError("missing inputs " + ", ".join(f'"{name}"' for name in missing))
-    return received
-
-
 def _enum(parameter: dict[str, Any], value: str) -> dict[str, Any]:
     """A path parameter that takes the one value this server serves."""
     return {**parameter, "schema": {"type": "string", "enum": [value]}}
@@ -382,52 +112,18 @@ def _boolean(key: str) -> dict[str, Any]:
     return {"application/json": {"schema": {"type": "object", "properties": {key: {"type": "boolean"}}}}}
 
 
+_TENSOR_DATA = {"type": "array", "items": {}}
+_SHAPE = {"type": "array", "items": {"type": "integer"}}
+
+
 def schemas(model: ModelHandle) -> dict[str, Any]:
-    tensor_data = {"type": "array", "items": {}}
-    tensor_properties = {"shape": {"type": "array", "items": {"type": "integer"}}, "datatype": {"type": "string"}}
-    inputs = _tensors.input_tensors(model.schema)
     return {
         "MetadataTensor": {
             "type": "object",
             "required": ["name", "datatype", "shape"],
-            "properties": {"name": {"type": "string"}, "datatype": {"type": "string"},
-                           "shape": tensor_properties["shape"]},
+            "properties": {"name": {"type": "string"}, "datatype": {"type": "string"}, "shape": _SHAPE},
         },
-        "InferenceRequest": {
-            "type": "object",
-            "required": ["inputs"],
-            "properties": {
-                "id": {"type": "string"},
-                "parameters": {"type": "object"},
-                "inputs": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
-                        "type": "object",
-                        "required": ["name", "shape", "datatype"],
-                        "properties": {
-                            "name": {"type": "string", "enum": [t["name"] for t in inputs]},
-                            "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-                            "datatype": {"type": "string", "enum": list(_tensors.DATATYPES)},
-                            "parameters": {"type": "object"},
-                            "data": tensor_data,
-                        },
-                    },
-                },
-                "outputs": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["name"],
-                        "properties": {
-                            "name": {"type": "string", "enum": [t["name"] for t in output_tensors(model)]},
-                            "parameters": {"type": "object"},
-                        },
-                    },
-                },
-            },
-            "example": _example(model.schema, inputs),
-        },
+        "InferenceRequest": _inference_request(model),
         "InferenceResponse": {
             "type": "object",
             "required": ["model_name", "outputs"],
@@ -441,12 +137,47 @@ def schemas(model: ModelHandle) -> dict[str, Any]:
                     "items": {
                         "type": "object",
                         "required": ["name", "shape", "datatype"],
-                        "properties": {"name": {"type": "string"}, **tensor_properties,
-                                       "parameters": {"type": "object"}, "data": tensor_data},
+                        "properties": {"name": {"type": "string"}, "shape": _SHAPE, "datatype": {"type": "string"},
+                                       "parameters": {"type": "object"}, "data": _TENSOR_DATA},
                     },
                 },
             },
         },
+    }
+
+
+def _inference_request(model: ModelHandle) -> dict[str, Any]:
+    """The request schema, its input and output names those of this model, with an example for its example row."""
+    inputs = _tensors.input_tensors(model.schema)
+    tensor = {
+        "type": "object",
+        "required": ["name", "shape", "datatype"],
+        "properties": {
+            "name": {"type": "string", "enum": [t["name"] for t in inputs]},
+            "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+            "datatype": {"type": "string", "enum": list(_tensors.DATATYPES)},
+            "parameters": {"type": "object"},
+            "data": _TENSOR_DATA,
+        },
+    }
+    output = {
+        "type": "object",
+        "required": ["name"],
+        "properties": {
+            "name": {"type": "string", "enum": [t["name"] for t in output_tensors(model)]},
+            "parameters": {"type": "object"},
+        },
+    }
+    return {
+        "type": "object",
+        "required": ["inputs"],
+        "properties": {
+            "id": {"type": "string"},
+            "parameters": {"type": "object"},
+            "inputs": {"type": "array", "minItems": 1, "items": tensor},
+            "outputs": {"type": "array", "items": output},
+        },
+        "example": _example(model.schema, inputs),
     }
 
 
