@@ -18,7 +18,7 @@ server from the outside. Modules, one job each:
 - ``_protocol`` Endpoint and Protocol: a protocol's routes, each with its OpenAPI operation
 - ``_api``      mlship's own protocol: POST /<method>, /livez, /readyz, /metadata, /metrics
 - ``_mlflow``   MLflow's scoring protocol: /invocations (JSON and CSV), /ping, /health, /version
-- ``_v2``, ``_tensors``  the Open Inference Protocol (KServe V2) with the binary tensor data extension
+- ``_v2``, ``_v2_handlers``, ``_tensors``  the Open Inference Protocol (KServe V2), binary tensor data extension
 - ``_openapi``  GET /openapi.json, assembled from the protocols' operations and schemas
 - ``_inference`` Runner: adaptive micro-batching, deadlines and timeouts, failures kept to their request
 - ``_observe``  request IDs, access log, request metrics, in-flight limit, draining (outermost ASGI layer)

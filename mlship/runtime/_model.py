@@ -22,6 +22,7 @@ from ._verify import replay_case
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass(eq=False)
 class ModelHandle:
     """A model of the service. `runner` (predictor callables, batching, deadlines) is None until it loads;
