@@ -181,6 +181,7 @@ class BundleBuilder:
                 mark = time.perf_counter()
                 cases = child.verify(manifest.name)
                 timings["verify"] = time.perf_counter() - mark
+                child.finish()  # it exits while the kernel is collected
         return capture, manifest, cases
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ExtractionError
-from ..notebook.analyze import index_cells
+from ..notebook.analyze import CodeIndex, index_cells
 from ..notebook.execute import KernelCodeError, KernelSession, ProgressCallback
 from ..notebook.extract import Choices, CodePlan, ServePlan, choose, plan_code
 from ..notebook.inspector import GoldenRecord, KernelInspector, KernelPython
@@ -62,11 +63,12 @@ class NotebookKernel:
     """A kernel that runs one notebook and is then asked what to serve (see open_kernel)."""
 
     def __init__(self, notebook: Notebook, request: CaptureRequest, session: KernelSession,
-                 timings: dict[str, float]) -> None:
+                 timings: dict[str, float], index: Future[CodeIndex]) -> None:
         self.notebook = notebook
         self.request = request
         self.session = session
         self.timings = timings
+        self.index = index
 
     def executable(self) -> str:
         """The kernel's interpreter, asked without leaving a name in the notebook's namespace."""
@@ -80,7 +82,9 @@ class NotebookKernel:
         self.session.run_notebook()
         self.timings["notebook"] = self.session.execution_seconds
         mark = time.perf_counter()
-        capture = _inspect(self.notebook, self.request, KernelInspector.install(self.session), values, step)
+        inspector = KernelInspector.install(self.session)
+        step("choosing what to serve")
+        capture = _inspect(self.notebook, self.request, self.index.result(), inspector, values, step)
         self.timings["capture"] = time.perf_counter() - mark
         return capture
 
@@ -98,19 +102,27 @@ def open_kernel(notebook: Notebook, request: CaptureRequest, *, on_progress: Pro
     started = time.perf_counter()
     session = KernelSession(notebook, kernel=request.kernel, timeout=request.timeout, on_progress=on_progress)
     try:
-        with session:
-            timings["kernel_start"] = time.perf_counter() - started
-            yield NotebookKernel(notebook, request, session, timings)
-            mark = time.perf_counter()
-        timings["kernel_stop"] = time.perf_counter() - mark
+        with ThreadPoolExecutor(1) as pool:
+            # The static analysis (and importing IPython's transformer for it) overlaps the kernel's start.
+            index = pool.submit(_prepare, notebook)
+            with session:
+                timings["kernel_start"] = time.perf_counter() - started
+                yield NotebookKernel(notebook, request, session, timings, index)
+                mark = time.perf_counter()
+            timings["kernel_stop"] = time.perf_counter() - mark
     except KernelCodeError as exc:
         raise ExtractionError(f"inspecting the notebook's objects failed: {exc.ename}: {exc.evalue}") from None
 
 
-def _inspect(notebook: Notebook, request: CaptureRequest, inspector: KernelInspector, values: Path | None,
-             step: StepCallback) -> Capture:
-    step("choosing what to serve")
+def _prepare(notebook: Notebook) -> CodeIndex:
     index = index_cells(notebook.cells)
+    import jinja2  # noqa: F401 - imported here, off the critical path, for rendering predictor.py later
+
+    return index
+
+
+def _inspect(notebook: Notebook, request: CaptureRequest, index: CodeIndex, inspector: KernelInspector,
+             values: Path | None, step: StepCallback) -> Capture:
     plan = choose(index, request.choices, inspector)
     code = plan_code(index, plan, inspector)
     step("recording golden cases")

@@ -82,12 +82,17 @@ class FreshInterpreter:
                  tb: TracebackType | None) -> None:
         self.close()
 
-    def close(self) -> None:
+    def finish(self) -> None:
+        """No more requests: the child starts exiting (tearing down numpy and friends takes a while), and close()
+        only collects it."""
         if self._proc.stdin is not None and not self._proc.stdin.closed:
             try:
                 self._proc.stdin.close()
             except OSError:
                 pass
+
+    def close(self) -> None:
+        self.finish()
         try:
             self._proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
