@@ -4,22 +4,16 @@ user-facing error, and pinning the requirements that `mlship package` writes int
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import importlib.metadata
-import json
 import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from ..errors import BundleError, bundle_errors
 from ..runtime import _contract as contract
 from ..runtime._contract import Bundle, Manifest
 
-FORMAT = 1
-MANIFEST = "mlship.json"
-REQUIREMENTS = "requirements.txt"
 # The runtime's own dependencies; their versions are pinned to what is installed beside mlship. uvloop and
 # httptools are never imported by the runtime itself: uvicorn picks them up, and serving is much faster with them
 # (docs/RUNTIME.md).
@@ -28,14 +22,6 @@ RUNTIME_REQUIREMENTS = ("starlette", "uvicorn", "orjson", "prometheus-client", "
 NEVER_SERVED = {"ipykernel", "ipython", "jupyter", "jupyter-client", "jupyter-core", "notebook", "jupyterlab",
                 "matplotlib-inline", "ipywidgets"}
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def canonical(name: str) -> str:
@@ -71,14 +57,6 @@ def created_at() -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def digest_artifacts(bundle: Path, paths: Iterable[str]) -> dict[str, str]:
-    return {p: sha256_file(bundle / p) for p in sorted(paths)}
-
-
-def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
 def open_bundle(path: str | os.PathLike[str], *, check_digests: bool = True) -> Bundle:
     """The bundle at `path` read through the contract (manifest, golden cases, digests); BundleError with a hint
     when it is not a bundle, or a damaged one."""
@@ -100,22 +78,3 @@ def _require_manifest(path: Path) -> None:
             f"{path} is not an mlship bundle: {contract.MANIFEST_NAME} is missing",
             hint="pass the directory `mlship package` wrote (e.g. dist/iris)",
         )
-
-
-def read_manifest(bundle: Path) -> dict[str, Any]:
-    path = Path(bundle) / MANIFEST
-    if not path.is_file():
-        raise BundleError(
-            f"{bundle} is not an mlship bundle: {MANIFEST} is missing",
-            hint="pass the directory `mlship package` wrote (e.g. dist/iris)",
-        )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{path} is damaged: {exc}", hint="package the notebook again") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise BundleError(
-            f"{path} has bundle format {data.get('format') if isinstance(data, dict) else '?'}, expected {FORMAT}",
-            hint="package the notebook again with this version of mlship",
-        )
-    return data

@@ -32,17 +32,6 @@ def test_created_at_honours_source_date_epoch(monkeypatch: pytest.MonkeyPatch) -
     assert mf.created_at() == "1970-01-01T00:00:00Z"
 
 
-def test_read_manifest_errors(tmp_path: Path) -> None:
-    with pytest.raises(BundleError, match="mlship.json is missing"):
-        mf.read_manifest(tmp_path)
-    (tmp_path / "mlship.json").write_text("{broken")
-    with pytest.raises(BundleError, match="is damaged"):
-        mf.read_manifest(tmp_path)
-    (tmp_path / "mlship.json").write_text(json.dumps({"format": 99}))
-    with pytest.raises(BundleError, match="format 99, expected 1"):
-        mf.read_manifest(tmp_path)
-
-
 def _tiny_bundle(root: Path) -> Path:
     from mlship.runtime import _contract as contract
 
@@ -73,6 +62,9 @@ def test_open_bundle_errors_name_the_problem_and_hint(tmp_path: Path) -> None:
         mf.open_bundle(root)
     assert tampered.value.hint and "package the notebook again" in tampered.value.hint
     assert mf.open_bundle(root, check_digests=False).manifest.name == "tiny"
+    (root / "mlship.json").write_text(json.dumps({"format": 99, "mlship_version": "9.0"}))
+    with pytest.raises(BundleError, match="bundle format 99, written by mlship 9.0"):
+        mf.open_manifest(root)
     (root / "mlship.json").write_text("{broken")
     with pytest.raises(BundleError, match="cannot be read as JSON"):
         mf.open_manifest(root)
