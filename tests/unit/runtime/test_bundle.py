@@ -5,6 +5,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -176,3 +177,19 @@ def test_golden_case_with_unknown_method_is_refused(make_bundle: MakeBundle) -> 
     assert refusal(bundle).endswith(
         "golden.json: case 'predict-0' uses method 'explain', which mlship.json does not list"
     )
+
+
+def test_a_format_1_bundle_still_serves_with_the_contracts_defaults(
+    make_bundle: MakeBundle, serve: Callable[..., Any]
+) -> None:
+    bundle = make_bundle("iris_frame")
+    manifest = json.loads((bundle / "mlship.json").read_text())
+    for key in ("batch_safe", "local_modules", "selection", "source", "mlship_version", "created_at"):
+        del manifest[key]  # what format 1 could leave out
+    (bundle / "mlship.json").write_text(json.dumps({**manifest, "format": 1}))
+    client = serve(bundle)
+    assert client.get("/readyz").json() == {"status": "ready"}
+    metadata = client.get("/metadata").json()
+    assert (metadata["batch_safe"], metadata["source"], metadata["created_at"]) == (True, None, None)
+    assert client.get("/version").text == "1"  # no mlship_version: the runtime's version, as before
+    assert 'batch_safe="true"' in client.get("/metrics").text
