@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from mlship.runtime._contract import FORMAT
 from tests.support.servers import free_port, wait_until_ready
 
 pytestmark = pytest.mark.e2e
@@ -32,7 +33,7 @@ def bundles(example_bundles: dict[str, Path]) -> dict[str, Path]:
 def test_bundle_layout_and_manifest(bundles: dict[str, Path], name: str) -> None:
     bundle = bundles[name]
     manifest = json.loads((bundle / "mlship.json").read_text())
-    assert manifest["name"] == name and manifest["version"] == "0.1.0" and manifest["format"] == 1
+    assert manifest["name"] == name and manifest["version"] == "0.1.0" and manifest["format"] == FORMAT
     assert manifest["python"]["version"].startswith(f"{sys.version_info.major}.{sys.version_info.minor}.")
     assert {m["name"] for m in manifest["methods"]} >= {"predict"}
     for rel, digest in manifest["artifacts"].items():
