@@ -33,14 +33,53 @@ _DATA_METHODS = {"map", "apply", "astype", "fillna", "to_numpy", "to_dict", "tol
 _DATA_ATTRIBUTES = {"values"}
 
 
-class Inspector(Protocol):
-    """What extraction asks the kernel (see _kernel.py for the contract of each call)."""
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What an expression evaluates to in the kernel (_kernel.describe); `error` says why when not `ok`."""
 
-    def describe(self, exprs: list[str]) -> list[dict[str, Any]]: ...
+    expr: str
+    ok: bool
+    error: str | None = None
+    type: str | None = None
+    kind: str | None = None  # module, class, function or instance
+    methods: tuple[str, ...] = ()  # the prediction methods it offers
+    fitted: bool = False
+    servable: str | None = None  # the input schema kind it can be served as
+    has_transform: bool = False
+    module: str | None = None  # where a function or class was defined
+    module_name: str | None = None  # a module's own name
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ObjectInfo:
+        return cls(
+            expr=data["expr"], ok=bool(data["ok"]), error=data.get("error"), type=data.get("type"),
+            kind=data.get("kind"), methods=tuple(data.get("methods", ())), fitted=bool(data.get("fitted")),
+            servable=data.get("servable"), has_transform=bool(data.get("has_transform")),
+            module=data.get("module"), module_name=data.get("module_name"),
+        )
+
+
+@dataclass(frozen=True)
+class FittedObject:
+    """A top-level name bound to a fitted object with a predict method (_kernel.fitted_objects)."""
+
+    name: str
+    type: str
+    aliases: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FittedObject:
+        return cls(data["name"], data["type"], tuple(data.get("aliases", ())))
+
+
+class Inspector(Protocol):
+    """What extraction asks the kernel (see _kernel.py for the contract of each call), as typed values."""
+
+    def describe(self, exprs: list[str]) -> list[ObjectInfo]: ...
 
     def first_parameter(self, expr: str, method: str) -> str | None: ...
 
-    def fitted_objects(self) -> list[dict[str, Any]]: ...
+    def fitted_objects(self) -> list[FittedObject]: ...
 
 
 @dataclass
@@ -137,7 +176,7 @@ def _confirm(c: Candidate, kernel: Inspector) -> bool:
     if c.kind == "function":
         return True
     [info] = kernel.describe([c.receiver])
-    return bool(info["ok"] and info["kind"] == "instance" and c.method in info["methods"])
+    return info.ok and info.kind == "instance" and c.method in info.methods
 
 
 def _auto_candidate(candidates: list[Candidate]) -> Candidate | None:
@@ -162,7 +201,7 @@ def _data_argument(c: Candidate, kernel: Inspector) -> ast.expr:
         # predict(df, dv, model) or score(model, df): the first argument that holds data, not a fitted object.
         infos = kernel.describe([ast.unparse(a) for a in call.args])
         for arg, info in zip(call.args, infos, strict=True):
-            if info["ok"] and info["servable"]:
+            if info.ok and info.servable:
                 return arg
         return call.args[0]
     if call.args:
@@ -203,19 +242,19 @@ def _input_chain(data: ast.expr, index: CodeIndex, kernel: Inspector) -> list[as
     return chain
 
 
-def _raw_input(data: ast.expr, index: CodeIndex, kernel: Inspector) -> tuple[ast.expr, dict[str, Any]]:
+def _raw_input(data: ast.expr, index: CodeIndex, kernel: Inspector) -> tuple[ast.expr, ObjectInfo]:
     """The innermost servable value under the preprocessing: what clients send."""
     chain = _input_chain(data, index, kernel)
     infos = kernel.describe([ast.unparse(n) for n in chain])
-    best: tuple[ast.expr, dict[str, Any]] | None = None
+    best: tuple[ast.expr, ObjectInfo] | None = None
     for node, info in zip(chain, infos, strict=True):
-        if info["ok"] and info["servable"]:
+        if info.ok and info.servable:
             best = (node, info)
-        elif best is not None and not info["ok"]:
+        elif best is not None and not info.ok:
             break
     if best is None:
         first = infos[0]
-        what = first.get("type") if first["ok"] else first.get("error")
+        what = first.type if first.ok else first.error
         raise ExtractionError(
             f"the input `{ast.unparse(data)}` is a {what}, which mlship cannot take over HTTP",
             hint="mlship serves DataFrames, Series, numpy arrays, lists and dicts of columns; point it at the raw "
@@ -260,9 +299,9 @@ def _plan_from_candidate(c: Candidate, kernel: Inspector, *, origin: str, reason
     model_type = None
     if c.kind == "method":
         [info] = kernel.describe([c.receiver])
-        model_type = info.get("type")
+        model_type = info.type
         for m in EXTRA_METHODS:
-            if m in info["methods"] and not (m == c.method and _outer(c) is c.call):
+            if m in info.methods and not (m == c.method and _outer(c) is c.call):
                 call = copy.copy(c.call)
                 call.func = ast.Attribute(value=c.call.func.value, attr=m, ctx=ast.Load())  # type: ignore[attr-defined]
                 methods[m] = _replace(call, raw, input_name)
@@ -284,14 +323,14 @@ def _plan_from_model(
     origin = choices.origin.get("model", "flag")
     _parse(model, "--model")
     [info] = kernel.describe([model])
-    if not info["ok"]:
+    if not info.ok:
         raise ExtractionError(
-            f"--model {model}: {info['error']}",
+            f"--model {model}: {info.error}",
             hint=_known_models_hint(kernel),
         )
-    if "predict" not in info["methods"]:
+    if "predict" not in info.methods:
         raise ExtractionError(
-            f"--model {model}: it is a {info['type']}, which has no predict method",
+            f"--model {model}: it is a {info.type}, which has no predict method",
             hint=_known_models_hint(kernel),
         )
     normalized = ast.unparse(ast.parse(model, mode="eval").body)
@@ -299,12 +338,12 @@ def _plan_from_model(
     if mine:
         return _plan_from_candidate(mine[-1], kernel, origin=origin, reason=f"model chosen by {origin}")
     methods = {"predict": f"{model}.predict({INPUT_NAME})"}
-    methods.update({m: f"{model}.{m}({INPUT_NAME})" for m in EXTRA_METHODS if m in info["methods"]})
+    methods.update({m: f"{model}.{m}({INPUT_NAME})" for m in EXTRA_METHODS if m in info.methods})
     sample = None
     if auto is not None:
         sample = ast.unparse(_raw_input(_data_argument(auto, kernel), CodeIndex(), kernel)[0])
     return ServePlan(methods, sample, INPUT_NAME, origin, f"model chosen by {origin}: {model}",
-                     model_expr=model, model_type=info["type"])
+                     model_expr=model, model_type=info.type)
 
 
 def _plan_from_expression(expr: str, choices: Choices, auto: Candidate | None, kernel: Inspector) -> ServePlan:
@@ -329,13 +368,13 @@ def _plan_from_fallback(choices: Choices, kernel: Inspector) -> ServePlan:
             f"several fitted models and no prediction call to choose between them: {_list_models(fitted)}",
             hint="choose one with --model NAME (or `# mlship: model NAME` in a cell)",
         )
-    name = fitted[0]["name"]
+    name = fitted[0].name
     methods = {"predict": f"{name}.predict({INPUT_NAME})"}
     [info] = kernel.describe([name])
-    methods.update({m: f"{name}.{m}({INPUT_NAME})" for m in EXTRA_METHODS if m in info["methods"]})
+    methods.update({m: f"{name}.{m}({INPUT_NAME})" for m in EXTRA_METHODS if m in info.methods})
     return ServePlan(methods, None, INPUT_NAME, "auto",
                      f"no prediction call found; the only fitted model in the notebook: {name}",
-                     model_expr=name, model_type=fitted[0]["type"])
+                     model_expr=name, model_type=fitted[0].type)
 
 
 def _known_models_hint(kernel: Inspector) -> str:
@@ -345,9 +384,9 @@ def _known_models_hint(kernel: Inspector) -> str:
     return "fitted models in the notebook: " + _list_models(fitted)
 
 
-def _list_models(fitted: list[dict[str, Any]]) -> str:
-    return ", ".join(f"{f['name']} ({f['type']}" + (f"; also named {', '.join(f['aliases'])}" if f.get("aliases")
-                                                   else "") + ")" for f in fitted)
+def _list_models(fitted: list[FittedObject]) -> str:
+    return ", ".join(f"{f.name} ({f.type}" + (f"; also named {', '.join(f.aliases)}" if f.aliases else "") + ")"
+                     for f in fitted)
 
 
 def _parse(expr: str, flag: str) -> ast.expr:
@@ -362,8 +401,8 @@ def _parse(expr: str, flag: str) -> ast.expr:
 
 def _check_exists(name: str, kernel: Inspector, what: str) -> None:
     [info] = kernel.describe([name])
-    if not info["ok"]:
-        raise ExtractionError(f"{what} {name}: {info['error']}", hint="name a function defined in the notebook")
+    if not info.ok:
+        raise ExtractionError(f"{what} {name}: {info.error}", hint="name a function defined in the notebook")
 
 
 def _wrap_input(expr: str, input_name: str, function: str) -> str:
@@ -410,13 +449,13 @@ def plan_code(index: CodeIndex, plan: ServePlan, kernel: Inspector) -> CodePlan:
             imports[name] = d
             continue
         [info] = kernel.describe([name])
-        if not info["ok"]:
+        if not info.ok:
             raise ExtractionError(
-                f"{needed_by} uses `{name}`, which is not defined when the notebook has finished ({info['error']})",
+                f"{needed_by} uses `{name}`, which is not defined when the notebook has finished ({info.error})",
                 hint="define it in a cell that runs (not one marked `# mlship: skip`), or fix the name",
             )
-        if (d is not None and d.kind in ("def", "class") and info["kind"] in ("function", "class")
-                and info.get("module") == "__main__"):
+        if (d is not None and d.kind in ("def", "class") and info.kind in ("function", "class")
+                and info.module == "__main__"):
             if "get_ipython" in free_names(d.source):
                 raise ExtractionError(
                     f"function {name} (cell {d.statement.cell.number}) uses IPython magics or shell escapes, "
@@ -426,7 +465,7 @@ def plan_code(index: CodeIndex, plan: ServePlan, kernel: Inspector) -> CodePlan:
             defs[name] = d
             pending += [(n, f"{name} (cell {d.statement.cell.number})") for n in sorted(free_names(d.source) - {name})]
             continue
-        by_value[name] = info.get("type") or "?"
+        by_value[name] = info.type or "?"
         needed[name] = needed_by
     order = {id(st): i for i, st in enumerate(index.statements)}
     definitions = sorted(defs.values(), key=lambda d: order.get(id(d.statement), 0))

@@ -15,7 +15,7 @@ from .._paths import PACKAGE_DIR, RUNTIME_DIR
 from ..errors import ExtractionError
 from ..runtime._contract import GoldenCase, InputSchema, PythonInfo
 from .execute import KernelCodeError, KernelSession, emit_code
-from .extract import CodePlan, ServePlan
+from .extract import CodePlan, FittedObject, ObjectInfo, ServePlan
 
 
 @dataclass(frozen=True)
@@ -52,15 +52,15 @@ class KernelInspector:
         encoded = ", ".join(f"__mlship_json.loads({json.dumps(a)!r})" for a in args)
         return self.session.call(f"import json as __mlship_json\n__mlship_emit(__mlship__.{function}({encoded}))")
 
-    def describe(self, exprs: list[str]) -> list[dict[str, Any]]:
-        return list(self._call("describe", exprs))
+    def describe(self, exprs: list[str]) -> list[ObjectInfo]:
+        return [ObjectInfo.from_json(info) for info in self._call("describe", exprs)]
 
     def first_parameter(self, expr: str, method: str) -> str | None:
         result = self._call("first_parameter", expr, method)
         return result if isinstance(result, str) else None
 
-    def fitted_objects(self) -> list[dict[str, Any]]:
-        return list(self._call("fitted_objects"))
+    def fitted_objects(self) -> list[FittedObject]:
+        return [FittedObject.from_json(found) for found in self._call("fitted_objects")]
 
     def python(self) -> KernelPython:
         info = self._call("runtime_info")

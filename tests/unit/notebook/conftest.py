@@ -5,6 +5,7 @@ from typing import Any
 import pytest
 
 from mlship.notebook import _kernel
+from mlship.notebook.extract import FittedObject, ObjectInfo
 from mlship.runtime._codec import to_jsonable
 
 
@@ -15,14 +16,14 @@ class InProcessKernel:
         self.ns = ns
         _kernel.install(ns, to_jsonable)
 
-    def describe(self, exprs: list[str]) -> list[dict[str, Any]]:
-        return _kernel.describe(exprs)
+    def describe(self, exprs: list[str]) -> list[ObjectInfo]:
+        return [ObjectInfo.from_json(info) for info in _kernel.describe(exprs)]
 
     def first_parameter(self, expr: str, method: str) -> str | None:
         return _kernel.first_parameter(expr, method)
 
-    def fitted_objects(self) -> list[dict[str, Any]]:
-        return _kernel.fitted_objects()
+    def fitted_objects(self) -> list[FittedObject]:
+        return [FittedObject.from_json(found) for found in _kernel.fitted_objects()]
 
 
 @pytest.fixture()
