@@ -159,10 +159,10 @@ class Session:
         os.chdir(self.bundle)
         sys.path.insert(0, str(self.bundle))
         verify = importlib.import_module(f"{RUNTIME_PACKAGE}._verify")
-        errors = (verify.ServerUnreachable, *_load_errors())
+        contract = importlib.import_module(f"{RUNTIME_PACKAGE}._contract")
         try:
             results = verify.verify_url(url, self.bundle) if url else verify.verify_bundle(self.bundle)
-        except errors as exc:
+        except (contract.BundleLoadError, verify.ServerUnreachable) as exc:
             return {"error": str(exc)}
         return {"cases": [r.to_dict() for r in results]}
 
@@ -174,15 +174,6 @@ class Session:
             if name.split(".")[0] in self.local:
                 del sys.modules[name]
         importlib.invalidate_caches()
-
-
-def _load_errors() -> tuple[type[BaseException], ...]:
-    found: list[type[BaseException]] = []
-    for module in ("_contract", "_bundle"):
-        error = getattr(importlib.import_module(f"{RUNTIME_PACKAGE}.{module}"), "BundleLoadError", None)
-        if isinstance(error, type) and error not in found:
-            found.append(error)
-    return tuple(found)
 
 
 def main(argv: list[str]) -> int:
