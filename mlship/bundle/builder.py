@@ -48,7 +48,8 @@ class PackageOptions:
 class PackageResult:
     """What `package` did: the capture, the bundle (None for a dry run) and how it verified.
 
-    `timings` (seconds): kernel_start, notebook, capture, kernel_stop, probe_and_write, verify, total."""
+    `timings` (seconds): kernel_start, notebook, capture, probe (waiting for the fresh interpreter), write, verify,
+    kernel_stop, total."""
 
     bundle: Path | None
     capture: Capture
@@ -175,8 +176,11 @@ class BundleBuilder:
                 probe = child.start_probe(writer.probe_modules())
                 kernel.stop()  # it exits while the child probes and verifies; leaving the block collects it
                 mark = time.perf_counter()
-                manifest = writer.finish(probe())
-                timings["probe_and_write"] = time.perf_counter() - mark
+                dependencies = probe()
+                timings["probe"] = time.perf_counter() - mark
+                mark = time.perf_counter()
+                manifest = writer.finish(dependencies)
+                timings["write"] = time.perf_counter() - mark
                 step("verifying the bundle in a fresh interpreter")
                 mark = time.perf_counter()
                 cases = child.verify(manifest.name)
