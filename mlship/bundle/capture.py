@@ -84,7 +84,7 @@ class NotebookKernel:
         mark = time.perf_counter()
         inspector = KernelInspector.install(self.session)
         step("choosing what to serve")
-        capture = _inspect(self.notebook, self.request, self.index.result(), inspector, values, step)
+        capture = capture_served_path(self.notebook, self.request, self.index.result(), inspector, values, step)
         self.timings["capture"] = time.perf_counter() - mark
         return capture
 
@@ -121,8 +121,10 @@ def _prepare(notebook: Notebook) -> CodeIndex:
     return index
 
 
-def _inspect(notebook: Notebook, request: CaptureRequest, index: CodeIndex, inspector: KernelInspector,
-             values: Path | None, step: StepCallback) -> Capture:
+def capture_served_path(notebook: Notebook, request: CaptureRequest, index: CodeIndex, inspector: KernelInspector,
+                        values: Path | None, step: StepCallback = log.info) -> Capture:
+    """Ask the kernel (through `inspector`, after the notebook ran) what to serve and record it: the plan, the
+    code, the golden cases, the interpreter, and the captured values pickled into `values`."""
     plan = choose(index, request.choices, inspector)
     code = plan_code(index, plan, inspector)
     step("recording golden cases")
