@@ -126,7 +126,7 @@ def predict_file(
 
 def _choose_method(bundle: LoadedBundle, method: str | None) -> str:
     if method is None:
-        return "predict" if "predict" in bundle.methods else next(iter(bundle.methods))
+        return bundle.manifest.default_method
     if method not in bundle.methods:
         raise BatchError(f"the bundle has no method {method!r}; it has {', '.join(bundle.methods)}")
     return method

@@ -40,6 +40,9 @@ DEFAULT_RTOL = 1e-6
 DEFAULT_ATOL = 1e-9
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# The manifest keys every format has, and those format 1 could leave out (see FORMAT).
+_REQUIRED = ("name", "version", "runtime_version", "python", "requirements", "artifacts", "methods", "input", "golden")
+_REQUIRED_SINCE_2 = ("mlship_version", "created_at", "source", "batch_safe", "local_modules", "selection")
 
 
 class BundleLoadError(Exception):
@@ -252,6 +255,12 @@ class Manifest:
     def method_names(self) -> list[str]:
         return [method.name for method in self.methods]
 
+    @property
+    def default_method(self) -> str:
+        """What a caller that names no method gets (MLflow's /invocations, batch predict): predict, else the first."""
+        names = self.method_names
+        return "predict" if "predict" in names else names[0]
+
     def method(self, name: str) -> Method:
         for method in self.methods:
             if method.name == name:
@@ -267,6 +276,10 @@ class Manifest:
         if fmt not in READABLE_FORMATS:
             raise BundleLoadError(_format_message(where, fmt, obj.get("mlship_version")))
         strict = fmt >= 2  # format 1 may omit the fields documented above
+        required = _REQUIRED + (_REQUIRED_SINCE_2 if strict else ())
+        missing = [key for key in required if key not in obj]
+        if missing:
+            raise BundleLoadError(f"{where} lacks {', '.join(repr(key) for key in missing)}")
         methods = _list(obj, "methods", where)
         if not methods:
             raise BundleLoadError(f"{where}: 'methods' must list at least one method")

@@ -50,8 +50,7 @@ class ModelHandle:
     @property
     def default_method(self) -> str:
         """What a protocol without method names calls (MLflow's /invocations): predict, else the first."""
-        names = self.method_names
-        return "predict" if "predict" in names else names[0]
+        return self.manifest.default_method
 
     @property
     def schema(self) -> InputSchema:

@@ -61,8 +61,7 @@ def test_missing_manifest_keys(make_bundle: MakeBundle) -> None:
     manifest = json.loads((bundle / "mlship.json").read_text())
     del manifest["methods"], manifest["input"]
     (bundle / "mlship.json").write_text(json.dumps(manifest))
-    # The contract names the first missing key it needs.
-    assert refusal(bundle) == f"{bundle / 'mlship.json'} lacks 'methods'"
+    assert refusal(bundle) == f"{bundle / 'mlship.json'} lacks 'methods', 'input'"
 
 
 def test_tampered_artifact_is_refused_naming_file_and_digests(make_bundle: MakeBundle) -> None:
