@@ -1,4 +1,5 @@
-"""How the onprem target builds (onprem.py declares it): one reproducible tarball that installs and serves on an air-gapped Linux host.
+"""How the onprem target builds (onprem.py declares it): one reproducible tarball that installs and serves on
+an air-gapped Linux host (docs/ONPREM.md).
 
     dist/NAME-VERSION-pyXY-PLATFORM.tar.gz
       NAME-VERSION/
