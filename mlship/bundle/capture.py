@@ -7,6 +7,7 @@ the Capture into files, so it is unit-tested with a fake one.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -72,7 +73,8 @@ class NotebookKernel:
 
     def executable(self) -> str:
         """The kernel's interpreter, asked without leaving a name in the notebook's namespace."""
-        return self.session.run("print(__import__('sys').executable)").strip().splitlines()[-1]
+        lines = self.session.run("print(__import__('sys').executable)").strip().splitlines()
+        return lines[-1] if lines else sys.executable
 
     def capture(self, values: Path | None, on_step: StepCallback | None = None) -> Capture:
         """Run the notebook, then capture its served path; the captured values are pickled into `values`
