@@ -12,7 +12,8 @@ import os
 import shutil
 import tempfile
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,21 +176,25 @@ class BundleBuilder:
                 step("resolving dependencies in a fresh interpreter")
                 probe = child.start_probe(writer.probe_modules())
                 kernel.stop()  # it exits while the child probes and verifies; leaving the block collects it
-                mark = time.perf_counter()
-                dependencies = probe()
-                timings["probe"] = time.perf_counter() - mark
-                mark = time.perf_counter()
-                manifest = writer.finish(dependencies)
-                timings["write"] = time.perf_counter() - mark
+                with _timed(timings, "probe"):
+                    dependencies = probe()
+                with _timed(timings, "write"):
+                    manifest = writer.finish(dependencies)
                 step("verifying the bundle in a fresh interpreter")
-                mark = time.perf_counter()
-                cases = child.verify(manifest.name)
-                timings["verify"] = time.perf_counter() - mark
+                with _timed(timings, "verify"):
+                    cases = child.verify(manifest.name)
                 child.finish()  # it exits while the kernel is collected
         return capture, manifest, cases
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    mark = time.perf_counter()
+    yield
+    timings[key] = time.perf_counter() - mark
 
 
 def _default_name(path: Path) -> str:
