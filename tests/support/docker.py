@@ -12,8 +12,6 @@ pushes quickly, for tests about the build machinery rather than about a model.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import pickle
 import platform
@@ -62,6 +60,17 @@ def write_tiny_bundle(dest: Path, *, name: str = "tiny", expected: list[int] | N
     from mlship import __version__
     from mlship.bundle.manifest import runtime_pins
     from mlship.runtime import RUNTIME_VERSION
+    from mlship.runtime._contract import (
+        Golden,
+        GoldenCase,
+        InputSchema,
+        Manifest,
+        Method,
+        PythonInfo,
+        Selection,
+        Source,
+        write,
+    )
 
     inputs = ["a", "bb", "ccc"]
     outputs = expected or [len(text) for text in inputs]
@@ -72,24 +81,17 @@ def write_tiny_bundle(dest: Path, *, name: str = "tiny", expected: list[int] | N
     (dest / "predictor.py").write_text(_TINY_PREDICTOR)
     requirements = sorted(f"{name}=={version}" for name, version in runtime_pins().items())
     (dest / "requirements.txt").write_text("".join(f"{line}\n" for line in requirements))
-    cases = [{"id": f"predict-{i}", "method": "predict", "instances": [text], "expected": [out]}
-             for i, (text, out) in enumerate(zip(inputs, outputs, strict=True))]
-    (dest / "golden.json").write_text(json.dumps({"rtol": 1e-6, "atol": 1e-9, "cases": cases}, indent=1))
-    files = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
-    manifest = {
-        "format": 1, "name": name, "version": "0.1.0", "mlship_version": __version__,
-        "runtime_version": RUNTIME_VERSION, "created_at": "2026-11-27T10:00:00Z",
-        "source": {"notebook": f"{name}.ipynb", "sha256": "0" * 64},
-        "python": {"version": platform.python_version(), "implementation": "CPython"},
-        "requirements": requirements,
-        "artifacts": {f: hashlib.sha256((dest / f).read_bytes()).hexdigest() for f in files},
-        "methods": [{"name": "predict", "expression": "[len(t) for t in X]"}],
-        "batch_safe": True,
-        "input": {"kind": "list", "type": "string", "example": inputs[0]},
-        "golden": "golden.json",
-        "selection": {"source": "auto", "reason": "test bundle"},
-    }
-    (dest / "mlship.json").write_text(json.dumps(manifest, indent=2))
+    cases = tuple(GoldenCase(f"predict-{i}", "predict", [text], [out])
+                  for i, (text, out) in enumerate(zip(inputs, outputs, strict=True)))
+    manifest = Manifest(
+        name=name, version="0.1.0", mlship_version=__version__, runtime_version=RUNTIME_VERSION,
+        created_at="2026-11-27T10:00:00Z", source=Source(f"{name}.ipynb", "0" * 64),
+        python=PythonInfo(platform.python_version(), "CPython"), requirements=tuple(requirements),
+        methods=(Method("predict", "[len(t) for t in X]"),), batch_safe=True,
+        input=InputSchema.from_json({"kind": "list", "type": "string", "example": inputs[0]}),
+        selection=Selection("auto", "test bundle"),
+    )
+    write(dest, manifest, Golden(cases, rtol=1e-6, atol=1e-9))
     return dest
 
 
