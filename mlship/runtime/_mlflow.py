@@ -22,7 +22,7 @@ from ._openapi import get_operation, json_content, responses
 from ._protocol import Endpoint, Handler, Protocol
 from ._schema import ACCEPTED_KEYS, InputError, check_payload
 from ._state import AppState
-from ._values import BadValue
+from ._values import QUOTE_LIMIT, BadValue, quote_names
 
 _ERROR_CODES = {
     400: "BAD_REQUEST",
@@ -134,7 +134,7 @@ def _unwrap(body: Any) -> Any:
     keys = [key for key in body if key in ACCEPTED_KEYS]
     if len(keys) != 1:
         accepted = ", ".join(f'"{key}"' for key in ACCEPTED_KEYS)
-        got = ", ".join(f'"{key}"' for key in body) or "an empty object"
+        got = quote_names(list(body)) or "an empty object"
         raise HttpError(
             400, f"the input must be a JSON object with exactly one of the keys {accepted}; got {got}"
         )
@@ -187,7 +187,9 @@ def _csv_value(text: str, type_: str, column: str, row: int) -> Any:
             return text.lower() in ("true", "1")
         raise BadValue
     except (ValueError, BadValue):
-        raise InputError(f'column "{column}", row {row}: {text!r} is not a CSV {type_}') from None
+        # repr-style, bounded: a field can be 128 KiB of anything (InputError escapes what repr leaves)
+        shown = repr(text[:QUOTE_LIMIT]) + ("…" if len(text) > QUOTE_LIMIT else "")
+        raise InputError(f'column "{column}", row {row}: {shown} is not a CSV {type_}') from None
 
 
 def _ping_endpoint(state: AppState) -> Handler:

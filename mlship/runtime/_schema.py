@@ -13,7 +13,7 @@ from typing import Any
 
 from ._build import build_value
 from ._contract import COLUMN_KINDS, Column, InputSchema
-from ._values import BadValue, InputError, check_value, describe, json_type
+from ._values import BadValue, InputError, check_value, describe, json_type, quote_names
 
 ACCEPTED_KEYS = ("instances", "inputs", "dataframe_split", "dataframe_records")
 
@@ -329,7 +329,8 @@ def _raise_problems(problems: list[str]) -> None:
 
 
 def _quoted(names: Sequence[Any]) -> str:
-    return ", ".join(f'"{name}"' for name in names)
+    # The schema's column names and a client's alike: quoted safely, and bounded (see _values.quote).
+    return quote_names(names)
 
 
 def _shape(shape: Sequence[int | None]) -> str:

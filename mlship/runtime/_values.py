@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,10 +21,48 @@ _EXPECTED = {
 }
 
 
+# What a log line or a JSON encoder must never receive raw from a client: C0 and C1 control characters (a
+# newline forges a log line), line and paragraph separators, bidirectional overrides and other invisible format
+# characters (they reorder what a terminal shows), and lone surrogates (not UTF-8: orjson refuses them, and a
+# 400 would become a 500).
+UNSAFE_CHARS = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u00ad\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ud800-\udfff]"
+)
+# How much of one client-supplied name or string a message quotes.
+QUOTE_LIMIT = 60
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_text(text: str) -> str:
+    """`text` with every UNSAFE_CHARS character written as a \\xNN or \\uNNNN escape; the rest as it is."""
+    return UNSAFE_CHARS.sub(_escape, text) if UNSAFE_CHARS.search(text) else text
+
+
+def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """A client-supplied name or string for an error message: double-quoted and JSON-escaped (quotes,
+    backslashes, control and invisible characters, lone surrogates), its first `limit` characters then "…",
+    so that whatever a client sends, the message stays one short, printable line."""
+    text = value if isinstance(value, str) else str(value)
+    shown = json.dumps(text[:limit], ensure_ascii=False)
+    return escape_text(shown if len(text) <= limit else shown[:-1] + '…"')
+
+
+def quote_names(names: Sequence[object], limit: int = 20) -> str:
+    """Names for a message, each quoted by `quote`, at most `limit` of them then "and N more"."""
+    shown = ", ".join(quote(name) for name in names[:limit])
+    return shown if len(names) <= limit else f"{shown} and {len(names) - limit} more"
+
+
 class InputError(ValueError):
-    """The request does not fit the input schema; the message is safe to send back to the client."""
+    """The request does not fit the input schema; the message is safe to send back to the client (and to log:
+    `escape_text` is applied to it, whatever built it)."""
 
     def __init__(self, message: str) -> None:
+        message = escape_text(message)
         super().__init__(message)
         self.message = message
 
@@ -79,8 +119,7 @@ def describe(value: Any) -> str:
     if isinstance(value, bool):
         return f"the boolean {json.dumps(value)}"
     if isinstance(value, str):
-        shown = json.dumps(value, ensure_ascii=False)
-        return f"the string {shown if len(shown) <= 60 else shown[:58] + '…'}"
+        return f"the string {quote(value)}"
     if isinstance(value, float) and math.isnan(value):
         return "NaN"
     if isinstance(value, float) and math.isinf(value):
