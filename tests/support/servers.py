@@ -74,7 +74,10 @@ def _answers_200(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             return bool(response.status == 200)
-    except (OSError, http.client.HTTPException):  # refused, reset, 503 (HTTPError) while the server starts
+    except urllib.error.HTTPError as error:  # e.g. 503 while it loads: close it, or a ResourceWarning follows
+        error.close()
+        return False
+    except (OSError, http.client.HTTPException):  # refused or reset while the server starts
         return False
 
 
