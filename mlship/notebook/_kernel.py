@@ -272,7 +272,9 @@ def infer_schema(sample: Any, full: Any = None) -> dict[str, Any]:
         return {"kind": "ndarray", "dtype": str(sample.dtype), "type": t, "shape": [None, *sample.shape[1:]],
                 "nullable": _has_missing(full)}
     if kind == "list":
-        return {"kind": "list", "type": _scalar_type(list(sample))}
+        # nullable said explicitly: the contract's default (true) let null reach a text model that then raised
+        # (a 500 where the client sent a bad value).
+        return {"kind": "list", "type": _scalar_type(list(sample)), "nullable": _has_missing(list(full))}
     if kind == "records":
         names: list[str] = []
         for rec in sample:

@@ -23,6 +23,7 @@ at the next Python bytecode; native code that never returns to Python cannot be 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import signal
@@ -41,6 +42,9 @@ from ._schema import Checked, InputError
 from ._settings import Settings
 
 logger = logging.getLogger(__name__)
+# time.monotonic() when the server read the request's first byte (set per request by the Observe layer): the
+# deadline counts from there, so a request read late behind a busy model is not given its full timeout again.
+REQUEST_RECEIVED: contextvars.ContextVar[float | None] = contextvars.ContextVar("mlship_received", default=None)
 
 
 class ModelError(Exception):
@@ -88,7 +92,8 @@ class Runner:
         queued, the model runs at once, without the event-loop round trip that lets concurrent requests join.
         """
         loop = asyncio.get_running_loop()
-        job = _Job(method, checked, time.monotonic() + self.timeout, request_id, loop.create_future())
+        start = REQUEST_RECEIVED.get()
+        job = _Job(method, checked, (start or time.monotonic()) + self.timeout, request_id, loop.create_future())
         if alone and not self._queue and not self._scheduled:
             self._run([job])
             return job.future.result()

@@ -16,7 +16,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from ._http import HttpError, encode_json, json_response, parse_json, read_body
+from ._http import HttpError, check_elements, encode_json, json_response, parse_json, read_body
 from ._model import ModelHandle
 from ._openapi import get_operation, json_content, responses
 from ._protocol import Endpoint, Handler, Protocol
@@ -100,9 +100,10 @@ def _invocations_endpoint(state: AppState, model: ModelHandle) -> Handler:
             media_type = _content_type(request)
             raw = await read_body(request, state.settings.max_body_bytes)
             if media_type == "text/csv":
-                checked = _check_csv(model, raw)
+                check_elements(raw, state.settings.max_elements)
+                checked = _check_csv(model, raw, state.settings.max_csv_field_chars)
             else:
-                checked = model.check_body(_unwrap(parse_json(raw)))
+                checked = model.check_body(_unwrap(parse_json(raw, state.settings.max_elements)))
             predictions = await state.predict(request, model, method, checked)
         except HttpError as exc:
             return mlflow_error(exc.status_code, exc.message)
@@ -141,7 +142,7 @@ def _unwrap(body: Any) -> Any:
     return {keys[0]: body[keys[0]]}
 
 
-def _check_csv(model: ModelHandle, raw: bytes) -> Any:
+def _check_csv(model: ModelHandle, raw: bytes, max_field: int) -> Any:
     schema = model.schema
     if not schema.has_columns:
         raise HttpError(
@@ -151,7 +152,17 @@ def _check_csv(model: ModelHandle, raw: bytes) -> Any:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise HttpError(400, "the CSV body is not UTF-8 text") from None
-    table = list(csv.reader(io.StringIO(text)))
+    # The csv module's field limit is process-wide; this worker's settings decide it. Beyond it, csv raises
+    # csv.Error ("field larger than field limit"), which was a 500 before.
+    if csv.field_size_limit() != max_field:
+        csv.field_size_limit(max_field)
+    try:
+        table = list(csv.reader(io.StringIO(text)))
+    except csv.Error as exc:
+        if "field limit" in str(exc):
+            message = f"a CSV field is longer than {max_field} characters [env var: MLSHIP_MAX_CSV_FIELD_CHARS]"
+            raise HttpError(413, message) from None
+        raise HttpError(400, f"the CSV body does not parse: {exc}") from None
     if not table:
         raise HttpError(400, "the CSV body is empty; send a header row, then one line per row")
     header, lines = table[0], [line for line in table[1:] if line]

@@ -14,7 +14,16 @@ from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._http import REQUEST_ID_HEADER, REQUEST_ID_KEY, encode_json, header, new_request_id, send_json
+from ._http import (
+    RECEIVED_KEY,
+    REQUEST_ID_HEADER,
+    REQUEST_ID_KEY,
+    encode_json,
+    header,
+    new_request_id,
+    send_json,
+)
+from ._inference import REQUEST_RECEIVED
 from ._protocol import FastHandler
 from ._state import AppState
 
@@ -33,6 +42,11 @@ class Observe:
             await self.app(scope, receive, send)
             return
         started, wall = time.perf_counter(), time.time()
+        # Waited already: read by the server's protocol while the event loop was busy (a model running inline).
+        received = scope.get(RECEIVED_KEY)
+        waited = max(0.0, time.monotonic() - received) if received is not None else 0.0
+        if received is not None:
+            REQUEST_RECEIVED.set(received)  # the request's deadline starts there (see _inference)
         state = self.state
         rid = new_request_id(header(scope, _REQUEST_ID))
         scope[REQUEST_ID_KEY] = rid
@@ -78,7 +92,7 @@ class Observe:
             state.metrics.in_flight.dec()
             while state.after_response:
                 state.after_response.pop()()
-            seconds = time.perf_counter() - started
+            seconds = time.perf_counter() - started + waited
             route = path if fast is not None else getattr(scope.get("route"), "path", None) or "unmatched"
             state.metrics.observe_request(route, method, status or 500, seconds)
             client = scope.get("client")

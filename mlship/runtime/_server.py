@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import http
 import logging
 import math
 import os
@@ -32,6 +33,7 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from ._app import create_app
 from ._bundle import BundleLoadError, LoadedBundle, load_bundle
+from ._http import RECEIVED_KEY, encode_json, set_pending_limit
 from ._logs import configure_logging
 from ._metrics import MULTIPROC_ENV, enable_multiprocess, process_exited, remove_directory
 from ._settings import Settings, SettingsError
@@ -117,17 +119,119 @@ _LINGER = 0.25
 
 
 class ServerHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
-    """uvicorn's HTTP protocol (httptools, else h11) with two changes.
+    """uvicorn's HTTP protocol (httptools, else h11) with these changes.
 
     - Each response leaves in one write: uvicorn writes the header block, then the body, and on loopback each
       write is a system call and a TCP segment that wakes the client (see _CoalescingTransport).
     - Shutdown does not close an idle connection at once: a request that arrives within _LINGER seconds is
       answered (with Connection: close, the server is draining) instead of being lost to a reset. Busy
       connections close after their response, as in uvicorn.
+    - Bounded before any request exists: a connection must send a request's line and headers within
+      MLSHIP_HEADER_TIMEOUT seconds of connecting (or of its first byte after an idle keep-alive period), at most
+      MLSHIP_MAX_HEADER_BYTES bytes of them in at most MLSHIP_MAX_HEADERS fields; else it is answered 408 or 431
+      (JSON) and closed. Silent connections used to stay open forever (2,100 of them exhausted 1,024 file
+      descriptors), and 64 MiB of headers were held in full.
+    - Protocol errors are answered with JSON, like everything else, instead of uvicorn's text/plain.
+    - The moment a request's first byte was read goes into its scope (RECEIVED_KEY): its deadline and its
+      access-log duration start there, not when the application gets to it.
+
+    `limits` is set on the subclass that `protocol_class(settings)` makes.
     """
+
+    limits: Settings = Settings()
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(_CoalescingTransport(transport, self.loop))
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._header_bytes = 0
+        self._refusal: tuple[int, str] | None = None
+        self._received = time.monotonic()
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._header_timer is None and (self.cycle is None or self.cycle.response_complete):
+            self._arm_header_timer()  # the first byte of the next request on a kept-alive connection
+        super().data_received(data)
+
+    # httptools' parser callbacks (the h11 protocol has none: there, uvicorn's h11_max_incomplete_event_size
+    # bounds the header block)
+    def on_message_begin(self) -> None:
+        self._header_bytes = 0
+        self._received = time.monotonic()
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        self._count_header_bytes(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_header_bytes(len(name) + len(value) + 4)
+        if len(self.headers) >= self.limits.max_headers:
+            self._refuse(431, f"more than {self.limits.max_headers} header fields [env var: MLSHIP_MAX_HEADERS]")
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._cancel_header_timer()
+        self.scope[RECEIVED_KEY] = self._received
+        super().on_headers_complete()
+
+    def _count_header_bytes(self, size: int) -> None:
+        self._header_bytes += size
+        if self._header_bytes > self.limits.max_header_bytes:
+            self._refuse(
+                431,
+                f"the request line and headers are larger than {self.limits.max_header_bytes} bytes "
+                "[env var: MLSHIP_MAX_HEADER_BYTES]",
+            )
+
+    def _refuse(self, status: int, message: str) -> None:
+        # Raised inside a parser callback: httptools turns it into a parser error, which uvicorn answers
+        # through send_400_response (below), with this status and message.
+        self._refusal = (status, message)
+        raise ValueError(message)
+
+    def send_400_response(self, msg: str) -> None:
+        status, message = self._refusal or (400, msg)
+        self._cancel_header_timer()
+        if status != 400:
+            _REFUSALS.log("refused a request: %s (client %s)", message, _client(self))
+        self._send_json_and_close(status, message)
+
+    def _send_json_and_close(self, status: int, message: str) -> None:
+        body = encode_json({"error": message})
+        reason = http.HTTPStatus(status).phrase
+        head = (
+            f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        )
+        if not self.transport.is_closing():
+            self.transport.write(head.encode("latin-1") + body)
+            self.transport.close()
+
+    def _arm_header_timer(self) -> None:
+        self._header_timer = self.loop.call_later(self.limits.header_timeout, self._on_header_timeout)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _on_header_timeout(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing() or not (self.cycle is None or self.cycle.response_complete):
+            return
+        _SILENT.log(
+            "closed a connection that sent no complete request headers within %g s "
+            "[env var: MLSHIP_HEADER_TIMEOUT] (client %s)", self.limits.header_timeout, _client(self),
+        )
+        timeout = self.limits.header_timeout
+        self._send_json_and_close(
+            408, f"the request headers did not arrive within {timeout:g} s [env var: MLSHIP_HEADER_TIMEOUT]"
+        )
 
     def shutdown(self) -> None:
         if self.cycle is None or self.cycle.response_complete:
@@ -138,6 +242,40 @@ class ServerHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
     def _close_if_idle(self) -> None:
         if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
             super().shutdown()
+
+
+def protocol_class(settings: Settings) -> type[ServerHTTPProtocol]:
+    """ServerHTTPProtocol with these settings' limits (uvicorn makes its protocols from a class)."""
+    return type("MlshipHTTPProtocol", (ServerHTTPProtocol,), {"limits": settings})
+
+
+def _client(protocol: Any) -> str:
+    client = getattr(protocol, "client", None)
+    return f"{client[0]}:{client[1]}" if client else "-"
+
+
+class _RateLimitedLog:
+    """A warning at most once per `interval` seconds, with how many like it were left out: a client opening
+    thousands of bad connections must not also flood the log."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self.next_at = 0.0
+        self.skipped = 0
+
+    def log(self, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now < self.next_at:
+            self.skipped += 1
+            return
+        if self.skipped:
+            message += f" (and {self.skipped} more like it in the last {self.interval:g} s)"
+        self.next_at, self.skipped = now + self.interval, 0
+        logger.warning(message, *args)
+
+
+_SILENT = _RateLimitedLog()
+_REFUSALS = _RateLimitedLog()
 
 
 class _CoalescingTransport:
@@ -233,13 +371,16 @@ def run_worker(
 ) -> int:
     """Serve on `sock` in this process until a signal; 0 after a clean shutdown."""
     app = create_app(bundle_dir, bundle=bundle, settings=settings)
+    set_pending_limit(settings.pending_limit)
     config = uvicorn.Config(
         app,
         # uvloop and httptools when importable (the protocol is httptools' when it is): plain asyncio under
         # several workers left TCP_NODELAY off (44 ms per request) and piled connections onto one worker
         # (measured on 2 cores; benchmarks/serving.py).
         loop="auto",
-        http=ServerHTTPProtocol,
+        http=protocol_class(settings),
+        timeout_keep_alive=settings.keepalive_timeout,  # type: ignore[arg-type]  # uvicorn takes a float too
+        h11_max_incomplete_event_size=settings.max_header_bytes,  # the h11 fallback's header limit
         lifespan="on",
         log_config=None,
         log_level=log_level,

@@ -12,6 +12,14 @@ DEFAULT_TIMEOUT = 60.0
 DEFAULT_MAX_BATCH_ROWS = 128
 DEFAULT_MAX_IN_FLIGHT = 1024
 DEFAULT_GRACE_PERIOD = 30.0
+# Bounds on the work and memory one client can cost a worker before the model runs (docs/RUNTIME.md, "Limits").
+DEFAULT_MAX_ELEMENTS = 4 * 1024 * 1024
+DEFAULT_MAX_TENSOR_DIMS = 32  # numpy 1.x's largest ndim; a V2 shape with more dimensions cannot be an array there
+DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+DEFAULT_MAX_HEADERS = 100
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_KEEPALIVE_TIMEOUT = 5.0
+DEFAULT_MAX_CSV_FIELD_CHARS = 131_072  # the csv module's own default
 LOG_FORMATS = ("json", "text")
 
 
@@ -37,6 +45,19 @@ class Settings:
                                                                   [env var: MLSHIP_GRACE_PERIOD, default 30]
     access_log:     one JSON line per request                     [env var: MLSHIP_ACCESS_LOG, default 1]
     log_format:     json (one object per line) or text           [env var: MLSHIP_LOG_FORMAT, default json]
+    max_elements:   values in one request: JSON values (counted before parsing) and V2 tensor elements
+                                                                  [env var: MLSHIP_MAX_ELEMENTS, default 4 Mi]
+    max_tensor_dims: dimensions of a V2 tensor's shape           [env var: MLSHIP_MAX_TENSOR_DIMS, default 32]
+    max_header_bytes: request line and headers, in bytes          [env var: MLSHIP_MAX_HEADER_BYTES, default 64 KiB]
+    max_headers:    header fields per request                     [env var: MLSHIP_MAX_HEADERS, default 100]
+    header_timeout: seconds a connection may take to send a request's headers
+                                                                  [env var: MLSHIP_HEADER_TIMEOUT, default 10]
+    keepalive_timeout: seconds an idle keep-alive connection stays open
+                                                                  [env var: MLSHIP_KEEPALIVE_TIMEOUT, default 5]
+    max_pending_bytes: body bytes one worker holds for requests still arriving, all together (503 beyond)
+                                                    [env var: MLSHIP_MAX_PENDING_BYTES, default 3 x max_body_bytes]
+    max_csv_field_chars: characters in one CSV field on /invocations
+                                                                  [env var: MLSHIP_MAX_CSV_FIELD_CHARS, default 131072]
     """
 
     max_rows: int = DEFAULT_MAX_ROWS
@@ -48,6 +69,18 @@ class Settings:
     grace_period: float = DEFAULT_GRACE_PERIOD
     access_log: bool = True
     log_format: str = "json"
+    max_elements: int = DEFAULT_MAX_ELEMENTS
+    max_tensor_dims: int = DEFAULT_MAX_TENSOR_DIMS
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    max_headers: int = DEFAULT_MAX_HEADERS
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
+    max_pending_bytes: int | None = None  # None: 3 x max_body_bytes (see pending_limit)
+    max_csv_field_chars: int = DEFAULT_MAX_CSV_FIELD_CHARS
+
+    @property
+    def pending_limit(self) -> int:
+        return self.max_pending_bytes or 3 * self.max_body_bytes
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -55,9 +88,16 @@ class Settings:
         log_format = env.get("MLSHIP_LOG_FORMAT", "").strip().lower() or "json"
         if log_format not in LOG_FORMATS:
             raise SettingsError(f"MLSHIP_LOG_FORMAT={log_format!r} must be one of {', '.join(LOG_FORMATS)}")
+        max_body_bytes = _positive_int(env, "MLSHIP_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)
+        max_pending_bytes = _positive_int(env, "MLSHIP_MAX_PENDING_BYTES", 0) or None
+        if max_pending_bytes is not None and max_pending_bytes < max_body_bytes:
+            raise SettingsError(
+                f"MLSHIP_MAX_PENDING_BYTES={max_pending_bytes} must be at least MLSHIP_MAX_BODY_BYTES "
+                f"({max_body_bytes}): a body of the largest size could never be received"
+            )
         return cls(
             max_rows=_positive_int(env, "MLSHIP_MAX_ROWS", DEFAULT_MAX_ROWS),
-            max_body_bytes=_positive_int(env, "MLSHIP_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+            max_body_bytes=max_body_bytes,
             timeout=_seconds(env, "MLSHIP_TIMEOUT", DEFAULT_TIMEOUT, zero_ok=False),
             max_batch_rows=_positive_int(env, "MLSHIP_MAX_BATCH_ROWS", DEFAULT_MAX_BATCH_ROWS),
             max_in_flight=_positive_int(env, "MLSHIP_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT),
@@ -65,6 +105,14 @@ class Settings:
             grace_period=_seconds(env, "MLSHIP_GRACE_PERIOD", DEFAULT_GRACE_PERIOD, zero_ok=True),
             access_log=_flag(env, "MLSHIP_ACCESS_LOG", True),
             log_format=log_format,
+            max_elements=_positive_int(env, "MLSHIP_MAX_ELEMENTS", DEFAULT_MAX_ELEMENTS),
+            max_tensor_dims=_positive_int(env, "MLSHIP_MAX_TENSOR_DIMS", DEFAULT_MAX_TENSOR_DIMS),
+            max_header_bytes=_positive_int(env, "MLSHIP_MAX_HEADER_BYTES", DEFAULT_MAX_HEADER_BYTES),
+            max_headers=_positive_int(env, "MLSHIP_MAX_HEADERS", DEFAULT_MAX_HEADERS),
+            header_timeout=_seconds(env, "MLSHIP_HEADER_TIMEOUT", DEFAULT_HEADER_TIMEOUT, zero_ok=False),
+            keepalive_timeout=_seconds(env, "MLSHIP_KEEPALIVE_TIMEOUT", DEFAULT_KEEPALIVE_TIMEOUT, zero_ok=False),
+            max_pending_bytes=max_pending_bytes,
+            max_csv_field_chars=_positive_int(env, "MLSHIP_MAX_CSV_FIELD_CHARS", DEFAULT_MAX_CSV_FIELD_CHARS),
         )
 
 

@@ -7,7 +7,6 @@ same way; binary tensor data follows Triton's extension (extension_binary_data.m
 from __future__ import annotations
 
 import asyncio
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,9 +14,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from . import _tensors
-from ._http import HttpError, encode_json, error_response, json_response, parse_json, read_body
+from ._http import (
+    HttpError,
+    encode_json,
+    error_response,
+    is_ascii_number,
+    json_response,
+    parse_json,
+    read_body,
+)
 from ._model import ModelHandle
 from ._schema import Checked, InputError, check_payload
+from ._settings import Settings
 from ._state import AppState
 
 BINARY_HEADER = "inference-header-content-length"
@@ -130,14 +138,15 @@ class V2Model:
         if declared is None:
             if media_type == "application/octet-stream":
                 raise HttpError(400, f"binary tensor data needs the {BINARY_HEADER} header")
-            return parse_json(raw), b""
-        if not declared.strip().isdigit() or int(declared) > len(raw):
+            return parse_json(raw, self.state.settings.max_elements), b""
+        # ASCII digits only: str.isdigit() is true of "²" too, which int() then refuses (a 500, before).
+        if not is_ascii_number(declared.strip()) or int(declared) > len(raw):
             raise HttpError(
                 400,
                 f"{BINARY_HEADER} must be the length of the JSON part of the body, at most "
                 f"{len(raw)}; got {declared!r}",
             )
-        return parse_json(raw[: int(declared)]), raw[int(declared) :]
+        return parse_json(raw[: int(declared)], self.state.settings.max_elements), raw[int(declared) :]
 
     def _parse(self, body: Any, binary: bytes) -> Inference:
         try:
@@ -152,7 +161,8 @@ class V2Model:
         if request_id is not None and not isinstance(request_id, str):
             raise InputError('"id" must be a string')
         parameters = _parameters(body, "the inference request")
-        tensors = _received_tensors(body.get("inputs"), binary, {t["name"] for t in self.inputs})
+        names = {t["name"] for t in self.inputs}
+        tensors = _received_tensors(body.get("inputs"), binary, names, self.state.settings)
         checked = self._checked(tensors)
         return Inference(checked, self._requested_outputs(body.get("outputs"), parameters), request_id)
 
@@ -241,8 +251,30 @@ def _parameters(holder: dict[str, Any], what: str) -> dict[str, Any]:
     return parameters
 
 
+def element_count(name: str, shape: list[int], limits: Settings) -> int:
+    """The elements of a tensor of `shape`, or InputError beyond the limits: at most `max_tensor_dims`
+    dimensions, and a product that stops as soon as it passes `max_elements` (a shape of 100,000 dimensions of
+    10**9 took the worker half a minute of big-integer multiplication before any check)."""
+    if len(shape) > limits.max_tensor_dims:
+        raise InputError(
+            f'input "{name}": "shape" has {len(shape)} dimensions; at most {limits.max_tensor_dims} '
+            "[env var: MLSHIP_MAX_TENSOR_DIMS]"
+        )
+    if 0 in shape:
+        return 0
+    count = 1
+    for size in shape:
+        count *= size
+        if count > limits.max_elements:
+            raise InputError(
+                f'input "{name}": "shape" {shape} has more than {limits.max_elements} elements '
+                "[env var: MLSHIP_MAX_ELEMENTS]"
+            )
+    return count
+
+
 def _received_tensors(
-    inputs: Any, binary: bytes, names: set[str]
+    inputs: Any, binary: bytes, names: set[str], limits: Settings
 ) -> dict[str, tuple[dict[str, Any], list[Any]]]:
     """{name: (tensor, flat data)} for the request's inputs, with binary data taken in input order."""
     if not isinstance(inputs, list) or not inputs:
@@ -260,6 +292,8 @@ def _received_tensors(
                 f'unknown input "{name}"; this model takes ' + ", ".join(f'"{n}"' for n in sorted(names))
             )
         shape, datatype = tensor.get("shape"), tensor.get("datatype")
+        if isinstance(shape, list) and len(shape) > limits.max_tensor_dims:  # before any walk over it
+            element_count(name, shape, limits)
         if not isinstance(shape, list) or not all(
             isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape
         ):
@@ -268,7 +302,7 @@ def _received_tensors(
             raise InputError(
                 f'input "{name}": unknown datatype {datatype!r}; one of ' + ", ".join(_tensors.DATATYPES)
             )
-        count = math.prod(shape)
+        count = element_count(name, shape, limits)
         size = _parameters(tensor, f'input "{name}"').get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):

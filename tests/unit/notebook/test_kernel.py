@@ -40,7 +40,8 @@ def test_schema_of_arrays_series_lists_records_and_columns() -> None:
     with_nan = _kernel.infer_schema(np.array([[1.0, np.nan]]))
     assert with_nan["nullable"] is True
     assert _kernel.infer_schema(pd.Series(["a b", "c"], name="text"))["kind"] == "series"
-    assert _kernel.infer_schema(["a", "b"]) == {"kind": "list", "type": "string"}
+    assert _kernel.infer_schema(["a", "b"]) == {"kind": "list", "type": "string", "nullable": False}
+    assert _kernel.infer_schema(["a", "b"], ["a", None])["nullable"] is True
     records = _kernel.infer_schema([{"a": 1, "b": "x"}, {"a": 2, "c": 1.5}])
     assert [c["name"] for c in records["columns"]] == ["a", "b", "c"]
     cols = _kernel.infer_schema({"x1": np.array([1.0, 2.0])})
