@@ -9,16 +9,28 @@ the required files and every digest; `write(bundle_dir, manifest, golden)` is th
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from ._boot import (
+    IGNORED_DIRS,
+    SIGNATURE_NAME,
+    UNLISTED,
+    BundleLoadError,
+    bundle_files,
+    check_tree,
+    read_checked,
+    sha256_file,
+)
 from ._values import TYPES
+
+__all__ = ["BundleLoadError", "IGNORED_DIRS", "SIGNATURE_NAME", "UNLISTED", "read_checked", "sha256_file"]
 
 # The format written today, and every format this runtime still reads. Format 1 (mlship 0.1.0 before the typed
 # contract) may omit batch_safe, local_modules, selection, source, mlship_version and created_at; format 2
@@ -43,14 +55,6 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # The manifest keys every format has, and those format 1 could leave out (see FORMAT).
 _REQUIRED = ("name", "version", "runtime_version", "python", "requirements", "artifacts", "methods", "input", "golden")
 _REQUIRED_SINCE_2 = ("mlship_version", "created_at", "source", "batch_safe", "local_modules", "selection")
-
-
-class BundleLoadError(Exception):
-    """The bundle cannot be used: missing, damaged, tampered with, or in a format this code does not read."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 # -- the input schema --------------------------------------------------------------------------------------------
@@ -446,40 +450,33 @@ def read_manifest(bundle_dir: str | os.PathLike[str]) -> Manifest:
 
 
 def check_artifacts(root: str | os.PathLike[str], manifest: Manifest) -> None:
-    """Every listed file exists with its recorded sha256, and predictor.py and the golden file are listed."""
-    base = Path(root)
+    """predictor.py and the golden file are listed, every file under `root` is listed (but mlship.json, mlship.sig
+    and what `__pycache__` folders hold, which nothing loads), none is a symbolic link, and each has its recorded
+    sha256 (_boot.check_tree)."""
     for required in (PREDICTOR_NAME, manifest.golden):
         if required not in manifest.artifacts:
             # An unlisted predictor.py could be changed without anyone noticing.
             raise BundleLoadError(f"{MANIFEST_NAME}: 'artifacts' does not list {required}")
-    for name, expected in manifest.artifacts.items():
-        path = bundle_file(base, name)
-        if not path.is_file():
-            raise BundleLoadError(f"artifact {name} is missing from the bundle {base}")
-        actual = sha256_file(path)
-        if actual != expected:
-            raise BundleLoadError(
-                f"artifact {name} has sha256 {actual}, but {MANIFEST_NAME} expects {expected}: "
-                "the file changed after packaging"
-            )
+    check_tree(Path(root), manifest.artifacts)
 
 
 def write(bundle_dir: str | os.PathLike[str], manifest: Manifest, golden: Golden) -> Manifest:
     """Write golden.json, digest every file of the bundle, then write mlship.json; return the manifest as written.
 
-    Call it last: every other file must already be in place, since the digests cover them all.
+    Call it last: every other file must already be in place, since the digests cover them all. Bytecode caches
+    are removed (nothing loads them) and so is a signature, which no longer matches the new manifest.
     """
     root = Path(bundle_dir)
+    for cache in sorted(root.rglob(IGNORED_DIRS[0]), reverse=True):
+        if cache.is_dir() and not cache.is_symlink():
+            shutil.rmtree(cache)
+    (root / SIGNATURE_NAME).unlink(missing_ok=True)
     methods = set(manifest.method_names)
     unknown = sorted({case.method for case in golden.cases} - methods)
     if unknown:
         raise ValueError(f"golden cases use methods {unknown} that the manifest does not list")
     write_json(bundle_file(root, manifest.golden), golden.to_json())
-    artifacts = {
-        path.relative_to(root).as_posix(): sha256_file(path)
-        for path in sorted(root.rglob("*"))
-        if path.is_file() and path.name != MANIFEST_NAME and "__pycache__" not in path.parts
-    }
+    artifacts = {name: sha256_file(bundle_file(root, name)) for name in bundle_files(root)}
     final = replace(manifest, artifacts=artifacts, format=FORMAT)
     write_json(root / MANIFEST_NAME, final.to_json())
     return final
@@ -495,14 +492,6 @@ def bundle_file(root: Path, name: str) -> Path:
     if relative.is_absolute() or ".." in relative.parts or not relative.parts:
         raise BundleLoadError(f"{MANIFEST_NAME} names {name!r}, which is not a path inside the bundle")
     return root.joinpath(*relative.parts)
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # -- field readers: each names the file and the field in its error ----------------------------------------------

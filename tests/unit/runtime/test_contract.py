@@ -322,6 +322,6 @@ def test_the_contract_imports_only_the_standard_library_and_the_runtime() -> Non
     tree = ast.parse(Path(contract.__file__).read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            assert all(alias.name in {"hashlib", "json", "os", "re"} for alias in node.names)
+            assert all(alias.name in {"hashlib", "json", "os", "re", "shutil"} for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             assert node.module in {"__future__", "collections.abc", "dataclasses", "pathlib", "typing"}
