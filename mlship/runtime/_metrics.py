@@ -7,14 +7,17 @@ A single process keeps its samples in memory. Metric names are documented in doc
 
 from __future__ import annotations
 
+import operator
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.mmap_dict import MmapedDict
 
 from ._contract import Manifest
 
@@ -80,9 +83,54 @@ def is_multiprocess() -> bool:
 
 
 def process_exited(pid: int) -> None:
-    """Forget a dead worker's live gauges (in-flight); its counters stay, so totals survive restarts."""
-    if is_multiprocess():
-        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+    """Fold a dead worker's samples into the directory's archive files, then remove its own.
+
+    Its live gauges (in-flight) are dropped (prometheus-client's mark_process_dead); its counters and histograms
+    are added to `counter_archive.db` / `histogram_archive.db`, and max/min gauges kept as a max/min, so totals
+    survive restarts while the number of files stays that of the live workers plus the archive: a scrape read
+    3 more files per worker death before (0.33 s after 300 deaths, ~1.2 s after 1,000).
+    """
+    if not is_multiprocess():
+        return
+    multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+    merge_dead_files(Path(os.environ[MULTIPROC_ENV]), pid)
+
+
+_MERGES: dict[str, Callable[[float, float], float]] = {
+    "counter": operator.add,
+    "histogram": operator.add,
+    "summary": operator.add,
+    "gauge_sum": operator.add,
+    "gauge_max": max,
+    "gauge_min": min,
+}
+
+
+def merge_dead_files(directory: Path, pid: int) -> None:
+    for kind, merge in _MERGES.items():
+        dead = directory / f"{kind}_{pid}.db"
+        if not dead.exists():
+            continue
+        archive = MmapedDict(str(directory / f"{kind}_archive.db"))  # type: ignore[no-untyped-call]
+        try:
+            for key, value, _timestamp, _pos in MmapedDict.read_all_values_from_file(str(dead)):  # type: ignore[no-untyped-call]
+                if key in archive._positions:  # noqa: SLF001  (no public "has key" in prometheus-client)
+                    current, _ = archive.read_value(key)  # type: ignore[no-untyped-call]
+                    value = merge(current, value)
+                archive.write_value(key, value, 0.0)  # type: ignore[no-untyped-call]
+        finally:
+            archive.close()  # type: ignore[no-untyped-call]
+        # A scrape between the write above and this unlink counts the dead worker twice, once: the price of two
+        # files that cannot change together (the other order would show totals going down instead).
+        dead.unlink(missing_ok=True)
+
+
+def remove_own_files(directory: Path, pid: int) -> None:
+    """A worker left without its supervisor removes its own files, and the directory once it is empty."""
+    for path in directory.glob(f"*_{pid}.db"):
+        path.unlink(missing_ok=True)
+    if not any(path.name.endswith(".db") and not path.name.endswith("_archive.db") for path in directory.iterdir()):
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def remove_directory(path: Path) -> None:
@@ -181,13 +229,18 @@ class Metrics:
 
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
         """The text exposition (or OpenMetrics, when the scraper asks for it) and its content type."""
-        if self._own is not None:
-            registry = self._own
-        else:
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         try:
             encoder, content_type = choose_encoder(accept or "")
         except ValueError:  # an Accept header naming a version that does not parse
             encoder, content_type = choose_encoder("")
-        return encoder(registry), content_type
+        if self._own is not None:
+            return encoder(self._own), content_type
+        for attempt in range(3):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            try:
+                return encoder(registry), content_type
+            except FileNotFoundError:  # a dead worker's file, merged and removed after the collector listed it
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")

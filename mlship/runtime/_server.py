@@ -35,7 +35,7 @@ from ._app import create_app
 from ._bundle import BundleLoadError, LoadedBundle, load_bundle
 from ._http import RECEIVED_KEY, encode_json, set_pending_limit
 from ._logs import configure_logging
-from ._metrics import MULTIPROC_ENV, enable_multiprocess, process_exited, remove_directory
+from ._metrics import MULTIPROC_ENV, enable_multiprocess, process_exited, remove_directory, remove_own_files
 from ._settings import Settings, SettingsError
 from ._state import AppState
 
@@ -339,11 +339,27 @@ class WorkerServer(uvicorn.Server):
             yield
             return
         previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        if _LIFELINE.fd is None:  # serving alone: no supervisor to restart workers (under one, SIGHUP is its)
+            previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, _ignore_hangup)
         try:
             yield
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if _LIFELINE.fd is not None:
+            asyncio.get_running_loop().add_reader(_LIFELINE.fd, self._on_supervisor_gone)
+
+    def _on_supervisor_gone(self) -> None:
+        # End of file on the lifeline: the supervisor died without stopping us (kill -9). Drain and exit as on
+        # SIGTERM, so nothing is left listening on the port.
+        assert _LIFELINE.fd is not None
+        asyncio.get_running_loop().remove_reader(_LIFELINE.fd)
+        _LIFELINE.orphaned = True
+        logger.error("the supervisor is gone; this worker stops")
+        self.handle_exit(signal.SIGTERM, None)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.state.draining:
@@ -359,11 +375,52 @@ class WorkerServer(uvicorn.Server):
             self.state.settings.grace_period,
         )
         self._exit_at = time.monotonic() + delay
+        # uvicorn's own grace timeout runs on the event loop, which a model running inline holds: a 20 s request
+        # kept a single worker 20.5 s with a 2 s grace. A thread enforces it whatever the loop does.
+        limit = delay + self.state.settings.grace_period + _GRACE_SLACK
+        watchdog = threading.Timer(limit, _exit_after_grace, args=(limit,))
+        watchdog.daemon = True
+        watchdog.start()
 
     async def on_tick(self, counter: int) -> bool:
         if self._exit_at is not None and time.monotonic() >= self._exit_at:
             self.should_exit = True
         return await super().on_tick(counter)
+
+
+# Seconds past drain delay + grace period before a worker stops itself however busy (the supervisor's own
+# deadline, which kills, is 5 s past it).
+_GRACE_SLACK = 1.0
+
+
+def _exit_after_grace(limit: float) -> None:
+    logger.error("requests still running %g s after the signal (drain delay + grace period + %g s); exiting",
+                 limit, _GRACE_SLACK)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(1)
+
+
+def _ignore_hangup(sig: int, frame: FrameType | None) -> None:
+    logger.warning("SIGHUP: serving with one worker, there is nothing to restart; ignored "
+                   "(with --workers 2 or more, SIGHUP restarts the workers)")
+
+
+class _Lifeline:
+    """The read end of a pipe whose write end only the supervisor holds: it reads end-of-file once the
+    supervisor is gone, however it died.
+
+    Chosen over Linux's prctl(PR_SET_PDEATHSIG): it works on every POSIX system (macOS too), needs no ctypes,
+    and has no window where the supervisor dies between the fork and the prctl call; the worker then drains
+    like on SIGTERM instead of dying mid-request.
+    """
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+        self.orphaned = False
+
+
+_LIFELINE = _Lifeline()
 
 
 def run_worker(
@@ -390,6 +447,8 @@ def run_worker(
     )
     server = WorkerServer(config, app.state.mlship)
     server.run(sockets=[sock])  # uvicorn logs the requests it had to cancel when the grace period ran out
+    if _LIFELINE.orphaned and MULTIPROC_ENV in os.environ:  # nobody else will clean the metrics directory
+        remove_own_files(Path(os.environ[MULTIPROC_ENV]), os.getpid())
     return 0 if server.started else 1
 
 
@@ -405,7 +464,10 @@ class Supervisor:
         self.listeners = listeners
         self.children: dict[int, int] = {}  # pid -> slot
         self.stopping = False
+        self.restart_requested = False
+        self.retiring: set[int] = set()  # workers told to stop by a restart: not replaced, not crashes
         self.crashes: list[float] = []
+        self.lifeline: tuple[int, int] | None = None
 
     def run(self) -> int:
         owned = MULTIPROC_ENV not in os.environ
@@ -418,6 +480,8 @@ class Supervisor:
         gc.collect()
         gc.freeze()
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hangup)
+        self.lifeline = os.pipe()
         try:
             for slot in range(self.workers):
                 self._fork(slot)
@@ -425,8 +489,27 @@ class Supervisor:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            for fd in self.lifeline:
+                os.close(fd)
             if owned and directory is not None:
                 remove_directory(directory)
+
+    def _on_hangup(self, sig: int, frame: FrameType | None) -> None:
+        if not self.stopping:
+            self.restart_requested = True  # acted on by the supervising loop, outside the signal handler
+
+    def _restart(self) -> None:
+        """SIGHUP: a new worker per slot, forked from this process (the bundle loaded once, as at start),
+        then the old ones drained as on SIGTERM; both accept on the slot's socket meanwhile, so no connection
+        is refused. Reloading a changed bundle is left to the multi-model work."""
+        self.restart_requested = False
+        old = [pid for pid in self.children if pid not in self.retiring]
+        logger.info("SIGHUP: restarting %d workers", len(old))
+        for pid in old:
+            self.retiring.add(pid)
+            self._fork(self.children[pid])
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
 
     def _on_signal(self, sig: int, frame: FrameType | None) -> None:
         if self.stopping:
@@ -447,6 +530,8 @@ class Supervisor:
         give_up_at: float | None = None
         status = 0
         while self.children:
+            if self.restart_requested and not self.stopping:
+                self._restart()
             if self.stopping and give_up_at is None:
                 give_up_at = time.monotonic() + self.settings.drain_delay + self.settings.grace_period + 5
             if give_up_at is not None and time.monotonic() > give_up_at:
@@ -461,6 +546,10 @@ class Supervisor:
             pid, code = reaped
             slot = self.children.pop(pid)
             process_exited(pid)
+            if pid in self.retiring:
+                self.retiring.discard(pid)
+                logger.info("worker %d stopped for the restart (%s)", pid, _describe(code))
+                continue
             if self.stopping:
                 status = status or (1 if code not in (0, -signal.SIGTERM) else 0)
                 continue
@@ -491,7 +580,7 @@ class Supervisor:
 
     def _fork(self, slot: int) -> None:
         # Signals wait until the child has dropped the supervisor's handlers (which would signal its siblings).
-        handled = {signal.SIGINT, signal.SIGTERM}
+        handled = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
         signal.pthread_sigmask(signal.SIG_BLOCK, handled)
         pid = os.fork()
         if pid:
@@ -502,7 +591,13 @@ class Supervisor:
         try:
             for sig in handled:
                 signal.signal(sig, signal.SIG_DFL)
+            # A hangup is the supervisor's to act on (it restarts the workers); a terminal's hangup, sent to
+            # the whole process group, must not kill the workers under it.
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
+            if self.lifeline is not None:
+                os.close(self.lifeline[1])  # only the supervisor may hold the write end
+                _LIFELINE.fd = self.lifeline[0]
             for index, sock in enumerate(self.listeners):
                 if index != slot:
                     sock.close()
