@@ -30,7 +30,8 @@ server from the outside. Modules, one job each:
 - ``__main__``  ``python -m mlship_runtime serve|verify|predict BUNDLE``
 """
 
-from __future__ import annotations
+# No imports at all, not even __future__: under `python -m mlship_runtime` this file runs while the bundle folder is
+# still first on sys.path, before __main__ can check anything (a stray __future__.py there would run).
 
 # Recorded by the packager as the manifest's `runtime_version`; load_bundle refuses a bundle whose manifest
 # names another one. Bump it whenever the runtime's reading of the bundle format changes.

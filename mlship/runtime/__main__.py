@@ -1,21 +1,31 @@
-"""`python -m mlship_runtime serve BUNDLE`, `... verify BUNDLE` and `... predict BUNDLE --input F --output F`."""
+"""`python -m mlship_runtime serve BUNDLE`, `... verify BUNDLE` and `... predict BUNDLE --input F --output F`.
 
-from __future__ import annotations
+Nothing of the runtime is imported at module level: under `python -m` this module runs before any check, so it
+first has _boot check the whole bundle and install the importer that loads the rest of the runtime from
+digest-checked sources (docs/BUNDLE.md "Integrity"). mlship's own launchers run `_boot.py` as a script instead,
+which checks this file too before it runs.
+"""
 
-import argparse
-import logging
+# No `from __future__ import annotations` (that imports a module too, before the line below can run): the
+# annotations that name lazily imported types are strings.
 import os
 import sys
-from collections.abc import Sequence
-from pathlib import Path
 
-from . import _server
-from ._app import PROTOCOLS
-from ._batch import DEFAULT_CHUNK_ROWS, BatchError, BatchOptions, predict_file
-from ._bundle import BundleLoadError, load_bundle
-from ._codec import encode_json
-from ._progress import ProgressLine
-from ._verify import CaseResult, ServerUnreachable, verify_bundle, verify_url
+if __name__ == "__main__":
+    # `python -m` put the bundle folder (the working directory, or PYTHONPATH) on sys.path: drop it before the
+    # next import, so that a stray argparse.py or json.py in it cannot shadow the standard library.
+    _bundle_root = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    sys.path[:] = [entry for entry in sys.path if os.path.realpath(entry or os.curdir) != _bundle_root]
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
+if TYPE_CHECKING:
+    from ._batch import BatchOptions
+    from ._verify import CaseResult
 
 # Not __name__: under `python -m` that is "__main__", which says nothing in a log line.
 logger = logging.getLogger(__package__ or __name__)
@@ -24,6 +34,8 @@ _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from . import _server
+
     args = _parser().parse_args(argv)
     if args.command == "predict":
         return predict(Path(args.bundle), args.input, args.output, _batch_options(args))
@@ -40,11 +52,17 @@ def serve(bundle_dir: Path, *, host: str, port: int, workers: int, log_level: st
 
     See _server: the model loads once, then `workers` processes fork from this one (or this one serves).
     """
+    from . import _server
+
     return _server.serve(bundle_dir, host=host, port=port, workers=workers, log_level=log_level)
 
 
 def verify(bundle_dir: Path, *, url: str | None, as_json: bool) -> int:
     """Replay the golden cases; 0 when all match, 1 on any mismatch, 2 when the check cannot run at all."""
+    from ._bundle import BundleLoadError
+    from ._codec import encode_json
+    from ._verify import ServerUnreachable, verify_bundle, verify_url
+
     try:
         results = verify_url(url, bundle_dir) if url else verify_bundle(bundle_dir)
     except (BundleLoadError, ServerUnreachable) as exc:
@@ -59,11 +77,15 @@ def verify(bundle_dir: Path, *, url: str | None, as_json: bool) -> int:
     return 0 if ok else 1
 
 
-def predict(bundle_dir: Path, source: Path, target: Path, options: BatchOptions) -> int:
+def predict(bundle_dir: Path, source: Path, target: Path, options: "BatchOptions") -> int:
     """Run a batch job; 0 when every row was predicted (or rejected), 1 when the job failed, 2 for a bad bundle.
 
     Progress goes to stderr: a live line on a terminal, else only the final summary line.
     """
+    from ._batch import BatchError, predict_file
+    from ._bundle import BundleLoadError, load_bundle
+    from ._progress import ProgressLine
+
     try:
         bundle = load_bundle(bundle_dir)
     except BundleLoadError as exc:
@@ -85,7 +107,9 @@ def predict(bundle_dir: Path, source: Path, target: Path, options: BatchOptions)
     return 0
 
 
-def _batch_options(args: argparse.Namespace) -> BatchOptions:
+def _batch_options(args: argparse.Namespace) -> "BatchOptions":
+    from ._batch import BatchOptions
+
     return BatchOptions(
         method=args.method,
         chunk_rows=args.chunk_rows,
@@ -96,7 +120,7 @@ def _batch_options(args: argparse.Namespace) -> BatchOptions:
     )
 
 
-def _table(results: list[CaseResult]) -> str:
+def _table(results: "list[CaseResult]") -> str:
     id_width = max(len("case"), *(len(result.id) for result in results))
     method_width = max(len("method"), *(len(result.method) for result in results))
     lines = [f"{'case':<{id_width}}  {'method':<{method_width}}  result  detail"]
@@ -110,6 +134,10 @@ def _table(results: list[CaseResult]) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import _server
+    from ._app import PROTOCOLS
+    from ._batch import DEFAULT_CHUNK_ROWS
+
     parser = argparse.ArgumentParser(
         prog="python -m mlship_runtime", description="Serve or verify an mlship bundle."
     )
@@ -230,4 +258,12 @@ def _positive(text: str) -> int:
 
 
 if __name__ == "__main__":
+    from . import _boot
+
+    try:
+        _boot.check_started(sys.modules[__package__ or "mlship_runtime"])
+    except _boot.BundleLoadError as exc:
+        command = sys.argv[1] if len(sys.argv) > 1 else "load"
+        sys.stderr.write(f"error: cannot {command} this bundle: {exc.message}\n")
+        sys.exit(1 if command == "serve" else 2)
     sys.exit(main())

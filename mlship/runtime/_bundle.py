@@ -6,17 +6,27 @@ adds what only the serving side can know: whether this Python and this runtime c
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from . import RUNTIME_VERSION
-from ._contract import PREDICTOR_NAME, Bundle, BundleLoadError, Golden, InputSchema, Manifest, read
+from ._boot import VerifiedImporter, code_roots, install
+from ._contract import (
+    PREDICTOR_NAME,
+    Bundle,
+    BundleLoadError,
+    Golden,
+    InputSchema,
+    Manifest,
+    read,
+    read_checked,
+)
 
 __all__ = ["BundleLoadError", "LoadedBundle", "PREDICTOR_MODULE", "load_bundle", "read_servable"]
 
@@ -46,7 +56,7 @@ def load_bundle(path: str | os.PathLike[str]) -> LoadedBundle:
     anything is unpickled), so a damaged or foreign bundle is refused without executing any of it.
     """
     bundle = read_servable(path)
-    methods = _import_methods(bundle.file(PREDICTOR_NAME), bundle.manifest.method_names)
+    methods = _import_methods(bundle, bundle.manifest.method_names)
     return LoadedBundle(bundle.path, bundle.manifest, bundle.golden, methods)
 
 
@@ -75,15 +85,22 @@ def _check_runtime(manifest: Manifest) -> None:
         )
 
 
-def _import_methods(predictor: Path, names: list[str]) -> dict[str, Callable[[Any], Any]]:
-    spec = importlib.util.spec_from_file_location(PREDICTOR_MODULE, predictor)
-    if spec is None or spec.loader is None:  # pragma: no cover - only for a path without a .py suffix
-        raise BundleLoadError(f"cannot import {predictor}")
-    module = importlib.util.module_from_spec(spec)
+def _import_methods(bundle: Bundle, names: list[str]) -> dict[str, Callable[[Any], Any]]:
+    """Run predictor.py from the bytes whose digest is checked here (never through a loader that would trust a
+    `__pycache__`), with the notebook's modules in code/ importable only from their checked sources."""
+    predictor = bundle.file(PREDICTOR_NAME)
+    artifacts = bundle.manifest.artifacts
+    source = read_checked(bundle.path, PREDICTOR_NAME, artifacts)
+    sys.dont_write_bytecode = True
+    roots = code_roots(artifacts)
+    if roots:
+        install(VerifiedImporter(bundle.path, artifacts, roots))
+    module = ModuleType(PREDICTOR_MODULE)
+    module.__file__ = str(predictor)
     # Registered before it runs, as importlib's recipe says: dataclasses and pickle look classes up there.
     sys.modules[PREDICTOR_MODULE] = module
     try:
-        spec.loader.exec_module(module)
+        exec(compile(source, str(predictor), "exec", dont_inherit=True), module.__dict__)
     except Exception as exc:
         del sys.modules[PREDICTOR_MODULE]
         raise BundleLoadError(
