@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import ctypes
 import functools
 import logging
+import queue
 import signal
 import threading
 import time
@@ -83,6 +85,12 @@ class Runner:
         self._metrics = metrics
         self._queue: deque[_Job] = deque()
         self._scheduled = False
+        # Calls expected to take longer than this run on the model thread (see _ModelThread), so the event loop
+        # goes on reading requests and answering /livez meanwhile; shorter ones stay inline.
+        self.inline_seconds = settings.inline_seconds
+        self._expected: dict[str, float] = {}  # method -> expected call time (jumps up, decays slowly)
+        self._busy = False  # a batch is on the model thread: the next waits, and joins whatever arrives meanwhile
+        self._thread: _ModelThread | None = None
 
     async def predict(self, method: str, checked: Checked, request_id: str = "-", *, alone: bool = False) -> Any:
         """The JSON-able predictions for one request. Raises InputError (a value that does not convert),
@@ -94,7 +102,7 @@ class Runner:
         loop = asyncio.get_running_loop()
         start = REQUEST_RECEIVED.get()
         job = _Job(method, checked, (start or time.monotonic()) + self.timeout, request_id, loop.create_future())
-        if alone and not self._queue and not self._scheduled:
+        if alone and not self._queue and not self._scheduled and not self._busy and not self._offloads(method):
             self._run([job])
             return job.future.result()
         self._queue.append(job)
@@ -107,9 +115,23 @@ class Runner:
     def queued(self) -> int:
         return len(self._queue)
 
+    def _offloads(self, method: str) -> bool:
+        expected: float = self._expected.get(method, 0.0)
+        return expected > self.inline_seconds
+
+    def expect(self, method: str, seconds: float) -> None:
+        """What a call of `method` took outside the runner (the golden case replayed for readiness): a model
+        slow from its first request then runs on the model thread from the start."""
+        self._expected[method] = max(seconds, self._expected.get(method, 0.0))
+
     def _drain(self) -> None:
         self._scheduled = False
+        if self._busy:  # _thread_done drains again
+            return
         batch = self._take()
+        if batch and self._offloads(batch[0].method):
+            self._offload(batch)
+            return
         if batch:
             try:
                 self._run(batch)
@@ -119,6 +141,42 @@ class Runner:
                 if not isinstance(exc, Exception):
                     raise
                 logger.exception("running a batch failed")
+        self._drain_later()
+
+    def _offload(self, batch: list[_Job]) -> None:
+        """Run `batch` on the model thread; its futures are settled back on the loop when it is done."""
+        loop = asyncio.get_running_loop()
+        if self._thread is None:
+            self._thread = _ModelThread()
+        self._busy = True
+        deadline = min(job.deadline for job in batch)
+        thread = self._thread
+
+        def done(settled: list[tuple[_Job, Any, BaseException | None]], error: BaseException | None) -> None:
+            loop.call_soon_threadsafe(self._thread_done, batch, settled, error)
+
+        call = thread.submit(lambda: self._run(batch), done)
+        # SIGALRM reaches only the main thread; the model thread is interrupted the same way (at its next
+        # Python bytecode) by an asynchronous exception.
+        self._timer = loop.call_later(max(deadline - time.monotonic(), 1e-3), thread.interrupt, call)
+
+    def _thread_done(self, batch: list[_Job], settled: list[tuple[_Job, Any, BaseException | None]],
+                     error: BaseException | None) -> None:
+        self._timer.cancel()
+        self._busy = False
+        for job, result, exception in settled:
+            _settle(job, result=result, exception=exception)
+        if error is not None:
+            if isinstance(error, _Interrupt):
+                error = ModelTimeout(f"the model ran past the {self.timeout:g} s timeout")
+            else:
+                logger.error("running a batch failed", exc_info=error)
+                error = ModelError("internal error while running the model")
+            for job in batch:
+                _settle(job, exception=error)
+        self._drain_later()
+
+    def _drain_later(self) -> None:
         if self._queue and not self._scheduled:
             # Later: first the answered requests' responses go out and newly arrived requests join the queue.
             self._scheduled = True
@@ -243,9 +301,12 @@ class Runner:
         except _Interrupt:
             raise ModelTimeout(f"the model ran past the {self.timeout:g} s timeout") from None
         finally:
+            seconds = time.perf_counter() - started
+            # Jumps to a slow call at once, forgets it over some tens of fast ones: a model whose time depends
+            # on its input (or a first slow call) moves to the model thread and stays there a while.
+            self._expected[method] = max(seconds, self._expected.get(method, 0.0) * _DECAY)
             if self._metrics is not None:
-                self._after(functools.partial(self._metrics.observe_call, method, len(jobs), rows,
-                                              time.perf_counter() - started))
+                self._after(functools.partial(self._metrics.observe_call, method, len(jobs), rows, seconds))
 
     def _fail(self, job: _Job, reason: str, exc: Exception) -> None:
         if self._metrics is not None:
@@ -255,7 +316,61 @@ class Runner:
         _settle(job, exception=exc)
 
 
+_DECAY = 0.9
+_local = threading.local()
+
+
+class _ModelThread:
+    """One long-lived thread that runs model calls handed over by the event loop, one at a time.
+
+    Long-lived, not one per call: native thread pools (OpenMP, BLAS) keep a team per calling thread. Futures
+    are not thread-safe, so what the batch settles is collected here (_settle sees `_local.settled`) and
+    handed back to the loop with the call's escaped exception, if any.
+    """
+
+    def __init__(self) -> None:
+        self._work: queue.SimpleQueue[tuple[int, Callable[[], None], Callable[..., None]]] = queue.SimpleQueue()
+        self._calls = 0
+        self._running: int | None = None  # the number of the call running now
+        self._thread = threading.Thread(target=self._serve, name="mlship-model", daemon=True)
+        self._thread.start()
+
+    def submit(self, work: Callable[[], None], done: Callable[..., None]) -> int:
+        self._calls += 1
+        self._work.put((self._calls, work, done))
+        return self._calls
+
+    def interrupt(self, call: int) -> None:
+        """Raise _Interrupt in the thread if `call` is still running there."""
+        ident = self._thread.ident
+        if self._running == call and ident is not None:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(_Interrupt))
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                number, work, done = self._work.get()
+            except _Interrupt:  # an interrupt that arrived after its call had ended
+                continue
+            settled: list[tuple[_Job, Any, BaseException | None]] = []
+            _local.settled = settled
+            error: BaseException | None = None
+            self._running = number
+            try:
+                work()
+            except BaseException as exc:  # _Interrupt outside the model call itself, or a bug
+                error = exc
+            finally:
+                self._running = None
+                _local.settled = None
+            done(settled, error)
+
+
 def _settle(job: _Job, *, result: Any = None, exception: BaseException | None = None) -> None:
+    settled = getattr(_local, "settled", None)
+    if settled is not None:  # on the model thread: the loop settles it
+        settled.append((job, result, exception))
+        return
     if job.future.done():
         return
     if exception is not None:

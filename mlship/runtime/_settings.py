@@ -20,6 +20,7 @@ DEFAULT_MAX_HEADERS = 100
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_KEEPALIVE_TIMEOUT = 5.0
 DEFAULT_MAX_CSV_FIELD_CHARS = 131_072  # the csv module's own default
+DEFAULT_INLINE_SECONDS = 0.02
 LOG_FORMATS = ("json", "text")
 
 
@@ -56,6 +57,10 @@ class Settings:
                                                                   [env var: MLSHIP_KEEPALIVE_TIMEOUT, default 5]
     max_pending_bytes: body bytes one worker holds for requests still arriving, all together (503 beyond)
                                                     [env var: MLSHIP_MAX_PENDING_BYTES, default 3 x max_body_bytes]
+    inline_seconds: model calls expected to take longer than this run on a thread of their own, so that the
+                    event loop keeps reading requests and answering /livez meanwhile; shorter ones run inline
+                    (a pool thread costs a scikit-learn predict about twice the CPU)
+                                                                  [env var: MLSHIP_INLINE_SECONDS, default 0.02]
     max_csv_field_chars: characters in one CSV field on /invocations
                                                                   [env var: MLSHIP_MAX_CSV_FIELD_CHARS, default 131072]
     """
@@ -77,6 +82,7 @@ class Settings:
     keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
     max_pending_bytes: int | None = None  # None: 3 x max_body_bytes (see pending_limit)
     max_csv_field_chars: int = DEFAULT_MAX_CSV_FIELD_CHARS
+    inline_seconds: float = DEFAULT_INLINE_SECONDS
 
     @property
     def pending_limit(self) -> int:
@@ -113,6 +119,7 @@ class Settings:
             keepalive_timeout=_seconds(env, "MLSHIP_KEEPALIVE_TIMEOUT", DEFAULT_KEEPALIVE_TIMEOUT, zero_ok=False),
             max_pending_bytes=max_pending_bytes,
             max_csv_field_chars=_positive_int(env, "MLSHIP_MAX_CSV_FIELD_CHARS", DEFAULT_MAX_CSV_FIELD_CHARS),
+            inline_seconds=_seconds(env, "MLSHIP_INLINE_SECONDS", DEFAULT_INLINE_SECONDS, zero_ok=True),
         )
 
 
