@@ -128,14 +128,14 @@ def fast_method(state: AppState, model: ModelHandle, name: str) -> FastHandler:
     millisecond less per request, which at concurrency 1 is what keeps mlship's latency at the bare baseline's
     (docs/RUNTIME.md). Behaviour is the same as the route's: same checks, same errors.
     """
-    limit = state.settings.max_body_bytes
+    limit, max_elements = state.settings.max_body_bytes, state.settings.max_elements
 
     async def handle(scope: Scope, receive: Receive, send: Send, rid: str) -> None:
         try:
             model.loaded_runner()
             check_media_type(header(scope, b"content-type"))
             body = await receive_body(receive, header(scope, b"content-length"), limit)
-            checked = model.check_body(parse_json(body))
+            checked = model.check_body(parse_json(body, max_elements))
             predictions = await state.predict_checked(model, name, checked, rid)
         except HttpError as exc:
             await send_json(send, exc.status_code, encode_json({"error": exc.message}))

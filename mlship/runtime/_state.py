@@ -44,7 +44,7 @@ class AppState:
     async def read_json(self, request: Request) -> Any:
         """The request's body as JSON: content type checked (415), size limited (413), parsed (400)."""
         check_content_type(request)
-        return parse_json(await read_body(request, self.settings.max_body_bytes))
+        return parse_json(await read_body(request, self.settings.max_body_bytes), self.settings.max_elements)
 
     async def predict(self, request: Request, model: ModelHandle, method: str, checked: Checked) -> Any:
         return await self.predict_checked(model, method, checked, request_id(request))
