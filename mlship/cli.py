@@ -173,10 +173,11 @@ def serve(
                                                 "available). [env var: MLSHIP_WORKERS]", envvar="MLSHIP_WORKERS")] = None,
 ) -> None:
     """Serve BUNDLE over HTTP with the same runtime the container and the on-prem install use."""
-    from .bundle.manifest import open_manifest
+    from .bundle.manifest import open_bundle
 
     path = bundle.resolve()
-    manifest = open_manifest(path)
+    # mlship's own copy of the checks first (every file listed and unchanged, no links): a bundle cannot skip them.
+    manifest = open_bundle(path).manifest
     console.print(f"serving {manifest.name} {manifest.version} on http://{host}:{port} "
                   f"(POST /predict, GET /readyz, GET /metadata; Ctrl-C stops)")
     args = ["serve", str(path), "--host", host, "--port", str(port)]
@@ -186,15 +187,19 @@ def serve(
 
 
 def _exec_runtime(bundle: Path, args: list[str]) -> None:
-    """Become `python -m mlship_runtime ARGS` in the bundle directory: signals (Ctrl-C, a supervisor's SIGTERM)
-    reach the runtime directly, and its exit code is ours."""
-    from ._paths import BUNDLE_RUNTIME_NAME
+    """Become the bundle's `python -m mlship_runtime ARGS`, started in the bundle directory through mlship's own
+    copy of runtime/_boot.py: it checks the bundle again and imports the bundle's runtime only from digest-checked
+    sources, with the bundle off sys.path and no bytecode read or written (docs/BUNDLE.md "Integrity"). Signals
+    (Ctrl-C, a supervisor's SIGTERM) reach the runtime directly, and its exit code is ours."""
+    from ._paths import RUNTIME_DIR
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
     sys.stdout.flush()
     sys.stderr.flush()
     os.chdir(bundle)
-    os.execve(sys.executable, [sys.executable, "-m", BUNDLE_RUNTIME_NAME, *args], env)
+    boot = str(RUNTIME_DIR / "_boot.py")
+    os.execve(sys.executable, [sys.executable, "-B", "-P", boot, "--bundle", str(bundle), *args], env)
 
 
 @app.command()
@@ -247,13 +252,13 @@ def predict_batch(
 ) -> None:
     """Predict over a file with BUNDLE's own runtime: same validation and model as the server, bounded memory,
     one output row per input row in input order (`prediction`, or `METHOD_0..k` for several values per row)."""
-    from .bundle.manifest import open_manifest
+    from .bundle.manifest import open_bundle
 
     for flag, value in (("--format", output_format), ("--input-format", input_format)):
         if value not in (None, "csv", "jsonl", "parquet"):
             raise MlshipError(f"{flag} must be csv, jsonl or parquet, got {value!r}", exit_code=2)
     path = bundle.resolve()
-    open_manifest(path)
+    open_bundle(path)
     # Absolute paths: the runtime runs in the bundle directory, like `serve`.
     args = ["predict", str(path), "--input", str(input_path.resolve()), "--output", str(output.resolve()),
             "--chunk-rows", str(chunk_rows)]

@@ -157,7 +157,13 @@ class Session:
     def verify(self, url: str | None) -> dict[str, Any]:
         self._forget_notebook()
         os.chdir(self.bundle)
-        sys.path.insert(0, str(self.bundle))
+        # mlship's own copy of the check (never the bundle's): every file listed, no links, the runtime's digests;
+        # then the bundle's runtime is imported from digest-checked sources only, with the bundle off sys.path.
+        boot = _host_boot()
+        try:
+            boot.prepare(self.bundle)
+        except boot.BundleLoadError as exc:
+            return {"error": exc.message}
         verify = importlib.import_module(f"{RUNTIME_PACKAGE}._verify")
         contract = importlib.import_module(f"{RUNTIME_PACKAGE}._contract")
         try:
@@ -176,7 +182,18 @@ class Session:
         importlib.invalidate_caches()
 
 
+def _host_boot() -> Any:
+    """mlship/runtime/_boot.py of the mlship running this script, loaded by path (it is standard-library only)."""
+    path = Path(__file__).resolve().parent.parent / "runtime" / "_boot.py"
+    spec = importlib.util.spec_from_file_location("_mlship_host_boot", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def main(argv: list[str]) -> int:
+    sys.dont_write_bytecode = True
     # This script's own folder (mlship/bundle/) must not shadow the notebook's modules.
     if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
         del sys.path[0]

@@ -65,9 +65,12 @@ class FreshInterpreter:
         self.bundle = bundle
         self.timeout = timeout
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        # No bytecode read from or written into the bundle (the child imports the bundle's code through mlship's
+        # own runtime/_boot.py, from digest-checked sources).
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
         self._stderr: IO[bytes] = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(
-            [python, str(SCRIPT), str(bundle), *([] if search_path is None else ["--probe", *search_path])],
+            [python, "-B", str(SCRIPT), str(bundle), *([] if search_path is None else ["--probe", *search_path])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=self._stderr, cwd=str(cwd), env=env, text=True, encoding="utf-8",
         )
