@@ -124,7 +124,10 @@ def dockerfile_context(meta: ImageMetadata, *, base_image: str, python: str, whe
         # No curl in a slim image: the venv's own Python asks /readyz (an HTTP error status raises -> exit 1).
         healthcheck=[f"{VENV}/bin/python", "-c",
                      f"import urllib.request; urllib.request.urlopen('{readyz}', timeout=4)"],
-        entrypoint=[f"{VENV}/bin/python", "-m", "mlship_runtime"],
+        # _boot.py checks the bundle (every file listed and unchanged, no links) before the runtime is imported, from
+        # those checked sources only; -I keeps /app (PYTHONPATH) off sys.path, -B: no bytecode; -u as -I drops
+        # PYTHONUNBUFFERED (docs/BUNDLE.md "Integrity").
+        entrypoint=[f"{VENV}/bin/python", "-I", "-B", "-u", f"{APP_DIR}/mlship_runtime/_boot.py"],
         cmd=["serve", APP_DIR, "--host", "0.0.0.0", "--port", str(PORT)],
         labels=image_labels(meta, base_image, context_hash),
     )

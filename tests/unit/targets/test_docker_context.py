@@ -129,7 +129,8 @@ def test_dockerfile_is_multi_stage_non_root_and_offline(bundle: Path, tmp_path: 
     assert not [line for line in final if line.startswith("RUN ")]
     assert "USER 10001:0" in final and "EXPOSE 8080" in final
     entrypoint = next(line for line in final if line.startswith("ENTRYPOINT "))
-    assert json.loads(entrypoint.removeprefix("ENTRYPOINT ")) == ["/opt/venv/bin/python", "-m", "mlship_runtime"]
+    assert json.loads(entrypoint.removeprefix("ENTRYPOINT ")) == [
+        "/opt/venv/bin/python", "-I", "-B", "-u", "/app/mlship_runtime/_boot.py"]
     cmd = json.loads(next(line for line in final if line.startswith("CMD ")).removeprefix("CMD "))
     assert cmd[:2] == ["serve", "/app"] and cmd[cmd.index("--port") + 1] == "8080"
     health = next(line for line in final if line.startswith("HEALTHCHECK "))

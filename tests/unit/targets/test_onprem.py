@@ -260,11 +260,12 @@ def test_launcher_execs_the_runtime_with_flags_over_environment(unpacked: Path, 
     pid, cwd, unbuffered, args = out.strip().split("|")
     assert int(pid) == proc.pid  # exec: the server is the launcher's own process, so signals reach it
     assert cwd == str(prefix / "app") and unbuffered == "1"
-    assert args == f"-m mlship_runtime serve {prefix}/app --port 9000 --workers 3 --host 0.0.0.0"
+    boot = f"-I -B -u {prefix}/app/mlship_runtime/_boot.py"
+    assert args == f"{boot} serve {prefix}/app --port 9000 --workers 3 --host 0.0.0.0"
     env["MLSHIP_HOST"] = "::1"
     out = subprocess.run([SH, str(prefix / "bin/iris-serve"), "--port", "1"], env=env, capture_output=True,
                          text=True, timeout=30).stdout
-    assert out.strip().split("|")[3] == f"-m mlship_runtime serve {prefix}/app --host ::1 --port 9000 --workers 3 --port 1"
+    assert out.strip().split("|")[3] == f"{boot} serve {prefix}/app --host ::1 --port 9000 --workers 3 --port 1"
 
 
 def test_launcher_without_an_install_says_so(unpacked: Path) -> None:
