@@ -418,6 +418,7 @@ class _Lifeline:
     def __init__(self) -> None:
         self.fd: int | None = None
         self.orphaned = False
+        self.owns_metrics = False  # the metrics directory is the supervisor's own, not PROMETHEUS_MULTIPROC_DIR
 
 
 _LIFELINE = _Lifeline()
@@ -447,7 +448,7 @@ def run_worker(
     )
     server = WorkerServer(config, app.state.mlship)
     server.run(sockets=[sock])  # uvicorn logs the requests it had to cancel when the grace period ran out
-    if _LIFELINE.orphaned and MULTIPROC_ENV in os.environ:  # nobody else will clean the metrics directory
+    if _LIFELINE.orphaned and _LIFELINE.owns_metrics:  # nobody else will clean the metrics directory
         remove_own_files(Path(os.environ[MULTIPROC_ENV]), os.getpid())
     return 0 if server.started else 1
 
@@ -482,6 +483,7 @@ class Supervisor:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hangup)
         self.lifeline = os.pipe()
+        _LIFELINE.owns_metrics = owned and directory is not None
         try:
             for slot in range(self.workers):
                 self._fork(slot)
