@@ -20,6 +20,8 @@ server from the outside. Modules, one job each:
 - ``_mlflow``   MLflow's scoring protocol: /invocations (JSON and CSV), /ping, /health, /version
 - ``_v2``, ``_v2_handlers``, ``_tensors``  the Open Inference Protocol (KServe V2), binary tensor data extension
 - ``_openapi``  GET /openapi.json, assembled from the protocols' operations and schemas
+- ``_auth``     opt-in bearer tokens (API, /metrics; probes open), by each endpoint's declared access
+- ``_example``  the published example row: synthetic from the schema unless MLSHIP_PUBLISH_EXAMPLE=1
 - ``_inference`` Runner: adaptive micro-batching, deadlines and timeouts, failures kept to their request
 - ``_observe``  request IDs, access log, request metrics, in-flight limit, draining (outermost ASGI layer)
 - ``_metrics``  Prometheus metrics, multiprocess-correct; ``_logs`` JSON logs; ``_http`` HTTP plumbing

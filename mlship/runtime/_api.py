@@ -57,18 +57,21 @@ def model_endpoints(state: AppState, model: ModelHandle) -> list[Endpoint]:
 
 def service_endpoints(state: AppState) -> list[Endpoint]:
     return [
-        Endpoint("/livez", "GET", _livez, get_operation("livez", "liveness: the process serves", _STATUS)),
+        Endpoint("/livez", "GET", _livez, get_operation("livez", "liveness: the process serves", _STATUS),
+                 access="probe"),
         Endpoint(
             "/readyz",
             "GET",
             _readyz_endpoint(state),
             get_operation("readyz", "readiness: model loaded, a golden case replayed, not draining", _STATUS, 503),
+            access="probe",
         ),
         Endpoint(
             "/metrics",
             "GET",
             _metrics_endpoint(state),
             get_operation("metrics", "Prometheus metrics, summed over the worker processes", _TEXT),
+            access="metrics",
         ),
     ]
 
@@ -99,8 +102,8 @@ def schemas(model: ModelHandle) -> dict[str, Any]:
         }
         forms += [one_key("inputs", columns), one_key("dataframe_split", split), one_key("dataframe_records", rows)]
     return {
-        "Row": {**row_schema(schema), "example": schema.example},
-        "PredictRequest": {"oneOf": forms, "example": {"instances": [schema.example]}},
+        "Row": {**row_schema(schema), "example": model.example},
+        "PredictRequest": {"oneOf": forms, "example": {"instances": [model.example]}},
         "PredictResponse": {"type": "object", "required": ["predictions"], "properties": {"predictions": {}}},
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
     }

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from . import _api, _mlflow, _v2
+from ._auth import Auth, required_tokens
 from ._bundle import LoadedBundle, load_bundle, read_servable
 from ._http import error_response, request_id
 from ._logs import AccessLog
@@ -70,10 +71,12 @@ def create_app(
     document: dict[str, Any] = {}
     endpoints.append(openapi_endpoint(document))
     schemas = {name: schema for protocol in PROTOCOLS for name, schema in protocol.schemas(model).items()}
-    document.update(openapi_document(model, endpoints, schemas, [protocol.blurb for protocol in PROTOCOLS]))
-    fast = {endpoint.path: endpoint.fast for endpoint in endpoints if endpoint.fast is not None}
+    document.update(openapi_document(model, endpoints, schemas, [protocol.blurb for protocol in PROTOCOLS],
+                                     protected=set(required_tokens(limits))))
+    auth = Auth(limits, endpoints)  # opt-in bearer tokens, checked inside Observe (a 401 is logged and counted)
+    fast = {endpoint.path: auth.guard(endpoint.fast) for endpoint in endpoints if endpoint.fast is not None}
     app = _App(
-        observe=lambda inner: Observe(inner, state, fast),
+        observe=lambda inner: Observe(auth.app(inner), state, fast),
         routes=[route for endpoint in endpoints for route in endpoint.routes()],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_exception_handler(state), Exception: _unexpected_error},

@@ -53,12 +53,14 @@ def service_endpoints(state: AppState) -> list[Endpoint]:
     health = {"200": {"description": "ready"}, "503": {"description": "not ready"}}
     ping = _ping_endpoint(state)
     return [
-        Endpoint("/ping", "GET", ping, {"operationId": "ping", "summary": "MLflow health check", "responses": health}),
+        Endpoint("/ping", "GET", ping, {"operationId": "ping", "summary": "MLflow health check", "responses": health},
+                 access="probe"),
         Endpoint(
             "/health",
             "GET",
             ping,
             {"operationId": "health", "summary": "MLflow health check (same as /ping)", "responses": health},
+            access="probe",
         ),
         Endpoint(
             "/version",
@@ -75,7 +77,7 @@ def schemas(model: ModelHandle) -> dict[str, Any]:
             "type": "object",
             "properties": {"params": {"type": "object"}},
             "description": "One of the PredictRequest forms, plus MLflow's optional params.",
-            "example": {"instances": [model.schema.example]},
+            "example": {"instances": [model.example]},
         },
         "MlflowError": {
             "type": "object",

@@ -14,6 +14,7 @@ from typing import Any
 
 from ._bundle import LoadedBundle
 from ._contract import Golden, InputSchema, Manifest
+from ._example import synthetic_example
 from ._http import HttpError
 from ._inference import Runner
 from ._metrics import Metrics
@@ -61,17 +62,27 @@ class ModelHandle:
     def mlship_version(self) -> str:
         return self.manifest.mlship_version or self.manifest.runtime_version
 
+    @property
+    def example(self) -> Any:
+        """The example row the server publishes: synthetic unless MLSHIP_PUBLISH_EXAMPLE=1 (see _example)."""
+        return self.schema.example if self.limits.publish_example else synthetic_example(self.schema)
+
     def metadata(self) -> dict[str, Any]:
-        """The /metadata answer."""
+        """The /metadata answer: the example as `example` says, exact versions unless MLSHIP_PUBLISH_VERSIONS=0."""
         manifest = self.manifest
+        python, requirements = manifest.python.to_json(), list(manifest.requirements)
+        if not self.limits.publish_versions:
+            # Names and Python's major.minor only: which packages, not which releases (a shortcut to known CVEs).
+            python = {**python, "version": ".".join(str(python.get("version", "")).split(".")[:2])}
+            requirements = [_project_name(requirement) for requirement in requirements]
         return {
             "name": manifest.name,
             "version": manifest.version,
             "runtime_version": manifest.runtime_version,
             "created_at": manifest.created_at or None,
-            "python": manifest.python.to_json(),
-            "requirements": list(manifest.requirements),
-            "input": manifest.input.to_json(),
+            "python": python,
+            "requirements": requirements,
+            "input": {**manifest.input.to_json(), "example": self.example},
             "batch_safe": manifest.batch_safe,
             "methods": self.method_names,
             "source": None if manifest.source is None else manifest.source.to_json(),
@@ -114,3 +125,11 @@ class ModelHandle:
             # Checking depends only on the request and the schema, so whatever fails here is the client's input.
             logger.warning("could not decode a request", exc_info=True)
             raise HttpError(400, f"cannot decode the input: {type(exc).__name__}: {exc}") from None
+
+
+def _project_name(requirement: str) -> str:
+    """`scikit-learn==1.5.2` -> `scikit-learn` (a pin's name: up to its first version, marker or extra)."""
+    for index, char in enumerate(requirement):
+        if char in "=<>!~;[ @":
+            return requirement[:index]
+    return requirement

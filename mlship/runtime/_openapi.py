@@ -1,9 +1,10 @@
 """GET /openapi.json: an OpenAPI 3.0 document assembled from the protocols' endpoints, with the model's real schema.
 
 Each protocol declares its operations beside its routes (see _protocol); this module puts them together and holds
-the pieces they share. Request bodies name the bundle's columns, their JSON types and nullability, and carry the
-golden example row, so the document alone is enough to call the model (and to fuzz the server: tests run
-schemathesis against it).
+the pieces they share. Request bodies name the bundle's columns, their JSON types and nullability, and carry an
+example row (synthetic unless MLSHIP_PUBLISH_EXAMPLE=1: see _example), so the document alone is enough to call
+the model (and to fuzz the server: tests run schemathesis against it). With authentication on, the operations
+that require a token say so (bearer security schemes, and a 401 answer).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ _TYPES: dict[str, dict[str, Any]] = {
 _REASONS = {
     200: "OK",
     400: "bad request",
+    401: "no bearer token, or a wrong one",
     404: "no such model or version",
     413: "body too large",
     415: "unsupported content type",
@@ -40,13 +42,40 @@ _REASONS = {
 ANY_JSON = {"application/json": {"schema": {"type": "object"}}}
 
 
+# The bearer schemes, by the access they grant (see _auth); declared only for those that require a token.
+_SECURITY_SCHEMES = {
+    "api": ("apiToken", "the API token [env var: MLSHIP_API_TOKEN_FILE or MLSHIP_API_TOKEN]"),
+    "metrics": ("metricsToken", "the /metrics token [env var: MLSHIP_METRICS_TOKEN_FILE or MLSHIP_METRICS_TOKEN]"),
+}
+
+
 def openapi_document(
-    model: ModelHandle, endpoints: list[Endpoint], schemas: dict[str, Any], blurbs: list[str]
+    model: ModelHandle,
+    endpoints: list[Endpoint],
+    schemas: dict[str, Any],
+    blurbs: list[str],
+    protected: set[str] | frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
-    """The document of `endpoints` (their aliases left out), whose operations reference `schemas`."""
+    """The document of `endpoints` (their aliases left out), whose operations reference `schemas`.
+
+    `protected` names the kinds of access that require a bearer token ("api", "metrics"): their operations
+    carry a `security` requirement and a 401 answer, and the document declares the schemes.
+    """
     paths: dict[str, Any] = {}
     for endpoint in endpoints:
-        paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = endpoint.operation
+        operation = endpoint.operation
+        if endpoint.access in protected:
+            scheme = _SECURITY_SCHEMES[endpoint.access][0]
+            unauthorized = {"description": _REASONS[401], "content": json_content("Error")}
+            operation = {**operation, "security": [{scheme: []}],
+                         "responses": {**operation["responses"], "401": unauthorized}}
+        paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = operation
+    components: dict[str, Any] = {"schemas": schemas}
+    if protected:
+        components["securitySchemes"] = {
+            name: {"type": "http", "scheme": "bearer", "description": description}
+            for access, (name, description) in _SECURITY_SCHEMES.items() if access in protected
+        }
     return {
         "openapi": "3.0.3",
         "info": {
@@ -57,7 +86,7 @@ def openapi_document(
             + ".",
         },
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": components,
     }
 
 

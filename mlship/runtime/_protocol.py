@@ -35,6 +35,8 @@ class Endpoint:
 
     `aliases` are further paths served by the same handler and left out of the document (the Open Inference
     Protocol's `/v2/` beside `/v2`). `fast`, when given, serves POST requests without Starlette (the hot path).
+    `access` says which bearer token it requires when authentication is on (see _auth): "api" (the default),
+    "metrics", or "probe" (none ever: kubelet probes carry no token).
     """
 
     path: str
@@ -43,6 +45,7 @@ class Endpoint:
     operation: dict[str, Any]
     aliases: tuple[str, ...] = ()
     fast: FastHandler | None = field(default=None, compare=False)
+    access: str = "api"
 
     def routes(self) -> list[Route]:
         return [Route(path, self.handler, methods=[self.method]) for path in (self.path, *self.aliases)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DEFAULT_MAX_ROWS = 10_000
 DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
@@ -22,6 +22,7 @@ DEFAULT_KEEPALIVE_TIMEOUT = 5.0
 DEFAULT_MAX_CSV_FIELD_CHARS = 131_072  # the csv module's own default
 DEFAULT_INLINE_SECONDS = 0.02
 LOG_FORMATS = ("json", "text")
+MIN_TOKEN_CHARS = 16  # a bearer token shorter than this is a password someone typed, not a secret
 
 
 class SettingsError(ValueError):
@@ -63,6 +64,14 @@ class Settings:
                                                                   [env var: MLSHIP_INLINE_SECONDS, default 0.02]
     max_csv_field_chars: characters in one CSV field on /invocations
                                                                   [env var: MLSHIP_MAX_CSV_FIELD_CHARS, default 131072]
+    api_token:      bearer token every endpoint but the probes requires; empty: no authentication
+                                        [env var: MLSHIP_API_TOKEN_FILE (a file holding it) or MLSHIP_API_TOKEN]
+    metrics_token:  bearer token /metrics requires (apart from api_token); empty: /metrics is open
+                                [env var: MLSHIP_METRICS_TOKEN_FILE (a file holding it) or MLSHIP_METRICS_TOKEN]
+    publish_example: /metadata and /openapi.json show the bundle's first golden row as the example instead of
+                    a synthetic one built from the schema     [env var: MLSHIP_PUBLISH_EXAMPLE, default 0]
+    publish_versions: /metadata lists the exact versions of the Python and the requirements (0: names only)
+                                                                  [env var: MLSHIP_PUBLISH_VERSIONS, default 1]
     """
 
     max_rows: int = DEFAULT_MAX_ROWS
@@ -83,6 +92,10 @@ class Settings:
     max_pending_bytes: int | None = None  # None: 3 x max_body_bytes (see pending_limit)
     max_csv_field_chars: int = DEFAULT_MAX_CSV_FIELD_CHARS
     inline_seconds: float = DEFAULT_INLINE_SECONDS
+    api_token: str = field(default="", repr=False)
+    metrics_token: str = field(default="", repr=False)
+    publish_example: bool = False
+    publish_versions: bool = True
 
     @property
     def pending_limit(self) -> int:
@@ -120,7 +133,46 @@ class Settings:
             max_pending_bytes=max_pending_bytes,
             max_csv_field_chars=_positive_int(env, "MLSHIP_MAX_CSV_FIELD_CHARS", DEFAULT_MAX_CSV_FIELD_CHARS),
             inline_seconds=_seconds(env, "MLSHIP_INLINE_SECONDS", DEFAULT_INLINE_SECONDS, zero_ok=True),
+            api_token=_token(env, "MLSHIP_API_TOKEN"),
+            metrics_token=_token(env, "MLSHIP_METRICS_TOKEN"),
+            publish_example=_flag(env, "MLSHIP_PUBLISH_EXAMPLE", False),
+            publish_versions=_flag(env, "MLSHIP_PUBLISH_VERSIONS", True),
         )
+
+
+def _token(env: Mapping[str, str], name: str) -> str:
+    """The token in the file $NAME_FILE names (a mounted Kubernetes secret), or in $NAME itself; "" for none.
+
+    The file's surrounding whitespace is dropped (`echo` and editors end it with a newline). The value is never
+    put into an error message.
+    """
+    path, value, raw = env.get(f"{name}_FILE", "").strip(), env.get(name, ""), b""
+    if path and value:
+        raise SettingsError(f"{name}_FILE and {name} are both set; set one of them")
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                raw = fh.read(65_537)
+        except OSError as exc:
+            raise SettingsError(f"{name}_FILE={path!r} cannot be read: {exc.strerror}") from None
+        where = f"{name}_FILE={path!r}"
+        try:
+            value = raw.decode("ascii")
+        except UnicodeDecodeError:
+            raise SettingsError(f"{where} must hold a token of visible ASCII characters") from None
+    else:
+        where = name
+    token = value.strip()
+    if not path and not value:
+        return ""
+    if not token or max(len(raw), len(token)) > 65_536 or not all("!" <= char <= "~" for char in token):
+        raise SettingsError(f"{where} must hold one token of visible ASCII characters (no spaces), at most 64 KiB")
+    if len(token) < MIN_TOKEN_CHARS:
+        raise SettingsError(
+            f"{where} holds a token of {len(token)} characters; use at least {MIN_TOKEN_CHARS} random ones "
+            "(e.g. `openssl rand -hex 32`)"
+        )
+    return token
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -91,7 +91,8 @@ def service_endpoints(state: AppState) -> list[Endpoint]:
         Endpoint("/v2", "GET", server_metadata,
                  get_operation("v2_server_metadata", "Open Inference Protocol: server metadata", server),
                  aliases=("/v2/",)),
-        Endpoint("/v2/health/live", "GET", live, get_operation("v2_live", "server live", _boolean("live"))),
+        Endpoint("/v2/health/live", "GET", live, get_operation("v2_live", "server live", _boolean("live")),
+                 access="probe"),
         Endpoint("/v2/health/ready", "GET", ready, {
             "operationId": "v2_ready",
             "summary": "server ready (400 when not)",
@@ -99,7 +100,7 @@ def service_endpoints(state: AppState) -> list[Endpoint]:
                 "200": {"description": "ready", "content": _boolean("ready")},
                 "400": {"description": "not ready", "content": _boolean("ready")},
             },
-        }),
+        }, access="probe"),
     ]
 
 
@@ -177,13 +178,12 @@ def _inference_request(model: ModelHandle) -> dict[str, Any]:
             "inputs": {"type": "array", "minItems": 1, "items": tensor},
             "outputs": {"type": "array", "items": output},
         },
-        "example": _example(model.schema, inputs),
+        "example": _example(model.schema, inputs, model.example),
     }
 
 
-def _example(schema: InputSchema, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-    """An inference request for the schema's example row."""
-    example = schema.example
+def _example(schema: InputSchema, inputs: list[dict[str, Any]], example: Any) -> dict[str, Any]:
+    """An inference request for the example row (the model's published one: see ModelHandle.example)."""
     tensors = []
     for tensor in inputs:
         if schema.has_columns and isinstance(example, dict):

@@ -60,7 +60,9 @@ def test_probes_and_metadata(iris: TestClient, sample_bundle: Callable[[str], Pa
     metadata = iris.get("/metadata").json()
     assert metadata["name"] == "iris-frame" and metadata["version"] == "0.1.0"
     assert metadata["methods"] == ["predict", "predict_proba"]
-    assert metadata["input"]["kind"] == "dataframe" and metadata["input"]["example"] == IRIS_ROW
+    assert metadata["input"]["kind"] == "dataframe"
+    # Synthetic by default (MLSHIP_PUBLISH_EXAMPLE=1 publishes the real row: tests/unit/runtime/test_auth.py)
+    assert metadata["input"]["example"] == dict.fromkeys(IRIS_ROW, 1.0)
     assert metadata["source"] == {"notebook": "iris_frame.ipynb", "sha256": "0" * 64}
     assert metadata["python"]["version"].count(".") == 2
     assert "scikit-learn" in " ".join(metadata["requirements"])

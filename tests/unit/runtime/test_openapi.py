@@ -33,22 +33,35 @@ def test_the_document_names_columns_types_and_the_example(serve: Serve) -> None:
     row = document["components"]["schemas"]["Row"]
     assert row["required"] == COLUMNS and row["additionalProperties"] is False
     assert row["properties"]["sepal length (cm)"] == {"type": "number"}  # nullable: false
-    assert row["example"] == dict(zip(COLUMNS, [5.1, 3.5, 1.4, 0.2], strict=True))
+    assert row["example"] == dict.fromkeys(COLUMNS, 1.0)  # synthetic: the notebook's row is not published
     paths = set(document["paths"])
     assert {"/predict", "/predict_proba", "/invocations", "/livez", "/readyz", "/metadata", "/metrics",
             "/openapi.json", "/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/{name}",
             "/v2/models/{name}/versions/{version}/infer"} <= paths
     infer = document["components"]["schemas"]["InferenceRequest"]
     assert infer["properties"]["inputs"]["items"]["properties"]["name"]["enum"] == COLUMNS
-    assert infer["example"]["inputs"][0] == {"name": COLUMNS[0], "shape": [1], "datatype": "FP64", "data": [5.1]}
+    assert infer["example"]["inputs"][0] == {"name": COLUMNS[0], "shape": [1], "datatype": "FP64", "data": [1.0]}
+    assert "securitySchemes" not in document["components"]  # no authentication unless a token is set
 
 
 def test_the_examples_in_the_document_work(serve: Serve) -> None:
     client = serve("iris_frame")
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
-    assert client.post("/predict", json=schemas["PredictRequest"]["example"]).json() == {"predictions": [0]}
+    response = client.post("/predict", json=schemas["PredictRequest"]["example"])
+    assert response.status_code == 200 and len(response.json()["predictions"]) == 1
+    assert client.post("/invocations", json=schemas["InvocationsRequest"]["example"]).status_code == 200
     infer = client.post("/v2/models/iris-frame/infer", json=schemas["InferenceRequest"]["example"])
     assert infer.status_code == 200
+
+
+def test_the_real_example_row_only_when_asked(serve: Serve, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLSHIP_PUBLISH_EXAMPLE", "1")
+    client = serve("iris_frame")
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    real = dict(zip(COLUMNS, [5.1, 3.5, 1.4, 0.2], strict=True))
+    assert schemas["Row"]["example"] == real and client.get("/metadata").json()["input"]["example"] == real
+    assert schemas["InferenceRequest"]["example"]["inputs"][0]["data"] == [5.1]
+    assert client.post("/predict", json=schemas["PredictRequest"]["example"]).json() == {"predictions": [0]}
 
 
 def test_an_array_row_is_a_fixed_length_array(serve: Serve) -> None:
