@@ -202,6 +202,61 @@ def _exec_runtime(bundle: Path, args: list[str]) -> None:
     os.execve(sys.executable, [sys.executable, "-B", "-P", boot, "--bundle", str(bundle), *args], env)
 
 
+KeyEnv = "MLSHIP_KEY_PASSWORD"
+
+
+def _password(what: str, *, confirm: bool) -> str | None:
+    """The secret key's password: MLSHIP_KEY_PASSWORD, else asked on a terminal, else None."""
+    if KeyEnv in os.environ:
+        return os.environ[KeyEnv]
+    if not sys.stdin.isatty():
+        return None
+    return str(typer.prompt(what, hide_input=True, confirmation_prompt=confirm))
+
+
+@app.command()
+@_boundary
+def keygen(
+    output: Annotated[Path, typer.Option("--output", "-o", help="The secret key to write; the public key goes beside "
+                                         "it as NAME.pub.")] = Path("mlship.key"),
+    no_password: Annotated[bool, typer.Option("--no-password", help="Leave the secret key unencrypted (for CI "
+                                              "secrets stores that protect it themselves).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace existing key files.")] = False,
+) -> None:
+    """Make a Minisign key pair for `mlship sign` (Ed25519; the secret key encrypted with a password, from
+    MLSHIP_KEY_PASSWORD or asked). [env var: MLSHIP_KEY_PASSWORD]"""
+    from .bundle.signing import generate_key
+
+    password = None if no_password else _password("Password for the new secret key", confirm=True)
+    if password is None and not no_password:
+        raise MlshipError("no password for the new secret key", hint=f"set {KeyEnv}, run in a terminal, or pass "
+                          "--no-password to leave the key unencrypted")
+    secret, public = generate_key(output, password=password or None, force=force)
+    display_success(f"wrote the secret key {secret} (keep it private) and the public key {public} (give it to "
+                    "whoever verifies: mlship verify BUNDLE --key " + str(public) + ")")
+
+
+@app.command()
+@_boundary
+def sign(
+    bundle: BundleArg,
+    key: Annotated[Path, typer.Option("--key", "-k", help="The Minisign secret key (mlship keygen writes one).",
+                                      show_default=False)],
+) -> None:
+    """Sign BUNDLE: check it, then sign its mlship.json (which pins every file's sha256) into BUNDLE/mlship.sig.
+    [env var: MLSHIP_KEY_PASSWORD]"""
+    from .bundle.signing import sign_bundle
+
+    path = sign_bundle(bundle.resolve(), key, password=os.environ.get(KeyEnv) or _password_if_needed(key))
+    display_success(f"signed {bundle}: {path}")
+
+
+def _password_if_needed(key: Path) -> str | None:
+    from .bundle.signing import key_is_encrypted
+
+    return _password(f"Password for {key}", confirm=False) if key_is_encrypted(key) else None
+
+
 @app.command()
 @_boundary
 def verify(
@@ -211,11 +266,19 @@ def verify(
     python: Annotated[str | None, typer.Option("--python", help="Interpreter to load the bundle with "
                                                "(default: mlship's own).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+    key: Annotated[Path | None, typer.Option("--key", "-k", help="Check first that BUNDLE/mlship.sig is a signature "
+                                             "of its mlship.json by this Minisign public key.")] = None,
 ) -> None:
     """Replay the notebook's own predictions (golden cases) through BUNDLE and compare."""
     from .bundle.verify import verify_bundle
     from .report import print_cases
 
+    if key is not None:
+        from .bundle.signing import check_signature
+
+        check_signature(bundle, key)
+        if not as_json:
+            display_success(f"{bundle}/mlship.sig is a valid signature of its mlship.json by {key}")
     results = verify_bundle(bundle, python=python, url=url)
     failed = [r for r in results if not r.ok]
     if as_json:
