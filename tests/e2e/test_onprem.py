@@ -382,8 +382,11 @@ def test_host_upgrade_then_uninstall(host_install: dict[str, Any], bundles: dict
     assert json.loads((prefix / "app/mlship.json").read_text())["version"] == "0.2.0"
     assert "version=0.2.0\n" in (prefix / ".mlship-install").read_text()
     assert settings.read_text().endswith("MLSHIP_WORKERS=4\n")
-    assert sorted(p.name for p in prefix.iterdir()) == [".installed-files", ".mlship-install", "app", "bin", "etc",
-                                                        "lib", "venv"]
+    # Releases (docs/ONPREM.md, "Releases"): the live one and the one it replaced; the rest are fixed symlinks.
+    assert sorted(p.name for p in prefix.iterdir()) == [".current", ".installed-files", ".mlship-install",
+                                                        ".releases", "app", "bin", "etc", "lib", "venv"]
+    assert len(list((prefix / ".releases").glob("r.*"))) == 2
+    assert all((prefix / name).is_symlink() for name in ("app", "venv", "bin", "lib", ".mlship-install"))
     check = subprocess.run([str(prefix / "venv/bin/python"), "-m", "mlship_runtime", "verify", "."],
                            cwd=prefix / "app", capture_output=True, text=True, env=offline_env())
     assert check.returncode == 0, check.stdout + check.stderr
