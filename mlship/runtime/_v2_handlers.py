@@ -27,6 +27,7 @@ from ._model import ModelHandle
 from ._schema import Checked, InputError, check_payload
 from ._settings import Settings
 from ._state import AppState
+from ._values import quote
 
 BINARY_HEADER = "inference-header-content-length"
 PLATFORM = "mlship_python"
@@ -210,7 +211,7 @@ class V2Model:
                 raise InputError('every entry of "outputs" must be an object with a string "name"')
             if output["name"] not in self.model.method_names:
                 raise InputError(
-                    f'unknown output "{output["name"]}"; this model has '
+                    f'unknown output {quote(output["name"])}; this model has '
                     + ", ".join(f'"{name}"' for name in self.model.method_names)
                 )
             binary = _parameters(output, f'output "{output["name"]}"').get("binary_data")
@@ -289,7 +290,7 @@ def _received_tensors(
             raise InputError(f'input "{name}" is given twice')
         if name not in names:
             raise InputError(
-                f'unknown input "{name}"; this model takes ' + ", ".join(f'"{n}"' for n in sorted(names))
+                f"unknown input {quote(name)}; this model takes " + ", ".join(f'"{n}"' for n in sorted(names))
             )
         shape, datatype = tensor.get("shape"), tensor.get("datatype")
         if isinstance(shape, list) and len(shape) > limits.max_tensor_dims:  # before any walk over it

@@ -154,3 +154,14 @@ def test_quote_and_escape_text() -> None:
     assert quote("x" * 100) == '"' + "x" * 60 + '…"'
     assert escape_text("ok\tno\x7f") == r"ok\x09no\x7f"
     assert quote_names(["a", "b", "c"], limit=2) == '"a", "b" and 1 more'
+
+
+def test_v2_input_and_output_names_are_quoted_safely(
+    logged: Callable[[str], tuple[TestClient, io.StringIO]]
+) -> None:
+    client, stream = logged("json")
+    tensor = {"name": FORGED + "\ud800", "shape": [1], "datatype": "FP64", "data": [1.0]}
+    status, answer = post(client, "/v2/models/iris-frame/infer", json.dumps({"inputs": [tensor]}).encode())
+    assert status == 400 and f"unknown input {quote(tensor['name'])}" in str(answer["error"])
+    assert "\n" not in str(answer["error"])
+    assert len(json_lines(stream)) == 1
