@@ -143,7 +143,8 @@ class ServerHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
     def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(_CoalescingTransport(transport, self.loop))
         self._header_timer: asyncio.TimerHandle | None = None
-        self._header_bytes = 0
+        self._header_bytes = self._raw_header_bytes = 0
+        self._in_headers = False
         self._refusal: tuple[int, str] | None = None
         self._received = time.monotonic()
         self._arm_header_timer()
@@ -156,11 +157,19 @@ class ServerHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         if self._header_timer is None and (self.cycle is None or self.cycle.response_complete):
             self._arm_header_timer()  # the first byte of the next request on a kept-alive connection
         super().data_received(data)
+        if self._in_headers and not self.transport.is_closing():
+            # httptools holds a header line until it ends, and calls on_header only then: an endless one is
+            # counted here, as it arrives.
+            self._raw_header_bytes += len(data)
+            if self._raw_header_bytes > self.limits.max_header_bytes:
+                self._refusal = (431, self._header_bytes_message())
+                self.send_400_response("")
 
     # httptools' parser callbacks (the h11 protocol has none: there, uvicorn's h11_max_incomplete_event_size
     # bounds the header block)
     def on_message_begin(self) -> None:
-        self._header_bytes = 0
+        self._header_bytes = self._raw_header_bytes = 0
+        self._in_headers = True
         self._received = time.monotonic()
         super().on_message_begin()
 
@@ -175,6 +184,7 @@ class ServerHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        self._in_headers = False
         self._cancel_header_timer()
         self.scope[RECEIVED_KEY] = self._received
         super().on_headers_complete()
@@ -182,11 +192,11 @@ class ServerHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
     def _count_header_bytes(self, size: int) -> None:
         self._header_bytes += size
         if self._header_bytes > self.limits.max_header_bytes:
-            self._refuse(
-                431,
-                f"the request line and headers are larger than {self.limits.max_header_bytes} bytes "
-                "[env var: MLSHIP_MAX_HEADER_BYTES]",
-            )
+            self._refuse(431, self._header_bytes_message())
+
+    def _header_bytes_message(self) -> str:
+        return (f"the request line and headers are larger than {self.limits.max_header_bytes} bytes "
+                "[env var: MLSHIP_MAX_HEADER_BYTES]")
 
     def _refuse(self, status: int, message: str) -> None:
         # Raised inside a parser callback: httptools turns it into a parser error, which uvicorn answers
