@@ -16,6 +16,7 @@ if __name__ == "__main__":
     # next import, so that a stray argparse.py or json.py in it cannot shadow the standard library.
     _bundle_root = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
     sys.path[:] = [entry for entry in sys.path if os.path.realpath(entry or os.curdir) != _bundle_root]
+    sys.dont_write_bytecode = True
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
