@@ -352,3 +352,39 @@ def test_a_prefix_left_by_someone_else_is_still_refused(packages: dict[str, Path
     assert result.returncode == 1 and "holds an unfinished install of another package" in result.stderr
     assert sorted(p.name for p in prefix.iterdir()) == [".releases"]
 
+
+
+def _legacy_install(package: Path, prefix: Path) -> None:
+    """An install as the installer before releases made it: real app/, venv/, bin/, lib/ folders in the prefix."""
+    prefix.mkdir(parents=True)
+    shutil.copytree(package / "app", prefix / "app")
+    shutil.copytree(package / "bin", prefix / "bin")
+    (prefix / "lib/systemd").mkdir(parents=True)
+    unit = (package / "lib/systemd/iris.service").read_text()
+    user = "nobody" if os.geteuid() == 0 else str(os.getuid())
+    for key, value in (("@PREFIX@", str(prefix)), ("@USER@", user), ("@PROTECT_HOME@", "yes")):
+        unit = unit.replace(key, value)
+    (prefix / "lib/systemd/iris.service").write_text(unit)
+    shutil.copytree(package / "etc", prefix / "etc")
+    subprocess.run([PYTHON, "-m", "venv", str(prefix / "venv")], check=True)
+    subprocess.run([str(prefix / "venv/bin/python"), "-m", "pip", "install", "--quiet", "--no-index", "--find-links",
+                    str(package / "wheels"), "tinya", "tinyb"], check=True, env={**env(), "PIP_CONFIG_FILE": "/dev/null"})
+    sums = (package / "SHA256SUMS").read_text().splitlines()
+    (prefix / ".installed-files").write_text("".join(
+        line + "\n" for line in sums if line.split("  ", 1)[1].startswith(("app/", "bin/"))))
+    (prefix / ".mlship-install").write_text(
+        f"name=iris\nversion=1.0.0\nrelease=old\npython={PYTHON}\nuser={user}\n")
+
+
+def test_an_install_from_before_releases_is_switched_over_by_an_upgrade(packages: dict[str, Path],
+                                                                        root_dir: Path) -> None:
+    prefix = root_dir / "opt/iris"
+    _legacy_install(packages["1.0.0"], prefix)
+    (prefix / "etc/iris.env").write_text("MLSHIP_WORKERS=4\n")
+    assert (prefix / "app").is_dir() and not (prefix / "app").is_symlink()
+    result = install(packages["2.0.0"], "--prefix", prefix, "--skip-model-check")
+    assert result.returncode == 0, result.stderr
+    assert working(prefix) == "2.0.0"
+    assert_clean(prefix)
+    assert (prefix / "etc/iris.env").read_text() == "MLSHIP_WORKERS=4\n"
+    assert install(packages["2.0.0"], "--prefix", prefix, "--skip-model-check").stdout.count("nothing to do") == 1
