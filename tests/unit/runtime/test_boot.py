@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from importlib.util import cache_from_source
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -260,3 +261,26 @@ def test_the_importer_checks_the_bytes_it_executes(tmp_path: Path) -> None:
     module = module_from_spec(spec)
     with pytest.raises(BundleLoadError, match="artifact pkg/__init__.py has sha256"):
         importer.exec_module(module)
+
+
+# -- mlship serve / predict on the host ---------------------------------------------------------------------------
+
+
+def test_mlship_serve_checks_with_the_hosts_code_then_starts_the_hosts_boot(
+        cli: Any, make_bundle: MakeBundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[tuple[str, list[str], dict[str, str]]] = []
+    monkeypatch.setattr(os, "execve", lambda path, argv, env: started.append((path, list(argv), dict(env))))
+    monkeypatch.setattr(os, "chdir", lambda path: None)
+    bundle = make_bundle("iris_frame")
+    result = cli("serve", bundle, "--port", "8123")
+    assert result.exit_code == 0, result.output
+    [(path, argv, env)] = started
+    assert argv == [sys.executable, "-B", "-P", str(RUNTIME_DIR / "_boot.py"), "--bundle", str(bundle), "serve",
+                    str(bundle), "--host", "127.0.0.1", "--port", "8123"]
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1" and "PYTHONPATH" not in env
+    # The host refuses a tampered bundle itself, before starting anything of it.
+    (bundle / "json.py").write_text("")
+    for command in (("serve", bundle), ("predict", bundle, "-i", "in.csv", "-o", "out.csv")):
+        refused = cli(*command)
+        assert refused.exit_code == 1 and "json.py is in the bundle" in refused.output
+    assert len(started) == 1
