@@ -171,10 +171,16 @@ def serve(
                                       envvar="MLSHIP_PORT")] = 8080,
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="Worker processes (default: the CPUs "
                                                 "available). [env var: MLSHIP_WORKERS]", envvar="MLSHIP_WORKERS")] = None,
+    key: Annotated[Path | None, typer.Option("--key", "-k", help="Serve only if BUNDLE/mlship.sig is a signature of "
+                                             "its mlship.json by this Minisign public key.")] = None,
 ) -> None:
     """Serve BUNDLE over HTTP with the same runtime the container and the on-prem install use."""
     from .bundle.manifest import open_bundle
 
+    if key is not None:
+        from .bundle.signing import check_signature
+
+        check_signature(bundle, key)
     path = bundle.resolve()
     # mlship's own copy of the checks first (every file listed and unchanged, no links): a bundle cannot skip them.
     manifest = open_bundle(path).manifest

@@ -103,6 +103,8 @@ def test_a_consistent_forgery_fails_verify_key(cli: Any, signed: Path, keys: tup
            "changed or forged after it was signed" in result.output
     assert "hint: do not use this bundle" in result.output
     assert "golden cases" not in result.output  # refused before any of the bundle's code ran
+    served = cli("serve", signed, "--key", keys[1])
+    assert served.exit_code == 1 and "the manifest was changed or forged after it was signed" in served.output
 
 
 def test_a_signature_by_another_key_is_refused(cli: Any, signed: Path, tmp_path: Path) -> None:
