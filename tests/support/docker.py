@@ -60,17 +60,7 @@ def write_tiny_bundle(dest: Path, *, name: str = "tiny", expected: list[int] | N
     from mlship import __version__
     from mlship.bundle.manifest import runtime_pins
     from mlship.runtime import RUNTIME_VERSION
-    from mlship.runtime._contract import (
-        Golden,
-        GoldenCase,
-        InputSchema,
-        Manifest,
-        Method,
-        PythonInfo,
-        Selection,
-        Source,
-        write,
-    )
+    from mlship.runtime import _contract as contract
 
     inputs = ["a", "bb", "ccc"]
     outputs = expected or [len(text) for text in inputs]
@@ -81,17 +71,17 @@ def write_tiny_bundle(dest: Path, *, name: str = "tiny", expected: list[int] | N
     (dest / "predictor.py").write_text(_TINY_PREDICTOR)
     requirements = sorted(f"{name}=={version}" for name, version in runtime_pins().items())
     (dest / "requirements.txt").write_text("".join(f"{line}\n" for line in requirements))
-    cases = tuple(GoldenCase(f"predict-{i}", "predict", [text], [out])
+    cases = tuple(contract.GoldenCase(f"predict-{i}", "predict", [text], [out])
                   for i, (text, out) in enumerate(zip(inputs, outputs, strict=True)))
-    manifest = Manifest(
+    manifest = contract.Manifest(
         name=name, version="0.1.0", mlship_version=__version__, runtime_version=RUNTIME_VERSION,
-        created_at="2026-11-27T10:00:00Z", source=Source(f"{name}.ipynb", "0" * 64),
-        python=PythonInfo(platform.python_version(), "CPython"), requirements=tuple(requirements),
-        methods=(Method("predict", "[len(t) for t in X]"),), batch_safe=True,
-        input=InputSchema.from_json({"kind": "list", "type": "string", "example": inputs[0]}),
-        selection=Selection("auto", "test bundle"),
+        created_at="2026-11-27T10:00:00Z", source=contract.Source(f"{name}.ipynb", "0" * 64),
+        python=contract.PythonInfo(platform.python_version(), "CPython"), requirements=tuple(requirements),
+        methods=(contract.Method("predict", "[len(t) for t in X]"),), batch_safe=True,
+        input=contract.InputSchema.from_json({"kind": "list", "type": "string", "example": inputs[0]}),
+        selection=contract.Selection("auto", "test bundle"),
     )
-    write(dest, manifest, Golden(cases, rtol=1e-6, atol=1e-9))
+    contract.write(dest, manifest, contract.Golden(cases, rtol=1e-6, atol=1e-9))
     return dest
 
 
