@@ -6,6 +6,7 @@ bundle, built from tests/samples/bundles), then runs, each for a bounded time, w
 POST /predict requests on 8 connections:
 
   slowloris     300 connections that send a request's headers one byte a second and never finish them
+                (the server runs with MLSHIP_HEADER_TIMEOUT=2, so that they are closed within a phase)
   header flood  8 connections each sending an endless header line (up to 64 MiB each)
   big shapes    4 clients posting an Open Inference Protocol shape of 100,000 dimensions, again and again
   kill worker   kill -9 of one worker, twice (the supervisor replaces them; 5 deaths a minute make it give up)
@@ -116,6 +117,8 @@ class Server:
     def start(self, timeout: float = 60) -> None:
         env = {key: value for key, value in os.environ.items() if not key.startswith("MLSHIP_")}
         env["MLSHIP_ACCESS_LOG"] = "0"
+        # Below the 10 s default, so that the slowloris connections are seen closed within a phase.
+        env["MLSHIP_HEADER_TIMEOUT"] = "2"
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "mlship_runtime", "serve", ".", "--host", HOST, "--port", str(self.port),
