@@ -13,7 +13,8 @@ DEFAULT_MAX_BATCH_ROWS = 128
 DEFAULT_MAX_IN_FLIGHT = 1024
 DEFAULT_GRACE_PERIOD = 30.0
 # Bounds on the work and memory one client can cost a worker before the model runs (docs/RUNTIME.md, "Limits").
-DEFAULT_MAX_ELEMENTS = 4 * 1024 * 1024
+# 20 MiB of `{},` parsed into 7 million dicts took a worker to 1.2 GB; a million values is 10,000 rows of 100.
+DEFAULT_MAX_ELEMENTS = 1024 * 1024
 DEFAULT_MAX_TENSOR_DIMS = 32  # numpy 1.x's largest ndim; a V2 shape with more dimensions cannot be an array there
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 DEFAULT_MAX_HEADERS = 100
@@ -48,7 +49,7 @@ class Settings:
     access_log:     one JSON line per request                     [env var: MLSHIP_ACCESS_LOG, default 1]
     log_format:     json (one object per line) or text           [env var: MLSHIP_LOG_FORMAT, default json]
     max_elements:   values in one request: JSON values (counted before parsing) and V2 tensor elements
-                                                                  [env var: MLSHIP_MAX_ELEMENTS, default 4 Mi]
+                                                                  [env var: MLSHIP_MAX_ELEMENTS, default 1 Mi]
     max_tensor_dims: dimensions of a V2 tensor's shape           [env var: MLSHIP_MAX_TENSOR_DIMS, default 32]
     max_header_bytes: request line and headers, in bytes          [env var: MLSHIP_MAX_HEADER_BYTES, default 64 KiB]
     max_headers:    header fields per request                     [env var: MLSHIP_MAX_HEADERS, default 100]
