@@ -119,7 +119,8 @@ def test_example_image_replays_the_golden_cases_over_http(built: dict[str, dict[
     assert labels["io.mlship.notebook.sha256"] == manifest["source"]["sha256"]
     assert labels["io.mlship.bundle.digest"].startswith("sha256:")
     assert config["User"] == "10001:0" and "8080/tcp" in config["ExposedPorts"]
-    assert config["Entrypoint"] == ["/opt/venv/bin/python", "-m", "mlship_runtime"]
+    # The bundle's _boot.py checks the bundle before its runtime is imported (docs/BUNDLE.md "Integrity").
+    assert config["Entrypoint"] == ["/opt/venv/bin/python", "-I", "-B", "-u", "/app/mlship_runtime/_boot.py"]
     assert config["Healthcheck"]["Test"][0] == "CMD"
     # The resolved set is recorded in the bundle.
     assert Path(data["lock"]).is_file() and Path(data["lock"]).parent.name == "lock"
