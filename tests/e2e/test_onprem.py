@@ -138,7 +138,7 @@ setpriv --reuid={service} --regid={service} --init-groups /opt/{service}/bin/{se
 pid=$!
 python3 /pkg/wait_ready.py
 echo "@@user $(stat -c %U /proc/$pid)"
-(cd /opt/{service}/app && ../venv/bin/python -m mlship_runtime verify . --url http://127.0.0.1:8080)
+(cd /opt/{service}/app && ../venv/bin/python -I -B mlship_runtime/_boot.py verify . --url http://127.0.0.1:8080)
 echo "@@verify rc=$?"
 (sleep 30; kill -KILL $pid 2>/dev/null) &
 kill -TERM $pid
