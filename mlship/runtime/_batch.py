@@ -21,6 +21,7 @@ from ._build import split_rows
 from ._bundle import LoadedBundle
 from ._codec import to_jsonable
 from ._progress import format_seconds
+from ._rejection import rejection
 from ._schema import InputError, decode_request
 
 __all__ = ["DEFAULT_CHUNK_ROWS", "BatchError", "BatchOptions", "BatchResult", "predict_file", "rejects_path"]
@@ -89,9 +90,10 @@ def predict_file(
     in_format = detect_format(source, options.input_format, "--input-format")
     out_format = detect_format(target, options.output_format, "--format")
     if source.exists() and target.exists() and source.samefile(target):
-        raise BatchError(f"--output {target} is the input file; write the predictions somewhere else")
+        raise BatchError(f"--output {target} is the input file", hint="write the predictions to another file")
     if not target.parent.is_dir():
-        raise BatchError(f"cannot write {target}: the folder {target.parent} does not exist")
+        raise BatchError(f"cannot write {target}: the folder {target.parent} does not exist",
+                         hint=f"create it first (mkdir -p {target.parent}) or pass another --output")
     job = _Job(bundle, method, options.id_columns, f"{source}, ")
     output = Output(target, out_format)  # opens nothing yet, but fails now if parquet cannot be written
     start = time.perf_counter()
@@ -128,7 +130,8 @@ def _choose_method(bundle: LoadedBundle, method: str | None) -> str:
     if method is None:
         return bundle.manifest.default_method
     if method not in bundle.methods:
-        raise BatchError(f"the bundle has no method {method!r}; it has {', '.join(bundle.methods)}")
+        raise BatchError(f"the bundle has no method {method!r}; it has {', '.join(bundle.methods)}",
+                         hint=f"pass one of them, e.g. --method {next(iter(bundle.methods))}, or leave --method out")
     return method
 
 
@@ -160,14 +163,17 @@ class _Job:
         problems = list(chunk.bad)
         value, chunk = self._decode(chunk, problems, stop_early=rejects is None)
         problems.sort(key=lambda bad: bad.number)
-        for bad in problems:
-            if rejects is None:
-                raise BatchError(f"{self.prefix}{bad.where}: {bad.message}", hint=SKIP_HINT)
-            rejects.add(bad)
+        if problems and rejects is None:
+            raise BatchError(f"{self.prefix}{problems[0].where}: {problems[0].message}", hint=SKIP_HINT)
         if len(chunk):
-            outputs = self._call(value, chunk)
-            output.write({**chunk.ids, **self._columns(outputs, chunk)})
-            self.rows += len(chunk)
+            # Rows the model's own input validation refuses (see _rejection) are rejected like invalid rows.
+            outputs, chunk = self._call(value, chunk, problems, skip=rejects is not None)
+            if len(chunk):
+                output.write({**chunk.ids, **self._columns(outputs, chunk)})
+                self.rows += len(chunk)
+        if rejects is not None:
+            for bad in sorted(problems, key=lambda bad: bad.number):
+                rejects.add(bad)
 
     def _decode(self, chunk: Chunk, problems: list[BadRow], stop_early: bool) -> tuple[Any, Chunk]:
         if not len(chunk):
@@ -200,32 +206,64 @@ class _Job:
             return row_message(_message(exc))
         return None
 
-    def _call(self, value: Any, chunk: Chunk) -> list[Any]:
+    def _call(self, value: Any, chunk: Chunk, problems: list[BadRow], skip: bool) -> tuple[list[Any], Chunk]:
+        """The chunk's outputs, and the chunk without the rows the model rejected (added to `problems` when
+        `skip`, else a BatchError); any other failure of the model is a BatchError naming the row."""
         if self.batch_safe:
             try:
-                outputs = to_jsonable(self.method(value))
+                return self._check_rows(to_jsonable(self.method(value)), chunk), chunk
+            except BatchError:
+                raise
             except Exception as exc:
-                raise self._blame(chunk, exc) from exc
-            return self._check_rows(outputs, chunk)
-        outputs = []
+                keep = self._blame(chunk, exc, problems, skip)
+            chunk = chunk.select(keep)
+            if not keep:
+                return [], chunk
+            try:
+                outputs = to_jsonable(self.method(decode_request(chunk.body(), self.schema)))
+            except Exception as exc:  # every row passed alone, not together
+                raise BatchError(f"{self.prefix}{chunk.span()}: {self._raised(exc)}") from exc
+            return self._check_rows(outputs, chunk), chunk
+        outputs, keep = [], []
         for index, row in enumerate(split_rows(self.schema.kind, value)):
             try:
                 output = to_jsonable(self.method(row))
             except Exception as exc:
-                raise BatchError(f"{self.prefix}{chunk.where(index)}: {self._raised(exc)}") from exc
+                self._refused(chunk, index, exc, problems, skip)
+                continue
+            keep.append(index)
             # One row in, one entry out, as the server does: unwrap the row axis of a one-row output.
             outputs.extend(output if isinstance(output, list) and len(output) == 1 else [output])
-        return self._check_rows(outputs, chunk)
+        chunk = chunk if len(keep) == len(chunk) else chunk.select(keep)
+        return (self._check_rows(outputs, chunk) if keep else []), chunk
 
-    def _blame(self, chunk: Chunk, exc: Exception) -> BatchError:
-        """The model failed on a chunk: find the first row it fails on alone, to name its line."""
-        for index in range(len(chunk) if len(chunk) > 1 else 0):
+    def _blame(self, chunk: Chunk, exc: Exception, problems: list[BadRow], skip: bool) -> list[int]:
+        """The model failed on a chunk: try each row alone, to name the line it fails on (or to reject the rows
+        it refuses); the rows that pass alone."""
+        if len(chunk) == 1:
+            self._refused(chunk, 0, exc, problems, skip)
+            return []
+        keep = []
+        for index in range(len(chunk)):
             single = chunk.select([index])
             try:
                 to_jsonable(self.method(decode_request(single.body(), self.schema)))
             except Exception as row_exc:
-                return BatchError(f"{self.prefix}{single.where(0)}: {self._raised(row_exc)}")
-        return BatchError(f"{self.prefix}{chunk.span()}: {self._raised(exc)}")
+                self._refused(chunk, index, row_exc, problems, skip)
+                continue
+            keep.append(index)
+        if len(keep) == len(chunk):
+            raise BatchError(f"{self.prefix}{chunk.span()}: {self._raised(exc)}")
+        return keep
+
+    def _refused(self, chunk: Chunk, index: int, exc: Exception, problems: list[BadRow], skip: bool) -> None:
+        """Row `index` failed alone with `exc`: a rejection goes to `problems` when `skip`; else BatchError."""
+        message = rejection(exc)
+        if message is None:
+            raise BatchError(f"{self.prefix}{chunk.where(index)}: {self._raised(exc)}") from exc
+        if not skip:
+            raise BatchError(f"{self.prefix}{chunk.where(index)}: {message}", hint=SKIP_HINT) from exc
+        problems.append(BadRow(chunk.unit, chunk.numbers[index], message, chunk.raw(index)))
 
     def _raised(self, exc: Exception) -> str:
         return f"{self.method_name} raised {type(exc).__name__}: {exc}"

@@ -111,7 +111,8 @@ class Layout:
         missing_ids = [name for name in self.id_columns if name not in header]
         if missing_ids:
             raise BatchError(
-                f"{source} has no id column {_quoted(missing_ids)}; its fields: {_quoted(header)}"
+                f"{source} has no id column {_quoted(missing_ids)}; its fields: {_quoted(header)}",
+                hint="pass --id-column with one of those fields, or leave it out",
             )
         if self.kind in COLUMN_KINDS:
             missing = [name for name in self.names if name not in header]
@@ -175,7 +176,8 @@ def detect_format(path: Path, given: str | None, option: str) -> str:
 def open_reader(path: Path, fmt: str, layout: Layout, chunk_rows: int) -> Reader:
     """Open `path` (raise BatchError when it cannot be read as `fmt` for this model) and read it lazily."""
     if not path.is_file():
-        raise BatchError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
+        raise BatchError(f"{path} does not exist" if not path.exists() else f"{path} is not a file",
+                         hint="check --input: it takes a .csv, .jsonl or .parquet file")
     if fmt == "parquet":
         return _parquet_reader(path, layout, chunk_rows)
     stream = path.open("rb")
@@ -413,9 +415,7 @@ def _parquet_reader(path: Path, layout: Layout, chunk_rows: int) -> Reader:
     try:
         import pyarrow.parquet as pq  # type: ignore[import-untyped, import-not-found, unused-ignore]
     except ImportError:
-        raise BatchError(
-            f"{path}: reading parquet needs pyarrow, which is not installed: {PYARROW_HINT}"
-        ) from None
+        raise BatchError(f"{path}: reading parquet needs pyarrow, which is not installed", hint=PYARROW_HINT) from None
     try:
         parquet = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises its own ArrowInvalid, OSError and more for a damaged file

@@ -170,9 +170,7 @@ def _require_pyarrow(path: Path) -> None:
     try:
         import pyarrow.parquet  # noqa: F401
     except ImportError:
-        raise BatchError(
-            f"{path}: writing parquet needs pyarrow, which is not installed: {PYARROW_HINT}"
-        ) from None
+        raise BatchError(f"{path}: writing parquet needs pyarrow, which is not installed", hint=PYARROW_HINT) from None
 
 
 _SINKS: dict[str, type[_CsvSink] | type[_JsonlSink] | type[_ParquetSink]] = {

@@ -350,14 +350,16 @@ def test_bad_options(
     bundle: Callable[[str], LoadedBundle], tmp_path: Path, options: dict[str, Any], message: str
 ) -> None:
     write_rows(tmp_path / "in.csv", iris_rows(1))
-    with pytest.raises(BatchError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(BatchError, match=message.replace("(", r"\(").replace(")", r"\)")) as caught:
         run(bundle("iris_frame"), tmp_path / "in.csv", tmp_path / "out.csv", **options)
+    assert caught.value.hint
 
 
 def test_unusable_files(bundle: Callable[[str], LoadedBundle], tmp_path: Path) -> None:
     iris = bundle("iris_frame")
-    with pytest.raises(BatchError, match=r"in.csv does not exist"):
+    with pytest.raises(BatchError, match=r"in.csv does not exist") as caught:
         run(iris, tmp_path / "in.csv", tmp_path / "out.csv")
+    assert caught.value.hint == "check --input: it takes a .csv, .jsonl or .parquet file"
     (tmp_path / "in.txt").write_text("")
     with pytest.raises(BatchError, match=r"cannot tell the format of .*in.txt .* or pass --input-format"):
         run(iris, tmp_path / "in.txt", tmp_path / "out.csv")
@@ -369,8 +371,9 @@ def test_unusable_files(bundle: Callable[[str], LoadedBundle], tmp_path: Path) -
         BatchError, match=r'lacks the model\'s columns "sepal length \(cm\)", .*; it has "a", "b"'
     ):
         run(iris, tmp_path / "in.csv", tmp_path / "out.csv")
-    with pytest.raises(BatchError, match=r"the folder .*nowhere does not exist"):
+    with pytest.raises(BatchError, match=r"the folder .*nowhere does not exist") as caught:
         run(iris, tmp_path / "in.csv", tmp_path / "nowhere" / "out.csv")
+    assert caught.value.hint == f"create it first (mkdir -p {tmp_path / 'nowhere'}) or pass another --output"
     with pytest.raises(BatchError, match=r"is the input file"):
         run(iris, tmp_path / "in.csv", tmp_path / "in.csv")
 
@@ -395,14 +398,10 @@ def test_parquet_without_pyarrow_says_how_to_get_it(
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     (tmp_path / "in.parquet").write_bytes(b"PAR1")
     write_rows(tmp_path / "in.csv", iris_rows(1))
-    with pytest.raises(
-        BatchError, match=r"reading parquet needs pyarrow, which is not installed: pip install pyarrow"
-    ):
-        run(bundle("iris_frame"), tmp_path / "in.parquet", tmp_path / "out.csv")
-    with pytest.raises(
-        BatchError, match=r"writing parquet needs pyarrow, which is not installed: pip install pyarrow"
-    ):
-        run(bundle("iris_frame"), tmp_path / "in.csv", tmp_path / "out.parquet")
+    for source, target, verb in (("in.parquet", "out.csv", "reading"), ("in.csv", "out.parquet", "writing")):
+        with pytest.raises(BatchError, match=rf"{verb} parquet needs pyarrow, which is not installed$") as caught:
+            run(bundle("iris_frame"), tmp_path / source, tmp_path / target)
+        assert caught.value.hint is not None and caught.value.hint.startswith("pip install pyarrow")
 
 
 def test_csv_values_get_their_schema_types(bundle: Callable[[str], LoadedBundle], tmp_path: Path) -> None:
