@@ -75,9 +75,8 @@ def ensure_image(client: Any, image: str, platform: Platform, on_step: Step) -> 
     except docker.errors.APIError as exc:
         raise BuildError(
             f"cannot pull the base image {image}: {_first_line(exc)}",
-            hint="without access to Docker Hub, build a base image from Debian packages "
-            "(scripts/make-base-image TAG in mlship's repository) or use a mirror, and pass "
-            "--base-image TAG",
+            hint="without access to Docker Hub, make a base image from Debian packages "
+            "(`sudo mlship base-image TAG`) or use a mirror, and pass --base-image TAG",
         ) from None
 
 
@@ -102,7 +101,7 @@ def check_base_python(client: Any, image: str, python: str, platform: Platform) 
             f"the base image {image} has no python{python} on its PATH ({has}); the bundle was packaged "
             f"with Python {python}, and its pickled model loads only under the same major.minor",
             hint=f"use a base with Python {python} (e.g. --base-image python:{python}-slim, or one made by "
-            "scripts/make-base-image), or package the notebook under the base's Python",
+            "`mlship base-image TAG`), or package the notebook under the base's Python",
         )
     if found.machine != platform.machine:
         raise BuildError(

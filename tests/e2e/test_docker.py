@@ -1,7 +1,7 @@
 """`mlship build --target docker` with a real Docker engine: every example notebook -> image -> container -> golden
 cases over HTTP; non-root, read-only, SIGTERM, layer reuse, push to a loopback registry, and the failure paths.
 
-Images are built once per module and shared; the base image comes from scripts/make-base-image (Docker Hub is
+Images are built once per module and shared; the base image comes from `mlship base-image` (Docker Hub is
 unreachable here). Everything this module tags carries a per-run token and is removed at the end.
 """
 

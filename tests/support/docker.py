@@ -1,7 +1,7 @@
 """Fixtures for tests that need a Docker engine: the test base image and a loopback registry.
 
 Docker Hub is unreachable on the machines that run these tests, so the base image is built from Debian packages
-by scripts/make-base-image (about a minute, once per machine: it is cached by tag). MLSHIP_TEST_BASE_IMAGE names
+by `mlship base-image` (minutes, once per machine: it is cached by tag). MLSHIP_TEST_BASE_IMAGE names
 another base to use instead (e.g. python:3.11-slim where Docker Hub is reachable).
 
 tests/conftest.py registers this module as a plugin, so every test can ask for the session fixtures `base_image`
@@ -103,10 +103,10 @@ def base_image_fixture() -> str:
         _missing(f"the Debian bookworm base image has Python 3.11, this is {major_minor}; set MLSHIP_TEST_BASE_IMAGE")
     if shutil.which("debootstrap") is None and not _image_exists(BASE_TAG):
         _missing("debootstrap is not installed (apt-get install -y debootstrap) and no cached base image exists")
-    proc = subprocess.run([str(ROOT / "scripts" / "make-base-image"), BASE_TAG], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "mlship", "base-image", BASE_TAG], capture_output=True, text=True,
                           timeout=900)
     if proc.returncode != 0:
-        pytest.fail(f"scripts/make-base-image failed:\n{proc.stdout}\n{proc.stderr}")
+        pytest.fail(f"mlship base-image failed:\n{proc.stdout}\n{proc.stderr}")
     return BASE_TAG
 
 
