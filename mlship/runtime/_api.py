@@ -40,7 +40,7 @@ def model_endpoints(state: AppState, model: ModelHandle) -> list[Endpoint]:
                 "summary": f"{name} for each input row",
                 "operationId": f"post_{name}",
                 "requestBody": {"required": True, "content": json_content("PredictRequest")},
-                "responses": responses("PredictResponse", 400, 413, 415, 500, 503),
+                "responses": responses("PredictResponse", 400, 413, 415, 422, 500, 503),
             },
             fast=fast_method(state, model, name),
         )

@@ -38,10 +38,49 @@ def build_value(schema: InputSchema, data: Any) -> Any:
 
 
 def _convert(what: str, dtype: str | None, build: Callable[[Any, str | None], Any], values: Any) -> Any:
+    if dtype is not None and _narrow_float(dtype) is not None:
+        _check_float_range(what, dtype, values)
     try:
         return build(values, dtype)
     except Exception as exc:  # pandas and numpy raise many types here; all of them mean "bad input values"
         raise InputError(f"{what}: cannot convert the values to {dtype or 'an array'}: {exc}") from exc
+
+
+@functools.lru_cache(maxsize=64)
+def _narrow_float(dtype: str) -> float | None:
+    """The largest finite value of `dtype` when it is a float narrower than float64 (float32, float16, pandas'
+    Float32), else None."""
+    if not dtype.lower().startswith("float"):
+        return None
+    import numpy
+
+    try:
+        info = numpy.finfo(numpy.dtype(dtype.lower()))
+    except TypeError:
+        return None
+    return float(info.max) if info.bits < 64 else None
+
+
+def _check_float_range(what: str, dtype: str, values: Any) -> None:
+    """InputError for a finite value beyond `dtype`'s range: the cast would make it inf (silently, outside
+    tests), which the model then refuses or, worse, predicts from; the schema knows the bound, so it is a 400
+    before the model runs. Values that do not convert at all are left to the conversion's own error."""
+    import numpy
+
+    limit = _narrow_float(dtype)
+    try:
+        wide = numpy.asarray(values, dtype="float64")
+    except (TypeError, ValueError, OverflowError):
+        return
+    with numpy.errstate(invalid="ignore"):
+        beyond = numpy.isfinite(wide) & (numpy.abs(wide) > limit)
+    if beyond.any():
+        where = numpy.argwhere(beyond)[0]
+        value = float(wide[tuple(where)])
+        raise InputError(
+            f"{what}, row {int(where[0])}: {value!r} is beyond the range of {dtype} (at most {limit:.8g} in "
+            "absolute value)"
+        )
 
 
 def _to_array(values: Any, dtype: str | None) -> Any:

@@ -40,6 +40,7 @@ from ._build import merge_data, split_rows
 from ._bundle import LoadedBundle
 from ._codec import to_jsonable
 from ._metrics import Metrics
+from ._rejection import rejection
 from ._schema import Checked, InputError
 from ._settings import Settings
 
@@ -51,6 +52,11 @@ REQUEST_RECEIVED: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 
 class ModelError(Exception):
     """The model raised (or returned what cannot be encoded); details are in the log, not in the message."""
+
+
+class ModelRejected(Exception):
+    """The model's own input validation refused the input (see _rejection): the client's error, a 422 with the
+    library's message (bounded, escaped)."""
 
 
 class ModelTimeout(Exception):
@@ -82,6 +88,7 @@ class Runner:
         self.batch_safe = bundle.manifest.batch_safe
         self.max_batch_rows = settings.max_batch_rows if self.batch_safe else 1
         self.timeout = settings.timeout
+        self.rejections = settings.model_rejections
         self._metrics = metrics
         self._queue: deque[_Job] = deque()
         self._scheduled = False
@@ -266,16 +273,25 @@ class Runner:
                 output = self._row_by_row(job, value)
         except ModelTimeout as exc:
             self._fail(job, "timeout", exc)
-        except (Exception, SystemExit):
-            logger.exception(
-                "method %s failed (request id %s)",
-                job.method,
-                job.request_id,
-                extra={"request_id": job.request_id},
-            )
-            self._fail(job, "error", ModelError(f"model failed on this input (request id {job.request_id})"))
+        except (Exception, SystemExit) as exc:  # a notebook that calls sys.exit() fails its request only
+            self._fail_call(job, exc)
         else:
             _settle(job, result=output)
+
+    def _fail_call(self, job: _Job, exc: BaseException) -> None:
+        """The model raised `exc` on this request: a rejection of the input (422), else a failure (500)."""
+        message = rejection(exc) if self.rejections else None
+        if message is not None:
+            logger.warning(
+                "method %s rejected the input of request %s: %s", job.method, job.request_id, message,
+                extra={"request_id": job.request_id},
+            )
+            self._fail(job, "rejected", ModelRejected(message))
+            return
+        logger.exception(
+            "method %s failed (request id %s)", job.method, job.request_id, extra={"request_id": job.request_id}
+        )
+        self._fail(job, "error", ModelError(f"model failed on this input (request id {job.request_id})"))
 
     def _row_by_row(self, job: _Job, value: Any) -> list[Any]:
         outputs: list[Any] = []

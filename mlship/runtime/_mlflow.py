@@ -29,6 +29,7 @@ _ERROR_CODES = {
     404: "ENDPOINT_NOT_FOUND",
     413: "BAD_REQUEST",
     415: "BAD_REQUEST",
+    422: "BAD_REQUEST",
     500: "INTERNAL_ERROR",
     503: "TEMPORARILY_UNAVAILABLE",
 }
@@ -44,7 +45,7 @@ def model_endpoints(state: AppState, model: ModelHandle) -> list[Endpoint]:
         "summary": "MLflow scoring protocol (predict)",
         "operationId": "post_invocations",
         "requestBody": {"required": True, "content": content},
-        "responses": responses("PredictResponse", 400, 413, 415, 500, 503, error="MlflowError"),
+        "responses": responses("PredictResponse", 400, 413, 415, 422, 500, 503, error="MlflowError"),
     }
     return [Endpoint("/invocations", "POST", _invocations_endpoint(state, model), operation)]
 

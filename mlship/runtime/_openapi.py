@@ -36,6 +36,7 @@ _REASONS = {
     404: "no such model or version",
     413: "body too large",
     415: "unsupported content type",
+    422: "the model's own input validation refused the input (the library's message)",
     500: "the model failed (details in the server log)",
     503: "not ready, timed out, overloaded or shutting down",
 }

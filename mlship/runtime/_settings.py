@@ -73,6 +73,9 @@ class Settings:
                     a synthetic one built from the schema     [env var: MLSHIP_PUBLISH_EXAMPLE, default 0]
     publish_versions: /metadata lists the exact versions of the Python and the requirements (0: names only)
                                                                   [env var: MLSHIP_PUBLISH_VERSIONS, default 1]
+    model_rejections: an input the model's own input validation refuses (scikit-learn's check_array, an
+                    encoder's unknown category, a cast overflow; see _rejection) is a 422 with the library's
+                    message; 0: a 500 like any other model failure [env var: MLSHIP_MODEL_REJECTIONS, default 1]
     """
 
     max_rows: int = DEFAULT_MAX_ROWS
@@ -97,6 +100,7 @@ class Settings:
     metrics_token: str = field(default="", repr=False)
     publish_example: bool = False
     publish_versions: bool = True
+    model_rejections: bool = True
 
     @property
     def pending_limit(self) -> int:
@@ -138,6 +142,7 @@ class Settings:
             metrics_token=_token(env, "MLSHIP_METRICS_TOKEN"),
             publish_example=_flag(env, "MLSHIP_PUBLISH_EXAMPLE", False),
             publish_versions=_flag(env, "MLSHIP_PUBLISH_VERSIONS", True),
+            model_rejections=_flag(env, "MLSHIP_MODEL_REJECTIONS", True),
         )
 
 

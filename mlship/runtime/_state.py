@@ -9,7 +9,7 @@ from typing import Any
 from starlette.requests import Request
 
 from ._http import HttpError, check_content_type, parse_json, read_body, request_id
-from ._inference import ModelError, ModelTimeout
+from ._inference import ModelError, ModelRejected, ModelTimeout
 from ._logs import AccessLog
 from ._metrics import Metrics
 from ._model import ModelHandle
@@ -50,14 +50,17 @@ class AppState:
         return await self.predict_checked(model, method, checked, request_id(request))
 
     async def predict_checked(self, model: ModelHandle, method: str, checked: Checked, rid: str) -> Any:
-        """The predictions for a checked request, or HttpError: 400 (values that do not convert), 500 (the
-        model failed; details in the log), 503 (timeout, or not loaded yet)."""
+        """The predictions for a checked request, or HttpError: 400 (values that do not convert), 422 (the
+        model's input validation refused them, see _rejection), 500 (the model failed; details in the log),
+        503 (timeout, or not loaded yet)."""
         runner = model.loaded_runner()
         try:
             alone = (self.requests() if self.requests is not None else self.in_flight) <= 1
             return await runner.predict(method, checked, rid, alone=alone)
         except InputError as exc:
             raise HttpError(400, exc.message) from None
+        except ModelRejected as exc:
+            raise HttpError(422, str(exc)) from None
         except ModelError as exc:
             raise HttpError(500, str(exc)) from None
         except ModelTimeout as exc:

@@ -68,7 +68,7 @@ def model_endpoints(state: AppState, model: ModelHandle) -> list[Endpoint]:
                 "summary": "inference (JSON, or binary tensor data)",
                 "parameters": params,
                 "requestBody": {"required": True, "content": json_content("InferenceRequest")},
-                "responses": responses("InferenceResponse", 400, 404, 413, 415, 500, 503),
+                "responses": responses("InferenceResponse", 400, 404, 413, 415, 422, 500, 503),
             }),
         ]
     return result
