@@ -411,6 +411,53 @@ def build(
         raise MlshipError(f"the {target} build of {path.name} failed its checks", hint="see the table above")
 
 
+@app.command("base-image")
+@_boundary
+def base_image(
+    tag: Annotated[str, typer.Argument(help="Tag of the image to make. [env var: MLSHIP_BASE_TAG]",
+                                       envvar="MLSHIP_BASE_TAG")] = "mlship-base:bookworm-py311",
+    suite: Annotated[str, typer.Option("--suite", help="Debian release; its python3 is the image's (bookworm: "
+                                       "3.11, trixie: 3.13).")] = "bookworm",
+    mirror: Annotated[str, typer.Option("--mirror", envvar="DEBIAN_MIRROR", help="Debian mirror. "
+                                        "[env var: DEBIAN_MIRROR]")] = "http://deb.debian.org/debian",
+    arch: Annotated[str | None, typer.Option("--arch", help="Debian architecture, e.g. arm64 (needs "
+                                             "qemu-user-static); default the host's.")] = None,
+    bundle: Annotated[Path | None, typer.Option("--bundle", help="Check that the image's Python is this "
+                                                "bundle's.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (for CI).")] = False,
+) -> None:
+    """Make a Python base image from Debian packages (debootstrap, docker import), for engines that cannot pull
+    from Docker Hub; does nothing if TAG exists. Needs root and debootstrap (docs/DOCKER.md)."""
+    import logging
+
+    from .targets.base_image import BaseImageOptions, bundle_python_of, make_base_image
+
+    python = bundle_python_of(bundle) if bundle is not None else None
+    options = BaseImageOptions(tag=tag, suite=suite, mirror=mirror, arch=arch, python=python)
+    with _progress(tag, quiet=as_json) as (_on_cell, on_step):
+        class StepHandler(logging.Handler):  # core code logs its progress; show it as progress steps
+            def emit(self, record: logging.LogRecord) -> None:
+                if on_step is not None:
+                    on_step(record.getMessage())
+
+        handler = StepHandler(logging.INFO)
+        log = logging.getLogger("mlship.targets.base_image")
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+        try:
+            result = make_base_image(options)
+        finally:
+            log.removeHandler(handler)
+            log.propagate = True
+    if as_json:
+        console.print(json.dumps(result.to_json(), indent=2), soft_wrap=True)
+    else:
+        from .report import print_rows
+
+        print_rows(result.rows())
+
+
 # -- progress --------------------------------------------------------------------------------------------------
 
 
