@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..errors import BuildError
-from . import docker, onprem
+from . import docker, k8s, onprem
 from .options import Option, Target
 
-TARGETS: dict[str, Target] = {target.name: target for target in (docker.TARGET, onprem.TARGET)}
+TARGETS: dict[str, Target] = {target.name: target for target in (docker.TARGET, onprem.TARGET, k8s.TARGET)}
 
 
 def get_target(name: str) -> Target:

@@ -61,8 +61,8 @@ def test_options_reach_their_target_converted() -> None:
 @pytest.mark.parametrize(("target", "param", "message", "hint"), [
     ("onprem", "push", "--push is only for --target docker, not --target onprem",
      "drop --push, or build with --target docker"),
-    ("docker", "output", "-o/--output is only for --target onprem, not --target docker",
-     "drop -o/--output, or build with --target onprem"),
+    ("docker", "output", "-o/--output is only for --target onprem or --target k8s, not --target docker",
+     "drop -o/--output, or build with --target onprem or --target k8s"),
 ])
 def test_an_option_of_another_target_is_refused(target: str, param: str, message: str, hint: str) -> None:
     with pytest.raises(BuildError) as info:
