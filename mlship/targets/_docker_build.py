@@ -29,6 +29,8 @@ from ._docker_engine import (
     ensure_image,
     push_tag,
     remove_image,
+    remove_stage_images,
+    superseded_stages,
     tag_image,
 )
 from ._docker_smoke import SmokeResult, smoke_test
@@ -40,6 +42,27 @@ if TYPE_CHECKING:
 # A docker image reference: [registry[:port]/]path[:tag] with a lowercase path (distribution/reference).
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REFERENCE = re.compile(rf"^(?:[A-Za-z0-9.-]+(?::\d+)?/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?$")
+
+
+@dataclass
+class BuildStage:
+    """The build stage's image (wheels + pip install), which the final image does not contain: kept as the
+    layer cache for the next build of the same dependencies, or removed; and the older stages removed."""
+
+    image_id: str
+    size: int  # with the base's layers, which it shares with the final image
+    kept: bool
+    reason: str
+    removed: list[str] = field(default_factory=list)  # earlier build stages of this model
+
+    def describe(self) -> str:
+        state = "kept as the layer cache for rebuilds (--no-build-cache removes it)" if self.kept else "removed"
+        return f"{self.image_id.removeprefix('sha256:')[:12]}, {self.size / 1e6:.1f} MB with the base: {state}" \
+            + (f" ({self.reason})" if self.reason else "")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.image_id, "size": self.size, "kept": self.kept, "reason": self.reason,
+                "removed": self.removed}
 
 
 @dataclass
@@ -60,6 +83,7 @@ class DockerResult:
     build_log: BuildLog | None = None
     smoke: SmokeResult | None = None
     kept: bool = True  # False when a failed image was removed
+    stage: BuildStage | None = None
     digests: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -82,6 +106,10 @@ class DockerResult:
             log = self.build_log
             rows.append(("build", f"{len(log.steps)} steps, {len(log.cached)} from cache, "
                                   f"{self.timings.get('build', 0):.1f}s"))
+        if self.stage:
+            rows.append(("build stage", self.stage.describe()))
+            if self.stage.removed:
+                rows.append(("removed", f"{len(self.stage.removed)} earlier build stage(s) of this model"))
         rows.extend(self._smoke_rows())
         rows.extend((f"pushed {tag}", digest) for tag, digest in self.digests.items())
         rows.append(("time", ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items())))
@@ -136,6 +164,7 @@ class DockerResult:
             },
             "build": None if not self.build_log else {
                 "steps": self.build_log.steps, "cached": self.build_log.cached,
+                "stage": self.stage.to_json() if self.stage else None,
             },
             "digests": self.digests,
             "parity": None if smoke is None else {
@@ -218,11 +247,30 @@ class _Plan:
         if not result.ok and not self.options.keep_failed:
             remove_image(client, image_id, self.tags)
             result.kept = False
+        result.stage = self.clean_stages(client, result.build_log, ok=result.ok)
         if result.ok and self.options.push:
             mark = time.perf_counter()
             result.digests = {tag: push_tag(client, tag, self.step) for tag in self.tags}
             self.timings["push"] = time.perf_counter() - mark
         return result
+
+    def clean_stages(self, client: Any, log: BuildLog, *, ok: bool) -> BuildStage | None:
+        """Remove mlship's own build-stage images (labelled dev.mlship.stage=build, never anything else): this
+        build's after a failure or with --no-build-cache; otherwise keep it as the cache and remove only this
+        model's earlier stages, which no later build can use (their dependencies changed)."""
+        stage = log.stage_images()
+        if not stage:
+            return None
+        leaf, leaf_cached = stage[-1]
+        size = int(client.api.inspect_image(leaf).get("Size", 0))
+        removed = remove_stage_images(client, superseded_stages(client, self.manifest.name, keep=leaf))
+        if not ok and not leaf_cached:
+            remove_stage_images(client, [leaf])
+            return BuildStage(leaf, size, kept=False, reason="the image failed its checks", removed=removed)
+        if not self.options.build_cache:
+            remove_stage_images(client, [leaf])
+            return BuildStage(leaf, size, kept=False, reason="--no-build-cache", removed=removed)
+        return BuildStage(leaf, size, kept=True, reason="", removed=removed)
 
     def write_context(self, context: Path, *, client: Any, base: BasePython | None) -> DockerResult:
         """Resolve the wheels, record the lock in the bundle, write the context; build it if given a client."""

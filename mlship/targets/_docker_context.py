@@ -18,6 +18,7 @@ from typing import Any
 from .. import __version__
 from ..bundle.render import make_environment
 from ..errors import BuildError
+from ._docker_engine import NAME_LABEL, STAGE_LABEL, STAGE_VALUE
 from .wheelhouse import Wheelhouse
 
 TEMPLATE = "Dockerfile.jinja"
@@ -63,6 +64,7 @@ class DockerfileContext:
     entrypoint: list[str]
     cmd: list[str]
     labels: list[tuple[str, str]]
+    stage_labels: list[tuple[str, str]]
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,8 @@ def dockerfile_context(meta: ImageMetadata, *, base_image: str, python: str, whe
         entrypoint=[f"{VENV}/bin/python", "-I", "-B", "-u", f"{APP_DIR}/mlship_runtime/_boot.py"],
         cmd=["serve", APP_DIR, "--host", "0.0.0.0", "--port", str(PORT)],
         labels=image_labels(meta, base_image, context_hash),
+        # Deterministic (no build id), so the stage's layers stay cacheable and the context hash stable.
+        stage_labels=[(STAGE_LABEL, STAGE_VALUE), (NAME_LABEL, meta.name)],
     )
 
 

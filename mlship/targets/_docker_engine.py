@@ -146,9 +146,26 @@ class BuildLog:
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=_LOG_TAIL))
     image_id: str | None = None
     lines: list[str] = field(default_factory=list)
+    ids: dict[int, str] = field(default_factory=dict)  # step index (0-based) -> the image it left
+
+    def stage_images(self) -> list[tuple[str, bool]]:
+        """The images the build stage's steps left (its FROM excluded), each with whether it came from the
+        cache: every step before the build's last FROM belongs to an earlier stage."""
+        froms = [i for i, step in enumerate(self.steps) if _STEP_FROM.match(step)]
+        if len(froms) < 2:
+            return []
+        return [(self.ids[i], self.steps[i] in self.cached) for i in range(froms[0] + 1, froms[-1])
+                if i in self.ids]
 
 
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+_STEP_FROM = re.compile(r"^Step \d+/\d+ : FROM ", re.IGNORECASE)
+_IMAGE_ID = re.compile(r"^ ---> ([0-9a-f]{12,64})$")
+# Every image of the Dockerfile's build stage carries this label (templates/Dockerfile.jinja), so mlship removes
+# its own stages and nothing else.
+STAGE_LABEL = "dev.mlship.stage"
+STAGE_VALUE = "build"
+NAME_LABEL = "dev.mlship.name"
 
 
 def build_image(client: Any, context: Path, tag: str, platform: Platform, on_step: Step,
@@ -162,21 +179,72 @@ def build_image(client: Any, context: Path, tag: str, platform: Platform, on_ste
     if _daemon_machine(client) != platform.machine:
         params["platform"] = platform.docker
     try:
-        for chunk in client.api.build(**params):
-            if "error" in chunk:
-                raise _build_error(log, str(chunk["error"]).strip())
-            if "aux" in chunk and isinstance(chunk["aux"], dict) and "ID" in chunk["aux"]:
-                log.image_id = chunk["aux"]["ID"]
-            for line in str(chunk.get("stream", "")).splitlines():
-                _record(log, line.rstrip(), on_step)
-    except docker.errors.APIError as exc:
-        raise _build_error(log, _first_line(exc)) from None
-    if log.image_id is None:
-        built = [line for line in log.lines if line.startswith("Successfully built ")]
-        if not built:
-            raise _build_error(log, "the build stream ended without an image id")
-        log.image_id = built[-1].split()[-1]
+        try:
+            for chunk in client.api.build(**params):
+                if "error" in chunk:
+                    raise _build_error(log, str(chunk["error"]).strip())
+                if "aux" in chunk and isinstance(chunk["aux"], dict) and "ID" in chunk["aux"]:
+                    log.image_id = chunk["aux"]["ID"]
+                for line in str(chunk.get("stream", "")).splitlines():
+                    _record(log, line.rstrip(), on_step)
+        except docker.errors.APIError as exc:
+            raise _build_error(log, _first_line(exc)) from None
+        if log.image_id is None:
+            built = [line for line in log.lines if line.startswith("Successfully built ")]
+            if not built:
+                raise _build_error(log, "the build stream ended without an image id")
+            log.image_id = built[-1].split()[-1]
+    except BuildError:
+        remove_failed_stage(client, log)
+        raise
     return log
+
+
+def remove_failed_stage(client: Any, log: BuildLog) -> list[str]:
+    """After a failed build: remove the build-stage images this build made (not those it found in the cache)."""
+    ids = [image for image, cached in _partial_stage(log) if not cached]
+    return remove_stage_images(client, ids)
+
+
+def _partial_stage(log: BuildLog) -> list[tuple[str, bool]]:
+    # A build that failed in its build stage has one FROM so far: every later step is the stage's.
+    froms = [i for i, step in enumerate(log.steps) if _STEP_FROM.match(step)]
+    if len(froms) >= 2:
+        return log.stage_images()
+    start = froms[0] + 1 if froms else 0
+    return [(log.ids[i], log.steps[i] in log.cached) for i in range(start, len(log.steps)) if i in log.ids]
+
+
+def remove_stage_images(client: Any, ids: list[str]) -> list[str]:
+    """Remove, newest first, those of `ids` that carry mlship's build-stage label and nothing else; untagged
+    parents go with them (noprune=False) unless another image still needs them. Returns the removed ids."""
+    import docker
+
+    removed = []
+    for image in reversed(ids):
+        try:
+            labels = client.api.inspect_image(image).get("Config", {}).get("Labels") or {}
+            if labels.get(STAGE_LABEL) != STAGE_VALUE:
+                continue
+            client.api.remove_image(image, force=False, noprune=False)
+            removed.append(image)
+        except docker.errors.ImageNotFound:
+            removed.append(image)  # already pruned with its child
+        except docker.errors.APIError as exc:  # still used by a container or a child image: leave it
+            logger.debug("kept build stage image %s: %s", image, _first_line(exc))
+    return removed
+
+
+def superseded_stages(client: Any, name: str, keep: str) -> list[str]:
+    """The leaf images of earlier build stages of model `name` (label dev.mlship.name), other than `keep`."""
+    filters = {"label": [f"{STAGE_LABEL}={STAGE_VALUE}", f"{NAME_LABEL}={name}"], "dangling": True}
+    leaves = [str(image["Id"]) for image in client.api.images(filters=filters)]
+    return [image for image in leaves if not _same_id(image, keep)]
+
+
+def _same_id(a: str, b: str) -> bool:
+    a, b = a.removeprefix("sha256:"), b.removeprefix("sha256:")
+    return a.startswith(b) or b.startswith(a)
 
 
 def _record(log: BuildLog, line: str, on_step: Step) -> None:
@@ -192,6 +260,8 @@ def _record(log: BuildLog, line: str, on_step: Step) -> None:
         on_step(f"docker build step {match[1]}/{match[2]}: {match[3][:100]}")
     elif line.strip() == "---> Using cache" and log.steps:
         log.cached.append(log.steps[-1])
+    elif (image := _IMAGE_ID.match(line)) and log.steps:
+        log.ids[len(log.steps) - 1] = image[1]
     elif not line.startswith((" ---> ", "Removing intermediate container")):
         on_step(f"  {line[:160]}")
 

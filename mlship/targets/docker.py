@@ -24,6 +24,7 @@ class DockerOptions(WheelOptions):
     context_only: Path | None = None
     test: bool = True
     keep_failed: bool = False
+    build_cache: bool = True  # keep the build stage's image as the layer cache for rebuilds
 
 
 def build_docker(bundle: Path, options: DockerOptions) -> DockerResult:
@@ -52,5 +53,8 @@ TARGET = Target(
         Option("test", ("--no-test",), bool, "Skip the smoke test of the image.", default=False,
                convert=lambda v: not v),
         Option("keep_failed", ("--keep-failed",), bool, "Keep an image that failed its smoke test.", default=False),
+        Option("build_cache", ("--no-build-cache",), bool, "Remove the build stage's image (wheels and pip "
+               "install) after the build; the next build then installs the dependencies again.", default=False,
+               convert=lambda v: not v),
     ),
 )
