@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 from mlship.runtime._rejection import MESSAGE_LIMIT, rejection
 
 from .sample_bundles import edit_manifest
+from .test_observe import sample
 
 Serve = Callable[..., TestClient]
 IRIS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
@@ -35,6 +36,9 @@ def test_a_value_the_scaler_makes_infinite_is_422_with_sklearns_message(serve: S
     # The server goes on serving, and a good row next to it alone is fine.
     good = {**huge_row(), IRIS[0]: 5.1}
     assert client.post("/predict", json={"instances": [good]}).json() == {"predictions": [0]}
+    metrics = client.get("/metrics").text
+    assert sample(metrics, "mlship_model_failures_total", method="predict", reason="rejected") == 1
+    assert sample(metrics, "mlship_model_failures_total", method="predict", reason="error") is None  # not counted as a failure
 
 
 def test_an_unknown_category_is_422_naming_it(serve: Serve) -> None:
