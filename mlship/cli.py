@@ -12,13 +12,45 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from . import __version__
 from .console import console, display_error, display_success, display_warning, err_console, is_interactive
 from .errors import MlshipError
 
+
+class _HelpLikeClick:
+    """Help that reads like hatch's (plain click): `Usage: mlship serve [OPTIONS] BUNDLE` rather than typer's
+    `{bundle}`, and no `<bool>` beside a flag, which takes no value."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces: list[str] = [self.options_metavar] if self.options_metavar else []  # type: ignore[attr-defined]
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = param.metavar or param.name.upper()
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params: list[Any] = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class _Command(_HelpLikeClick, TyperCommand):
+    pass
+
+
+class _Group(_HelpLikeClick, TyperGroup):
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return [*super().collect_usage_pieces(ctx), self.subcommand_metavar or "COMMAND [ARGS]..."]
+
+
 app = typer.Typer(
     name="mlship",
+    cls=_Group,
     help="Turn a Jupyter notebook into a verified, deployable model service.",
     no_args_is_help=True,
     add_completion=False,
@@ -74,7 +106,8 @@ def _root(
 
 # -- package / inspect -----------------------------------------------------------------------------------------
 
-NotebookArg = Annotated[Path, typer.Argument(help="The notebook (.ipynb) to package.", show_default=False)]
+NotebookArg = Annotated[Path, typer.Argument(metavar="NOTEBOOK", help="The notebook (.ipynb) to package, or a folder holding one.",
+                                             show_default=False)]
 ModelOpt = Annotated[str | None, typer.Option(
     "--model", help="Serve NAME.predict(X); NAME may be an expression like grid.best_estimator_.")]
 PredictOpt = Annotated[str | None, typer.Option(
@@ -89,9 +122,12 @@ KernelOpt = Annotated[str | None, typer.Option(
 TimeoutOpt = Annotated[int | None, typer.Option(
     "--timeout", min=1, help="Seconds each cell may run (default 600). [env var: MLSHIP_TIMEOUT]",
     envvar="MLSHIP_TIMEOUT")]
+SampleRowsOpt = Annotated[int | None, typer.Option("--sample-rows", min=1, max=1000,
+                                                   help="Rows of the sample kept as golden cases (default 5).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object (for CI) instead of tables.")]
 
 
-@app.command()
+@app.command(cls=_Command)
 @_boundary
 def package(
     notebook: NotebookArg,
@@ -103,14 +139,13 @@ def package(
     predict: PredictOpt = None,
     preprocess: PreprocessOpt = None,
     sample: SampleOpt = None,
-    sample_rows: Annotated[int | None, typer.Option("--sample-rows", min=1, max=1000,
-                                                    help="Rows of the sample kept as golden cases (default 5).")] = None,
+    sample_rows: SampleRowsOpt = None,
     requirement: Annotated[list[str] | None, typer.Option(
-        "--requirement", "-r", help="Add or override a pinned requirement (repeatable), e.g. -r pandas==2.2.3.")] = None,
+        "--requirement", "-r", metavar="REQUIREMENT", help="Add or override a pinned requirement (repeatable), e.g. -r pandas==2.2.3.")] = None,
     kernel: KernelOpt = None,
     timeout: TimeoutOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be served and why; write nothing.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (for CI) instead of tables.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Execute NOTEBOOK and write a verified bundle: model, served code, pinned requirements, golden cases."""
     from .bundle.builder import BundleBuilder, PackageOptions
@@ -121,7 +156,7 @@ def package(
         sample_rows=sample_rows, requirements=list(requirement or []), dry_run=dry_run,
         choices=Choices(model=model, predict=predict, preprocess=preprocess, sample=sample),
     )
-    builder = BundleBuilder.from_notebook(notebook, options)
+    builder = BundleBuilder.from_notebook(_notebook_in(notebook), options)
     with _progress(builder.notebook.path.name, quiet=as_json) as (on_cell, on_step):
         result = builder.build(on_progress=on_cell, on_step=on_step)
     from .report import package_json, print_package_result
@@ -132,7 +167,7 @@ def package(
         print_package_result(result)
 
 
-@app.command()
+@app.command(cls=_Command)
 @_boundary
 def inspect(
     notebook: NotebookArg,
@@ -140,28 +175,47 @@ def inspect(
     predict: PredictOpt = None,
     preprocess: PreprocessOpt = None,
     sample: SampleOpt = None,
+    sample_rows: SampleRowsOpt = None,
     kernel: KernelOpt = None,
     timeout: TimeoutOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Show what `mlship package` would serve from NOTEBOOK and why (same as package --dry-run)."""
     from .bundle.builder import BundleBuilder, PackageOptions
     from .notebook.extract import Choices
-    from .report import print_package_result
+    from .report import package_json, print_package_result
 
-    options = PackageOptions(kernel=kernel, timeout=timeout, dry_run=True,
+    options = PackageOptions(kernel=kernel, timeout=timeout, dry_run=True, sample_rows=sample_rows,
                              choices=Choices(model=model, predict=predict, preprocess=preprocess, sample=sample))
-    builder = BundleBuilder.from_notebook(notebook, options)
-    with _progress(builder.notebook.path.name, quiet=False) as (on_cell, on_step):
+    builder = BundleBuilder.from_notebook(_notebook_in(notebook), options)
+    with _progress(builder.notebook.path.name, quiet=as_json) as (on_cell, on_step):
         result = builder.build(on_progress=on_cell, on_step=on_step)
-    print_package_result(result)
+    if as_json:
+        console.print(json.dumps(package_json(result), indent=2), soft_wrap=True)
+    else:
+        print_package_result(result)
+
+
+def _notebook_in(path: Path) -> Path:
+    """`path` itself, or the one notebook in the folder `path` (an error naming them when it holds several)."""
+    if not path.is_dir():
+        return path
+    found = sorted(p.name for p in path.glob("*.ipynb") if p.is_file())
+    if len(found) == 1:
+        return path / found[0]
+    if not found:
+        raise MlshipError(f"{path} is a folder with no notebook (.ipynb) in it",
+                          hint="pass the notebook to package, e.g. mlship package path/to/model.ipynb")
+    raise MlshipError(f"{path} holds {len(found)} notebooks: {', '.join(found)}",
+                      hint=f"pass the one to package, e.g. mlship package {path / found[0]}")
 
 
 # -- serve / verify --------------------------------------------------------------------------------------------
 
-BundleArg = Annotated[Path, typer.Argument(help="A bundle directory written by `mlship package`.", show_default=False)]
+BundleArg = Annotated[Path, typer.Argument(metavar="BUNDLE", help="A bundle directory written by `mlship package`.", show_default=False)]
 
 
-@app.command()
+@app.command(cls=_Command)
 @_boundary
 def serve(
     bundle: BundleArg,
@@ -184,12 +238,41 @@ def serve(
     path = bundle.resolve()
     # mlship's own copy of the checks first (every file listed and unchanged, no links): a bundle cannot skip them.
     manifest = open_bundle(path).manifest
+    _check_port(host, port)
     console.print(f"serving {manifest.name} {manifest.version} on http://{host}:{port} "
                   f"(POST /predict, GET /readyz, GET /metadata; Ctrl-C stops)")
     args = ["serve", str(path), "--host", host, "--port", str(port)]
     if workers is not None:
         args += ["--workers", str(workers)]
     _exec_runtime(path, args)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail before announcing anything when the runtime could not listen on HOST:PORT (it binds the same way:
+    SO_REUSEADDR, so a port left in TIME_WAIT by a server just stopped is free, one another process listens on
+    is not). Another process can still take it in the moment between; the runtime then logs why and exits 1."""
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except socket.gaierror as exc:
+        raise MlshipError(f"cannot serve on {host}: {exc.strerror}", hint=_HOST_HINT) from None
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            other = port + 1 if port < 65535 else 8080
+            raise MlshipError(f"cannot serve on {host} port {port}: another process is listening on it",
+                              hint=f"stop that process, or pass another port, e.g. --port {other}") from None
+        if exc.errno == errno.EACCES:
+            raise MlshipError(f"cannot serve on {host} port {port}: permission denied",
+                              hint="ports below 1024 need root; pass --port 1024 or higher, e.g. --port 8080") from None
+        raise MlshipError(f"cannot serve on {host} port {port}: {exc.strerror}", hint=_HOST_HINT) from None
+
+
+_HOST_HINT = "pass --host an address of this machine, e.g. 127.0.0.1, or 0.0.0.0 for every interface"
 
 
 def _exec_runtime(bundle: Path, args: list[str]) -> None:
@@ -220,7 +303,7 @@ def _password(what: str, *, confirm: bool) -> str | None:
     return str(typer.prompt(what, hide_input=True, confirmation_prompt=confirm))
 
 
-@app.command()
+@app.command(cls=_Command)
 @_boundary
 def keygen(
     output: Annotated[Path, typer.Option("--output", "-o", help="The secret key to write; the public key goes beside "
@@ -242,7 +325,7 @@ def keygen(
                     "whoever verifies: mlship verify BUNDLE --key " + str(public) + ")")
 
 
-@app.command()
+@app.command(cls=_Command)
 @_boundary
 def sign(
     bundle: BundleArg,
@@ -263,7 +346,7 @@ def _password_if_needed(key: Path) -> str | None:
     return _password(f"Password for {key}", confirm=False) if key_is_encrypted(key) else None
 
 
-@app.command()
+@app.command(cls=_Command)
 @_boundary
 def verify(
     bundle: BundleArg,
@@ -298,7 +381,7 @@ def verify(
         display_success(f"{len(results)} golden cases match the notebook" + (f" at {url}" if url else ""))
 
 
-@app.command("predict")
+@app.command("predict", cls=_Command)
 @_boundary
 def predict_batch(
     bundle: BundleArg,
@@ -310,11 +393,11 @@ def predict_batch(
     chunk_rows: Annotated[int, typer.Option("--chunk-rows", min=1,
                                             help="Rows read, validated and predicted at a time.")] = 10_000,
     output_format: Annotated[str | None, typer.Option(
-        "--format", help="Output format: csv, jsonl or parquet (default: from --output's extension).")] = None,
+        "--format", metavar="csv|jsonl|parquet", help="Output format: csv, jsonl or parquet (default: from --output's extension).")] = None,
     input_format: Annotated[str | None, typer.Option(
-        "--input-format", help="Input format: csv, jsonl or parquet (default: from --input's extension).")] = None,
+        "--input-format", metavar="csv|jsonl|parquet", help="Input format: csv, jsonl or parquet (default: from --input's extension).")] = None,
     id_column: Annotated[list[str] | None, typer.Option(
-        "--id-column", help="Copy this input column into the output, to join predictions back (repeatable).")] = None,
+        "--id-column", metavar="COLUMN", help="Copy this input column into the output, to join predictions back (repeatable).")] = None,
     skip_invalid: Annotated[bool, typer.Option(
         "--skip-invalid", help="Write rows that do not fit the input schema to OUTPUT_STEM.rejects.jsonl and go on, "
         "instead of stopping at the first.")] = False,
@@ -325,7 +408,8 @@ def predict_batch(
 
     for flag, value in (("--format", output_format), ("--input-format", input_format)):
         if value not in (None, "csv", "jsonl", "parquet"):
-            raise MlshipError(f"{flag} must be csv, jsonl or parquet, got {value!r}", exit_code=2)
+            raise MlshipError(f"{flag} must be csv, jsonl or parquet, got {value!r}", exit_code=2,
+                              hint=f"pass {flag} csv, {flag} jsonl or {flag} parquet, or leave it out")
     path = bundle.resolve()
     open_bundle(path)
     # Absolute paths: the runtime runs in the bundle directory, like `serve`.
@@ -363,16 +447,18 @@ def _with_target_options(fn: F) -> F:
                                         annotation=Annotated[option.type, info]))
     fn.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     made = "; ".join(f"--target {t.name}: {t.summary} ({t.docs})" for t in TARGETS.values())
-    fn.__doc__ = f"Build BUNDLE into something that runs elsewhere. {made}."
+    fn.__doc__ = (f"Build a bundle (NOTEBOOK packaged first, or --bundle) into something that runs elsewhere. "
+                  f"{made}.")
     return fn
 
 
-@app.command()
+@app.command(cls=_Command)
 @_boundary
 @_with_target_options
 def build(
     ctx: typer.Context,
-    notebook: Annotated[Path | None, typer.Argument(help="Package this notebook first (optional).",
+    notebook: Annotated[Path | None, typer.Argument(metavar="NOTEBOOK", help="Package this notebook first, then "
+                                                    "build its bundle (optional).",
                                                     show_default=False)] = None,
     target: str = "docker",  # its option is generated from the table of targets
     bundle: Annotated[Path | None, typer.Option("--bundle", help="Bundle directory (default: the newest under "
@@ -394,7 +480,7 @@ def build(
     if notebook is not None:
         from .bundle.builder import BundleBuilder, PackageOptions
 
-        builder = BundleBuilder.from_notebook(notebook, PackageOptions(force=True))
+        builder = BundleBuilder.from_notebook(_notebook_in(notebook), PackageOptions(force=True))
         with _progress(builder.notebook.path.name, quiet=as_json) as (on_cell, on_step):
             bundle = builder.build(on_progress=on_cell, on_step=on_step).bundle
     path = (bundle or find_bundle()).resolve()

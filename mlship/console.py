@@ -14,9 +14,17 @@ def _plain() -> bool:
     return os.environ.get("MLSHIP_PLAIN") == "1" or not sys.stdout.isatty()
 
 
+# The width when not writing to a terminal (CI logs, pipes, files), where rich would assume 80 columns and cut
+# tables (the golden cases') to fit: wide enough that nothing mlship prints is cut; a table is only as wide as its
+# content. COLUMNS, when set, still wins.
+UNBOUNDED_WIDTH = 1000
+
+
 def _make(stderr: bool) -> Console:
     # Markup and highlighting off: paths and notebook text are printed literally (hatch does the same).
     plain = os.environ.get("MLSHIP_PLAIN") == "1"
+    stream = sys.stderr if stderr else sys.stdout
+    wide = "COLUMNS" not in os.environ and not _isatty(stream)
     return Console(
         stderr=stderr,
         markup=False,
@@ -24,7 +32,13 @@ def _make(stderr: bool) -> Console:
         emoji=False,
         no_color=plain or None,
         soft_wrap=True,
+        width=UNBOUNDED_WIDTH if wide else None,
     )
+
+
+def _isatty(stream: object) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
 
 
 console = _make(stderr=False)

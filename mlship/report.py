@@ -73,7 +73,10 @@ def package_json(result: PackageResult) -> dict[str, Any]:
         "captured": result.code.by_value,
         "definitions": [d.name for d in result.code.definitions],
         "requirements": result.requirements,
-        "golden": {"cases": len(result.cases), "passed": sum(c.ok for c in result.cases)},
+        # recorded: the sample's rows kept as golden cases (--sample-rows); cases/passed: how they verified (0 for a
+        # dry run, which verifies nothing).
+        "golden": {"recorded": len(result.capture.golden.cases), "cases": len(result.cases),
+                   "passed": sum(c.ok for c in result.cases)},
         "batch_safe": result.batch_safe,
         "dropped_methods": result.dropped_methods,
         "size_bytes": result.size_bytes,

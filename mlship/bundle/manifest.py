@@ -73,8 +73,17 @@ def open_manifest(path: str | os.PathLike[str]) -> Manifest:
 
 
 def _require_manifest(path: Path) -> None:
-    if not (path / contract.MANIFEST_NAME).is_file():
-        raise BundleError(
-            f"{path} is not an mlship bundle: {contract.MANIFEST_NAME} is missing",
-            hint="pass the directory `mlship package` wrote (e.g. dist/iris)",
-        )
+    if (path / contract.MANIFEST_NAME).is_file():
+        return
+    if not path.exists():
+        raise BundleError(f"{path} does not exist", hint="pass the directory `mlship package` wrote (e.g. dist/iris)")
+    if not path.is_dir():
+        raise BundleError(f"{path} is not an mlship bundle: a bundle is a directory",
+                          hint="pass the directory `mlship package` wrote (e.g. dist/iris)")
+    inside = sorted(p for p in path.iterdir() if (p / contract.MANIFEST_NAME).is_file())
+    if inside:
+        held = f"the bundle {inside[0]}" if len(inside) == 1 else f"{len(inside)} bundles: " + ", ".join(map(str, inside))
+        raise BundleError(f"{path} is not an mlship bundle; it holds {held}",
+                          hint=f"pass {'it' if len(inside) == 1 else 'one of them'}, e.g. {inside[0]}")
+    raise BundleError(f"{path} is not an mlship bundle: {contract.MANIFEST_NAME} is missing",
+                      hint="pass the directory `mlship package` wrote (e.g. dist/iris)")
