@@ -65,6 +65,7 @@ class K8sResult:
     kserve: bool
     measured: dict[str, float] = field(default_factory=dict)  # peak_mib, load_seconds
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -76,6 +77,7 @@ class K8sResult:
         rows = [("directory", str(self.directory)), ("objects", ", ".join(self.files)),
                 ("image", self.image), ("pod", f"{self.cpu} CPU, {self.memory} memory, {self.workers} workers"),
                 ("measured", measured)]
+        rows.extend(("note", note) for note in self.notes)
         rows.extend(("warning", warning) for warning in self.warnings)
         rows.append(("next", f"kubectl apply -k {self.directory}"))
         return rows
@@ -83,12 +85,14 @@ class K8sResult:
     def to_json(self) -> dict[str, Any]:
         return {"target": "k8s", "directory": str(self.directory), "files": self.files, "name": self.name,
                 "image": self.image, "workers": self.workers, "cpu": self.cpu, "memory": self.memory,
-                "kserve": self.kserve, "measured": self.measured, "warnings": self.warnings, "ok": self.ok}
+                "kserve": self.kserve, "measured": self.measured, "warnings": self.warnings, "notes": self.notes,
+                "ok": self.ok}
 
 
 def build_k8s(bundle: Path, options: K8sOptions) -> K8sResult:
     warnings: list[str] = []
-    image = check_image(options.image)
+    notes: list[str] = []
+    image = pinned_image(check_image(options.image), notes)
     manifest = open_bundle(bundle).manifest
     name = dns_name(manifest.name, "bundle name", warnings)
     namespace = dns_name(options.namespace, "--namespace", warnings) if options.namespace else None
@@ -112,7 +116,7 @@ def build_k8s(bundle: Path, options: K8sOptions) -> K8sResult:
     out = options.output or bundle.parent / f"{name}-k8s"
     files = write_directory(out, plan)
     return K8sResult(directory=out, files=files, name=name, image=image, workers=workers, cpu=options.cpu,
-                     memory=memory, kserve=options.kserve, measured=measured, warnings=warnings)
+                     memory=memory, kserve=options.kserve, measured=measured, warnings=warnings, notes=notes)
 
 
 def _replace_hash(plan: k8s.K8sPlan, value: str) -> k8s.K8sPlan:
@@ -135,6 +139,33 @@ def check_image(image: str | None) -> str:
                          hint="pass REF:TAG or, better, REF@sha256:DIGEST (`docker inspect --format "
                          "'{{index .RepoDigests 0}}' IMAGE` after a push)")
     return image
+
+
+def pinned_image(image: str, notes: list[str]) -> str:
+    """REF@sha256:DIGEST for a tag the local Docker engine has pushed or pulled (its RepoDigests), else as given.
+
+    A tag can be moved to other bytes later; the digest the engine recorded for this very image cannot. Without a
+    reachable engine, or for an image it does not have, the tag is kept (and the build says so)."""
+    if "@sha256:" in image:
+        return image
+    repository = image[: image.rindex(":")]
+    try:
+        import docker
+
+        client = docker.from_env(timeout=5)
+        try:
+            digests: list[str] = client.api.inspect_image(image).get("RepoDigests") or []
+        finally:
+            client.close()
+    except Exception:  # no engine, no such image: nothing to pin it to
+        digests = []
+    found = next((digest for digest in digests if digest.split("@", 1)[0] == repository), None)
+    if found is None:
+        notes.append(f"--image {image} is used by tag: the local Docker engine has no registry digest for it "
+                     "(push it first, or pass REF@sha256:DIGEST)")
+        return image
+    logger.info("pinned %s to %s", image, found)
+    return found
 
 
 def dns_name(value: str, what: str, warnings: list[str]) -> str:

@@ -306,3 +306,34 @@ def test_the_cli_writes_the_directory_beside_the_bundle(cli: Any, bundle: Path) 
     report = json.loads(result.output)
     assert report["directory"] == str(bundle.parent / "tiny-k8s") and report["ok"] is True
     assert (bundle.parent / "tiny-k8s" / "kustomization.yaml").is_file()
+
+
+class _FakeEngine:
+    """What pinned_image asks the docker SDK: inspect_image(ref)["RepoDigests"]."""
+
+    def __init__(self, digests: list[str]) -> None:
+        self.api = self
+        self.digests = digests
+
+    def inspect_image(self, ref: str) -> dict[str, Any]:
+        return {"RepoDigests": self.digests}
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_pushed_tag_is_pinned_to_its_registry_digest(bundle: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import docker
+
+    digest = "sha256:" + "b" * 64
+    monkeypatch.setattr(docker, "from_env", lambda **_: _FakeEngine(
+        [f"other.registry/tiny@sha256:{'c' * 64}", f"registry.local:5000/tiny@{digest}"]))
+    result = build(bundle, tmp_path / "out", image="registry.local:5000/tiny:0.1.0", measure=False)
+    assert result.image == f"registry.local:5000/tiny@{digest}" and result.notes == []
+    assert load(result)["Deployment"]["spec"]["template"]["spec"]["containers"][0]["image"] == result.image
+    monkeypatch.setattr(docker, "from_env", lambda **_: _FakeEngine([]))
+    result = build(bundle, tmp_path / "out", image="registry.local:5000/tiny:0.1.0", measure=False)
+    assert result.image == "registry.local:5000/tiny:0.1.0"
+    assert result.notes == ["--image registry.local:5000/tiny:0.1.0 is used by tag: the local Docker engine has no "
+                            "registry digest for it (push it first, or pass REF@sha256:DIGEST)"]
