@@ -441,7 +441,9 @@ def _with_target_options(fn: F) -> F:
     params = [p.replace(annotation=Annotated[str, target]) if p.name == "target" else p
               for p in inspect.signature(fn, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
     for option, owners in all_options():
-        info = typer.Option(*option.flags, help=option.help_text, envvar=option.envvar,
+        # A repeatable option's value is one item: --tag TAG, not typer's <list[str]>.
+        metavar = option.flags[-1].lstrip("-").upper() if "list[" in str(option.type) else None
+        info = typer.Option(*option.flags, help=option.help_text, envvar=option.envvar, metavar=metavar,
                             rich_help_panel=f"Options of --target {' and '.join(owners)}")
         params.append(inspect.Parameter(option.param, inspect.Parameter.KEYWORD_ONLY, default=option.default,
                                         annotation=Annotated[option.type, info]))
@@ -497,10 +499,10 @@ def build(
         raise MlshipError(f"the {target} build of {path.name} failed its checks", hint="see the table above")
 
 
-@app.command("base-image")
+@app.command("base-image", cls=_Command)
 @_boundary
 def base_image(
-    tag: Annotated[str, typer.Argument(help="Tag of the image to make. [env var: MLSHIP_BASE_TAG]",
+    tag: Annotated[str, typer.Argument(metavar="TAG", help="Tag of the image to make. [env var: MLSHIP_BASE_TAG]",
                                        envvar="MLSHIP_BASE_TAG")] = "mlship-base:bookworm-py311",
     suite: Annotated[str, typer.Option("--suite", help="Debian release; its python3 is the image's (bookworm: "
                                        "3.11, trixie: 3.13).")] = "bookworm",
