@@ -145,3 +145,27 @@ def test_the_image_runs_as_the_manifest_says(image: tuple[str, Path], cli: Any, 
     finally:
         container.remove(force=True)
         client.close()
+
+
+def test_a_pushed_tag_is_pinned_to_the_digest_the_registry_holds(image: tuple[str, Path], cli: Any, registry: str,
+                                                                 tmp_path: Path) -> None:
+    import docker
+
+    tag, bundle = image
+    pushed = f"{registry}/mlship/k8s-tiny:{tag.rsplit(':', 1)[1]}"
+    client = docker.from_env()
+    try:
+        client.images.get(tag).tag(pushed)
+        for line in client.api.push(pushed, stream=True, decode=True):
+            assert "error" not in line, line
+        objects = rendered(cli, bundle, pushed, tmp_path / "k8s")
+        image_ref = objects["Deployment"]["spec"]["template"]["spec"]["containers"][0]["image"]
+        repository, digest = image_ref.split("@")
+        assert repository == pushed.rsplit(":", 1)[0] and digest.startswith("sha256:")
+        request = urllib.request.Request(f"http://{registry}/v2/mlship/k8s-tiny/manifests/{digest}", method="HEAD",
+                                         headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.headers["Docker-Content-Digest"] == digest
+    finally:
+        client.api.remove_image(pushed, force=True)
+        client.close()
