@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Throughput and latency of the mlship runtime against a bare Starlette app, in one run, with wrk.
 
-Trains the two iris models of issue 5 (`lr` = StandardScaler + LogisticRegression, `rf` = a 100-tree random
+Trains two iris models (`lr` = StandardScaler + LogisticRegression, `rf` = a 100-tree random
 forest), packages each with `mlship package`, then for each model starts in turn
 
   bare            a minimal Starlette + orjson app under `uvicorn --workers N`, predict called inline

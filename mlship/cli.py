@@ -448,10 +448,17 @@ def _with_target_options(fn: F) -> F:
         params.append(inspect.Parameter(option.param, inspect.Parameter.KEYWORD_ONLY, default=option.default,
                                         annotation=Annotated[option.type, info]))
     fn.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    made = "; ".join(f"--target {t.name}: {t.summary} ({t.docs})" for t in TARGETS.values())
+    made = "; ".join(f"--target {t.name}: {t.summary} ({_doc(t.docs)})" for t in TARGETS.values())
     fn.__doc__ = (f"Build a bundle (NOTEBOOK packaged first, or --bundle) into something that runs elsewhere. "
                   f"{made}.")
     return fn
+
+
+def _doc(page: str) -> str:
+    """A page of docs/ as the reader has it: in mlship's installed files (the wheel ships docs/)."""
+    from ._paths import DOCS_DIR
+
+    return str(DOCS_DIR / Path(page).name)
 
 
 @app.command(cls=_Command)
@@ -499,7 +506,9 @@ def build(
         raise MlshipError(f"the {target} build of {path.name} failed its checks", hint="see the table above")
 
 
-@app.command("base-image", cls=_Command)
+@app.command("base-image", cls=_Command, help=(
+    "Make a Python base image from Debian packages (debootstrap, docker import), for engines that cannot pull from "
+    f"Docker Hub; does nothing if TAG exists. Needs root and debootstrap ({_doc('docs/DOCKER.md')})."))
 @_boundary
 def base_image(
     tag: Annotated[str, typer.Argument(metavar="TAG", help="Tag of the image to make. [env var: MLSHIP_BASE_TAG]",
@@ -514,8 +523,6 @@ def base_image(
                                                 "bundle's.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (for CI).")] = False,
 ) -> None:
-    """Make a Python base image from Debian packages (debootstrap, docker import), for engines that cannot pull
-    from Docker Hub; does nothing if TAG exists. Needs root and debootstrap (docs/DOCKER.md)."""
     import logging
 
     from .targets.base_image import BaseImageOptions, bundle_python_of, make_base_image

@@ -150,7 +150,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve the bundle: " + "; ".join(protocol.blurb for protocol in PROTOCOLS) + "; GET "
         "/openapi.json documents them all. The model loads once; the worker processes fork from the loaded one "
         "and share its memory.",
-        epilog="More settings come from the environment (docs/RUNTIME.md): MLSHIP_MAX_ROWS (rows per request, "
+        epilog="More settings come from the environment: MLSHIP_MAX_ROWS (rows per request, "
         "default 10000), MLSHIP_MAX_BODY_BYTES (default 20 MiB), MLSHIP_TIMEOUT (seconds per request, default "
         "60), MLSHIP_MAX_BATCH_ROWS (micro-batch bound, default 128; 1 turns batching off), MLSHIP_MAX_IN_FLIGHT "
         "(per worker, default 1024), MLSHIP_DRAIN_DELAY (seconds not-ready before the listener closes on "

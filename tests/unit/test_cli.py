@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -164,3 +165,51 @@ def test_not_a_terminal_is_not_cut_at_80_columns(capsys: pytest.CaptureFixture[s
     printed = capsys.readouterr().out
     assert long_id in printed and "predict_log_proba " in printed
     assert max(map(len, printed.splitlines())) > 80
+
+
+# -- pointers name what the reader has ------------------------------------------------------------------------
+
+POINTER = re.compile(r"FIELD-NOTES|field notes|\bissue \d+", re.I)
+
+
+@pytest.mark.parametrize("command", ["build", "base-image"])
+def test_help_names_docs_the_reader_has(command: str) -> None:
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, [command, "--help"], prog_name="mlship", terminal_width=1000)
+    pages = re.findall(r"([^\s(]+\.md)\b", result.output)
+    assert pages, result.output
+    for page in pages:
+        assert Path(page).is_absolute() and Path(page).is_file(), f"{command} --help names {page}"
+
+
+def test_the_wheel_ships_the_docs_help_names() -> None:
+    import tomllib
+
+    from tests.conftest import ROOT
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]
+    assert config["wheel"]["force-include"]["docs"] == "mlship/docs"
+    assert "docs" in config["sdist"]["include"]
+
+
+def test_shipped_text_names_no_internal_notes() -> None:
+    """What a user reads (the docs, README, templates, and mlship's messages: string literals that are not
+    docstrings) names no field notes or issue numbers, and the runtime, which ships alone in images and
+    tarballs, no docs/ page."""
+    import ast
+
+    from tests.conftest import ROOT
+
+    for path in [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "templates").glob("*")]:
+        assert not POINTER.search(path.read_text()), f"{path}: {POINTER.search(path.read_text())}"
+    for path in sorted((ROOT / "mlship").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+                      and node.body and isinstance(node.body[0], ast.Expr)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                assert not POINTER.search(node.value), f"{path}:{node.lineno}: {node.value}"
+                if "runtime" in path.parts:
+                    assert "docs/" not in node.value, f"{path}:{node.lineno}: {node.value}"
