@@ -24,8 +24,9 @@ from mlship.targets.k8s import K8sOptions
 from tests.support.docker import write_tiny_bundle
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "k8s"
-# The oldest the package bundles, one between, and the newest.
-KUBERNETES_VERSIONS = ("1.25.0", "1.31.0", kubernetes_validate.latest_version())
+# Every version whose schemas the package bundles (1.25 to 1.37 with kubernetes-validate 1.37), oldest first.
+KUBERNETES_VERSIONS = tuple(sorted(set(kubernetes_validate.utils.all_versions()),
+                                   key=lambda v: tuple(int(part) for part in v.split("."))))
 IMAGE = "registry.local/tiny:0.1.0"
 
 
@@ -53,6 +54,11 @@ def load(result: K8sResult) -> dict[str, dict[str, Any]]:
     """kind -> object, from the files the build wrote."""
     return {obj["kind"]: obj for name in result.files
             for obj in [yaml.safe_load((result.directory / name).read_text(encoding="utf-8"))]}
+
+
+def test_the_schemas_span_at_least_three_versions_up_to_the_newest() -> None:
+    assert len(KUBERNETES_VERSIONS) >= 3 and KUBERNETES_VERSIONS[0] == "1.25.0"
+    assert KUBERNETES_VERSIONS[-1] == kubernetes_validate.latest_version()
 
 
 def test_the_directory_holds_every_object(measured: K8sResult) -> None:
