@@ -47,3 +47,24 @@ def test_the_readme_serve_snippet_waits_until_ready(cli: Any, examples: Path, tm
                           timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.splitlines()[-len(expected):] == expected, done.stdout + done.stderr
+
+
+def test_every_predict_error_has_a_hint(sample_bundle: Any, tmp_path: Path) -> None:
+    import sys
+
+    bundle = sample_bundle("iris_frame")
+    (tmp_path / "in.csv").write_text("a\n1\n")
+    cases = [
+        (["-i", "nope.csv", "-o", "out.csv"],
+         f"error: {tmp_path}/nope.csv does not exist\nhint: check --input: it takes a .csv, .jsonl or .parquet file\n"),
+        (["-i", "in.csv", "-o", "nowhere/out.csv"],
+         f"error: cannot write {tmp_path}/nowhere/out.csv: the folder {tmp_path}/nowhere does not exist\n"
+         f"hint: create it first (mkdir -p {tmp_path}/nowhere) or pass another --output\n"),
+        (["-i", "in.csv", "-o", "out.csv", "--method", "explain"],
+         "error: the bundle has no method 'explain'; it has predict, predict_proba\n"
+         "hint: pass one of them, e.g. --method predict, or leave --method out\n"),
+    ]
+    for args, expected in cases:
+        done = subprocess.run([sys.executable, "-m", "mlship", "predict", str(bundle), *args], cwd=tmp_path,
+                              env=clean_env(MLSHIP_PLAIN="1"), capture_output=True, text=True, timeout=60)
+        assert (done.returncode, done.stdout, done.stderr) == (1, "", expected), args

@@ -145,7 +145,8 @@ def test_root_help_usage() -> None:
     assert "<bool>" not in result.output
 
 
-def test_not_a_terminal_is_not_cut_at_80_columns(capsys: pytest.CaptureFixture[str]) -> None:
+def test_not_a_terminal_is_not_cut_at_80_columns(capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from mlship.console import UNBOUNDED_WIDTH, _make
     from mlship.runtime._contract import CaseResult
 
@@ -156,12 +157,8 @@ def test_not_a_terminal_is_not_cut_at_80_columns(capsys: pytest.CaptureFixture[s
     long_id = "predict_log_proba_row_4_of_the_sample"
     case = CaseResult(id=long_id, method="predict_log_proba", ok=True, detail="", expected=[-0.01] * 3,
                       actual=[-0.01] * 3)
-    old = report.console
-    report.console = out
-    try:
-        report.print_cases([case])
-    finally:
-        report.console = old
+    monkeypatch.setattr(report, "console", out)
+    report.print_cases([case])
     printed = capsys.readouterr().out
     assert long_id in printed and "predict_log_proba " in printed
     assert max(map(len, printed.splitlines())) > 80
