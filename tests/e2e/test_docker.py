@@ -280,3 +280,32 @@ def test_a_parity_failure_exits_non_zero_and_removes_the_image(wrong_golden: Pat
     else:
         with pytest.raises(docker.errors.ImageNotFound):
             client.images.get(tag)
+
+
+def stage_images(client: Any, name: str) -> list[str]:
+    """Every image (intermediates included) labelled as the build stage of model `name`."""
+    return [image.id for image in client.images.list(all=True, filters={
+        "label": ["dev.mlship.stage=build", f"dev.mlship.name={name}"]})]
+
+
+def test_only_the_cache_stage_remains_and_no_build_cache_removes_it(built: dict[str, dict[str, Any]],
+                                                                     bundles: dict[str, Path], tiny: Path,
+                                                                     cli: Any, base_image: str, wheel_cache: Path,
+                                                                     client: Any, token: str) -> None:
+    # After the builds above, each model keeps one build stage, the one its result names as the layer cache; a
+    # failed image's stage is gone (the parity failures of `wrong`).
+    for name in EXAMPLES:
+        stage = built[name]["build"]["stage"]
+        assert stage["kept"] and stage["size"] > 0, stage
+        assert stage_images(client, name) == [client.images.get(stage["id"]).id], name
+    assert stage_images(client, "wrong") == []
+    # --no-build-cache removes the stage too: then no image labelled as an mlship build stage of these models remains.
+    for name, bundle in [*bundles.items(), ("tiny", tiny)]:
+        code, data, output = build(cli, bundle, base_image, wheel_cache, "--tag", f"mlship-e2e-{name}-nc:{token}",
+                                   "--no-build-cache", "--no-test")
+        assert code == 0, output
+        assert data["build"]["stage"]["kept"] is False and data["build"]["stage"]["reason"] == "--no-build-cache"
+        assert data["image"]["size"] > data["image"]["base_size"] > 0
+        client.images.get(data["image"]["id"])  # the final image stays
+    for name in [*EXAMPLES, "tiny", "wrong"]:
+        assert stage_images(client, name) == [], name

@@ -122,6 +122,9 @@ def test_dockerfile_is_multi_stage_non_root_and_offline(bundle: Path, tmp_path: 
     for flag in ("--no-index", "--require-hashes", "--no-cache-dir", "--only-binary=:all:"):
         assert flag in install
     assert "pip uninstall" in install and "rm -rf /tmp/wheels" in install
+    # Installed packages' own test suites are dropped (only folders named tests inside a package).
+    assert ("find /opt/venv/lib -depth -type d -name tests -path '*/site-packages/*/tests' -exec rm -rf {} +"
+            in install)
     # The final stage copies the venv and the bundle; no wheels, no RUN.
     copies = [line for line in final if line.startswith("COPY ")]
     assert copies == ["COPY --from=build /etc/passwd /etc/passwd", "COPY --from=build /opt/venv/ /opt/venv/",
