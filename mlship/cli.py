@@ -204,6 +204,10 @@ def _notebook_in(path: Path) -> Path:
     if len(found) == 1:
         return path / found[0]
     if not found:
+        below = sorted(p.relative_to(path) for p in path.glob("*/*.ipynb") if p.is_file())
+        if below:  # e.g. examples/: name the notebooks one folder down
+            raise MlshipError(f"{path} holds no notebook itself; its folders hold {', '.join(map(str, below))}",
+                              hint=f"pass one of them, e.g. mlship package {path / below[0].parent}")
         raise MlshipError(f"{path} is a folder with no notebook (.ipynb) in it",
                           hint="pass the notebook to package, e.g. mlship package path/to/model.ipynb")
     raise MlshipError(f"{path} holds {len(found)} notebooks: {', '.join(found)}",

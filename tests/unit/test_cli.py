@@ -88,6 +88,18 @@ def test_a_folder_without_notebooks(cli: Any, tmp_path: Path) -> None:
     )
 
 
+def test_a_folder_of_project_folders_names_their_notebooks(cli: Any, tmp_path: Path) -> None:
+    for name in ("iris", "churn"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / f"{name}.ipynb").write_text("{}")
+    result = cli("package", tmp_path)
+    assert (result.exit_code, result.output) == (
+        1,
+        f"error: {tmp_path} holds no notebook itself; its folders hold churn/churn.ipynb, iris/iris.ipynb\n"
+        f"hint: pass one of them, e.g. mlship package {tmp_path}/churn\n",
+    )
+
+
 def test_a_folder_with_one_notebook_reads_it(cli: Any, tmp_path: Path) -> None:
     # Not valid JSON: the error shows the folder's notebook was taken, and no kernel starts.
     (tmp_path / "model.ipynb").write_text("not json")
