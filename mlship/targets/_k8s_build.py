@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -112,17 +112,11 @@ def build_k8s(bundle: Path, options: K8sOptions) -> K8sResult:
         notebook_sha256=manifest.source.sha256 if manifest.source else "",
         mlship_version=__version__, config_hash="", kserve=options.kserve)
     config = json.dumps(k8s.config_data(plan), sort_keys=True).encode()
-    plan = _replace_hash(plan, hashlib.sha256(config).hexdigest()[:16])
+    plan = replace(plan, config_hash=hashlib.sha256(config).hexdigest()[:16])
     out = options.output or bundle.parent / f"{name}-k8s"
     files = write_directory(out, plan)
     return K8sResult(directory=out, files=files, name=name, image=image, workers=workers, cpu=options.cpu,
                      memory=memory, kserve=options.kserve, measured=measured, warnings=warnings, notes=notes)
-
-
-def _replace_hash(plan: k8s.K8sPlan, value: str) -> k8s.K8sPlan:
-    from dataclasses import replace
-
-    return replace(plan, config_hash=value)
 
 
 def check_image(image: str | None) -> str:
