@@ -175,7 +175,6 @@ def dns_name(value: str, what: str, warnings: list[str]) -> str:
         raise BuildError(f"{what} {value!r} cannot be made a Kubernetes name (DNS-1123 label)",
                          hint="use lower-case letters, digits and '-', starting with a letter")
     warnings.append(f"{what} {value!r} is not a DNS-1123 label; the objects are named {slug!r}")
-    logger.warning(warnings[-1])
     return slug
 
 
@@ -203,7 +202,6 @@ def memory_limit(given: str | None, measured: dict[str, float], workers: int, wa
             warnings.append(f"--memory {given} ({limit / 2**20:.0f} MiB) is below the measured "
                             f"{need_mib:.0f} MiB of {workers} worker(s) ({measured['peak_mib']:.0f} MiB peak of "
                             "one): the pods will be OOM-killed")
-            logger.warning(warnings[-1])
         return given
     if need_mib is None:
         return f"{DEFAULT_MEMORY_MIB}Mi"
