@@ -145,13 +145,13 @@ def report(row: dict[str, Any]) -> None:
         print(f"   build stage {row['stage']['size'] / mb:.1f} MB with the base ({state})")
     print("   venv by distribution (MB):")
     for dist, size in list(row["venv_by_dist"].items())[:12]:
-        print(f"     {dist:<24} {size / mb:7.1f}{'   never imported when serving' if dist in row['unused'] else ''}")
+        print(f"     {dist:<24} {size / mb:7.1f}{'   not imported by verify /app' if dist in row['unused'] else ''}")
     print(f"   tests/ folders: {row['tests'] / mb:.1f} MB; golden cases without them: "
           f"{'replay' if row['tests_removed_golden_ok'] else 'FAIL'}")
     print(f"   __pycache__: {row['pycache'] / mb:.1f} MB; verify /app {row['verify_s_with_pycache']:.2f}s with, "
           f"{row['verify_s_without_pycache']:.2f}s without (each start compiles every module)")
     unused = sum(row["unused"].values())
-    print(f"   never imported when serving: {unused / mb:.1f} MB ({', '.join(sorted(row['unused'])) or 'none'})")
+    print(f"   not imported by verify /app (uvloop, h11: serve's HTTP stack): {unused / mb:.1f} MB ({', '.join(sorted(row['unused'])) or 'none'})")
 
 
 def main() -> int:
