@@ -60,7 +60,7 @@ class BaseImageResult:
     seconds: float
 
     def rows(self) -> list[tuple[str, str]]:
-        state = "built" if self.created else "exists (nothing to do)"
+        state = "built" if self.created else "already there, nothing to do"
         return [("base image", f"{self.tag} ({state})"), ("image", self.image_id),
                 ("python", self.python), ("size", f"{self.size / 1e6:.1f} MB"),
                 ("time", f"{self.seconds:.1f}s")]

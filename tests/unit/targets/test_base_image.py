@@ -66,7 +66,7 @@ def test_an_existing_tag_is_only_checked(monkeypatch: pytest.MonkeyPatch) -> Non
     client = FakeClient({"mlship-base:bookworm-py311": "3.11.2"})
     result = make_base_image(BaseImageOptions(python="3.11"), client)
     assert (result.created, result.python, result.size) == (False, "3.11.2", 156_000_000)
-    assert result.rows()[0] == ("base image", "mlship-base:bookworm-py311 (exists (nothing to do))")
+    assert result.rows()[0] == ("base image", "mlship-base:bookworm-py311 (already there, nothing to do)")
     assert not client.imported and not client.closed  # the caller's client is left open
 
 
