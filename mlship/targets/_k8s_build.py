@@ -103,6 +103,7 @@ def build_k8s(bundle: Path, options: K8sOptions) -> K8sResult:
     workers = max(1, math.floor(cpu_cores))
     measured = measure(bundle, options) if options.measure else {}
     memory = memory_limit(options.memory, measured, workers, warnings)
+    ephemeral = ephemeral_storage(options.ephemeral_storage, warnings)
     load = measured.get("load_seconds", 30.0)
     plan = k8s.K8sPlan(
         name=name, model_name=manifest.name, version=manifest.version, image=image, namespace=namespace,
@@ -110,7 +111,8 @@ def build_k8s(bundle: Path, options: K8sOptions) -> K8sResult:
         workers=workers, startup_failures=max(15, math.ceil((3 * load + 10) / 2)),
         bundle_digest="sha256:" + sha256_file(bundle / MANIFEST_NAME),
         notebook_sha256=manifest.source.sha256 if manifest.source else "",
-        mlship_version=__version__, config_hash="", kserve=options.kserve)
+        mlship_version=__version__, config_hash="", kserve=options.kserve,
+        **({} if ephemeral is None else {"ephemeral_request": ephemeral, "ephemeral_limit": ephemeral}))
     config = json.dumps(k8s.config_data(plan), sort_keys=True).encode()
     plan = replace(plan, config_hash=hashlib.sha256(config).hexdigest()[:16])
     out = options.output or bundle.parent / f"{name}-k8s"
@@ -186,11 +188,24 @@ def parse_cpu(value: str) -> float:
     return cores
 
 
-def parse_memory(value: str) -> int:
+def parse_memory(value: str, flag: str = "--memory", what: str = "memory") -> int:
     match = re.fullmatch(r"(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|M|G|T|)", value.strip())
     if not match or float(match.group(1)) <= 0:
-        raise BuildError(f"--memory {value!r} is not a memory quantity", hint="use e.g. --memory 512Mi or 2Gi")
+        raise BuildError(f"{flag} {value!r} is not a {what} quantity", hint=f"use e.g. {flag} 512Mi or 2Gi")
     return int(float(match.group(1)) * _MEMORY_UNITS[match.group(2)])
+
+
+def ephemeral_storage(given: str | None, warnings: list[str]) -> str | None:
+    """--ephemeral-storage as the request and the limit (warned when /tmp's emptyDir cannot fit), else None: the
+    defaults of _k8s_objects."""
+    if given is None:
+        return None
+    limit = parse_memory(given, "--ephemeral-storage", "storage")
+    tmp = parse_memory(k8s.TMP_SIZE)
+    if limit < tmp:
+        warnings.append(f"--ephemeral-storage {given} ({limit / 2**20:.0f} MiB) is below the {k8s.TMP_SIZE} the /tmp "
+                        "emptyDir may fill: the kubelet evicts a pod that writes that much")
+    return given
 
 
 def memory_limit(given: str | None, measured: dict[str, float], workers: int, warnings: list[str]) -> str:

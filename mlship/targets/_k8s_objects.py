@@ -51,6 +51,8 @@ class K8sPlan:
     mlship_version: str
     config_hash: str  # of the ConfigMap's data, on the pod template so a settings change rolls the pods
     kserve: bool = False
+    ephemeral_request: str = EPHEMERAL_REQUEST
+    ephemeral_limit: str = EPHEMERAL_LIMIT
 
 
 def labels(plan: K8sPlan) -> dict[str, str]:
@@ -108,8 +110,8 @@ def container(plan: K8sPlan, *, name: str, ready_path: str, live_path: str) -> O
         "ports": [{"name": port_name, "containerPort": PORT, "protocol": "TCP"}],
         "envFrom": [{"configMapRef": {"name": f"{plan.name}-config"}}],
         "resources": {
-            "requests": {"cpu": plan.cpu, "memory": plan.memory, "ephemeral-storage": EPHEMERAL_REQUEST},
-            "limits": {"cpu": plan.cpu, "memory": plan.memory, "ephemeral-storage": EPHEMERAL_LIMIT},
+            "requests": {"cpu": plan.cpu, "memory": plan.memory, "ephemeral-storage": plan.ephemeral_request},
+            "limits": {"cpu": plan.cpu, "memory": plan.memory, "ephemeral-storage": plan.ephemeral_limit},
         },
         "startupProbe": {"httpGet": {"path": live_path, **probe}, "periodSeconds": 2, "timeoutSeconds": 2,
                          "failureThreshold": plan.startup_failures},

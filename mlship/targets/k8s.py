@@ -28,6 +28,7 @@ class K8sOptions(BuildOptions):
     max_replicas: int = 5
     cpu: str = "1"
     memory: str | None = None  # default: measured peak memory of the workers, with headroom
+    ephemeral_storage: str | None = None  # default: request 64Mi, limit 512Mi (the /tmp emptyDir and the logs)
     measure: bool = True
 
 
@@ -59,6 +60,9 @@ TARGET = Target(
         Option("cpu", ("--cpu",), str, "CPU request and limit per pod (workers = its whole CPUs).", default="1"),
         Option("memory", ("--memory",), str | None,
                "Memory request and limit per pod, e.g. 512Mi (default: measured, with headroom)."),
+        Option("ephemeral_storage", ("--ephemeral-storage",), str | None,
+               "Ephemeral-storage request and limit per pod, e.g. 1Gi (default: 64Mi requested, 512Mi limit: "
+               "the 256Mi /tmp emptyDir and the container's logs)."),
         Option("measure", ("--no-measure",), bool,
                "Do not load the bundle to measure its memory and load time.", default=False,
                convert=lambda v: not v),

@@ -294,9 +294,25 @@ def test_limits_below_the_measured_memory_are_warned(bundle: Path, tmp_path: Pat
         "memory"] == "8Mi"
 
 
+def test_ephemeral_storage_is_the_default_or_the_flag(bundle: Path, tmp_path: Path) -> None:
+    def resources(result: Any) -> dict[str, Any]:
+        return dict(load(result)["Deployment"]["spec"]["template"]["spec"]["containers"][0]["resources"])
+
+    default = resources(build(bundle, tmp_path / "default", measure=False))
+    assert (default["requests"]["ephemeral-storage"], default["limits"]["ephemeral-storage"]) == ("64Mi", "512Mi")
+    given = build(bundle, tmp_path / "given", measure=False, ephemeral_storage="2Gi")
+    assert not given.warnings
+    assert {side: resources(given)[side]["ephemeral-storage"] for side in ("requests", "limits")} == {
+        "requests": "2Gi", "limits": "2Gi"}
+    small = build(bundle, tmp_path / "small", measure=False, ephemeral_storage="100Mi")
+    assert small.warnings == ["--ephemeral-storage 100Mi (100 MiB) is below the 256Mi the /tmp emptyDir may "
+                              "fill: the kubelet evicts a pod that writes that much"]
+
+
 @pytest.mark.parametrize(("options", "message"), [
     ({"cpu": "two"}, "--cpu 'two' is not a positive CPU quantity"),
     ({"memory": "lots"}, "--memory 'lots' is not a memory quantity"),
+    ({"ephemeral_storage": "big"}, "--ephemeral-storage 'big' is not a storage quantity"),
     ({"replicas": 3, "max_replicas": 2}, "--replicas 3 and --max-replicas 2 do not fit"),
 ])
 def test_bad_quantities_are_refused(bundle: Path, tmp_path: Path, options: dict[str, Any], message: str) -> None:
