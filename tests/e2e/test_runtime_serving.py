@@ -20,16 +20,9 @@ from typing import Any
 import pytest
 
 from tests.support.servers import clean_env, free_port, wait_until_ready
-from tests.unit.runtime.sample_bundles import build_bundle
 
 pytestmark = pytest.mark.e2e
 HOST = "127.0.0.1"
-
-
-@pytest.fixture(scope="module")
-def slow(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The `slow` sample: predict sleeps x seconds (in a Python loop) and answers 2x; pandas only, starts fast."""
-    return build_bundle("slow", tmp_path_factory.mktemp("slow") / "bundle")
 
 
 @dataclass
