@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BundleError, MlshipError
+from ..runtime._boot import sha256_bytes
 from ..runtime._contract import MANIFEST_NAME, SIGNATURE_NAME, sha256_file
 from .manifest import open_bundle
 
@@ -93,7 +94,7 @@ def sign_bundle(bundle: Path, key_file: Path, *, password: str | None) -> Path:
         comment = f"mlship bundle {checked.manifest.name} {checked.manifest.version} file:{MANIFEST_NAME}"
         signature = key.sign(data, trusted_comment=comment[:250],
                              untrusted_comment=f"signature of {MANIFEST_NAME} by mlship")
-    if sha256_file(manifest) != _sha256(data):
+    if sha256_file(manifest) != sha256_bytes(data):
         raise BundleError(f"{manifest} changed while it was being signed", hint="run mlship sign again")
     target = checked.path / SIGNATURE_NAME
     _write_atomic(target, bytes(signature) + b"\n", 0o644)
@@ -141,12 +142,6 @@ def check_signature(bundle: Path, public_key: Path) -> bytes:
             hint="do not use this bundle; get it again from its publisher",
         ) from None
     return data
-
-
-def _sha256(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()
 
 
 def _write_private(path: Path, data: bytes) -> None:
