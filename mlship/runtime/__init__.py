@@ -18,6 +18,7 @@ server from the outside. Modules, one job each:
 - ``_protocol`` Endpoint and Protocol: a protocol's routes, each with its OpenAPI operation
 - ``_api``      mlship's own protocol: POST /<method>, /livez, /readyz, /metadata, /metrics
 - ``_mlflow``   MLflow's scoring protocol: /invocations (JSON and CSV), /ping, /health, /version
+- ``_mlflow_input`` MLflow's bodies (frames, records, tensors, CSV) read for every input kind, as MLflow reads them
 - ``_v2``, ``_v2_handlers``, ``_tensors``  the Open Inference Protocol (KServe V2), binary tensor data extension
 - ``_openapi``  GET /openapi.json, assembled from the protocols' operations and schemas
 - ``_auth``     opt-in bearer tokens (API, /metrics; probes open), by each endpoint's declared access

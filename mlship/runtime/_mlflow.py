@@ -3,26 +3,29 @@
 Request and response shapes are MLflow's (`mlflow models serve`, MLflow 2 and 3): a JSON object with exactly one
 of "dataframe_split", "dataframe_records", "instances", "inputs" (plus "params", which the bundle's methods do not
 take and which is ignored, as MLflow ignores params a model's predict does not declare), or a CSV body with a
-header row (Content-Type: text/csv). The answer is {"predictions": ...}; errors are MLflow's
-{"error_code": ..., "message": ...}, so `ScoringServerClient` and `mlflow.deployments` clients work unchanged.
+header row (Content-Type: text/csv), for every input kind, as MLflow reads them (`_mlflow_input`). The answer is
+{"predictions": ...}; errors are MLflow's {"error_code": ..., "message": ...}, so MLflow's `ScoringServerClient`
+works unchanged (tests/e2e/test_mlflow_client.py drives it).
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import logging
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from ._contract import InputSchema
 from ._http import HttpError, check_elements, encode_json, json_response, parse_json, read_body
+from ._mlflow_input import CsvFieldTooLong, check_mlflow_body, check_mlflow_csv
 from ._model import ModelHandle
 from ._openapi import get_operation, json_content, responses
 from ._protocol import Endpoint, Handler, Protocol
-from ._schema import ACCEPTED_KEYS, InputError, check_payload
+from ._schema import Checked, InputError
 from ._state import AppState
-from ._values import QUOTE_LIMIT, BadValue, quote_names
+
+logger = logging.getLogger(__name__)
 
 _ERROR_CODES = {
     400: "BAD_REQUEST",
@@ -38,9 +41,7 @@ _JSON_TYPES = ("application/json", "application/x-www-form-urlencoded")
 
 def model_endpoints(state: AppState, model: ModelHandle) -> list[Endpoint]:
     content = json_content("InvocationsRequest")
-    if model.schema.has_columns:
-        names = ",".join(model.schema.column_names)
-        content["text/csv"] = {"schema": {"type": "string"}, "example": f"{names}\n"}
+    content["text/csv"] = {"schema": {"type": "string"}, "example": f"{_csv_header(model.schema)}\n"}
     operation = {
         "summary": "MLflow scoring protocol (predict)",
         "operationId": "post_invocations",
@@ -88,6 +89,16 @@ def schemas(model: ModelHandle) -> dict[str, Any]:
     }
 
 
+def _csv_header(schema: InputSchema) -> str:
+    """The CSV header a client sends: the column names; for a row kind any names, one per value of a row."""
+    if schema.has_columns:
+        return ",".join(schema.column_names)
+    if schema.kind != "ndarray":
+        return schema.fields[0].name or "value"
+    width = schema.shape[1] if schema.shape is not None and len(schema.shape) == 2 else None
+    return ",".join(f"c{index}" for index in range(width or 1))
+
+
 def mlflow_error(status_code: int, message: str) -> Response:
     return json_response(
         {"error_code": _ERROR_CODES.get(status_code, "BAD_REQUEST"), "message": message}, status_code
@@ -102,17 +113,34 @@ def _invocations_endpoint(state: AppState, model: ModelHandle) -> Handler:
             model.loaded_runner()
             media_type = _content_type(request)
             raw = await read_body(request, state.settings.max_body_bytes)
-            if media_type == "text/csv":
-                check_elements(raw, state.settings.max_elements)
-                checked = _check_csv(model, raw, state.settings.max_csv_field_chars)
-            else:
-                checked = model.check_body(_unwrap(parse_json(raw, state.settings.max_elements)))
+            checked = _check_input(state, model, media_type, raw)
             predictions = await state.predict(request, model, method, checked)
         except HttpError as exc:
             return mlflow_error(exc.status_code, exc.message)
         return Response(encode_json({"predictions": predictions}), media_type="application/json")
 
     return endpoint
+
+
+def _check_input(state: AppState, model: ModelHandle, media_type: str, raw: bytes) -> Checked:
+    settings, max_rows = state.settings, model.limits.max_rows
+    if media_type == "text/csv":
+        check_elements(raw, settings.max_elements)
+    else:
+        body = parse_json(raw, settings.max_elements)
+    try:
+        if media_type == "text/csv":
+            return check_mlflow_csv(raw, model.schema, max_rows=max_rows, max_field=settings.max_csv_field_chars)
+        return check_mlflow_body(body, model.schema, max_rows=max_rows)
+    except CsvFieldTooLong as exc:
+        raise HttpError(413, exc.message) from None
+    except InputError as exc:
+        raise HttpError(400, exc.message) from None
+    except Exception as exc:
+        # As ModelHandle.check_body: checking depends only on the request and the schema, so whatever fails here
+        # is the client's input.
+        logger.warning("could not decode a request", exc_info=True)
+        raise HttpError(400, f"cannot decode the input: {type(exc).__name__}: {exc}") from None
 
 
 def _content_type(request: Request) -> str:
@@ -129,81 +157,6 @@ def _content_type(request: Request) -> str:
     if media_type in _JSON_TYPES or media_type.endswith("+json") or media_type == "text/csv":
         return media_type
     raise HttpError(415, f"unsupported Content-Type {value!r}; send application/json or text/csv")
-
-
-def _unwrap(body: Any) -> Any:
-    """MLflow's body -> ours: exactly one format key; "params" and other keys are ignored, as MLflow does."""
-    if not isinstance(body, dict):
-        return body  # check_body words the error
-    keys = [key for key in body if key in ACCEPTED_KEYS]
-    if len(keys) != 1:
-        accepted = ", ".join(f'"{key}"' for key in ACCEPTED_KEYS)
-        got = quote_names(list(body)) or "an empty object"
-        raise HttpError(
-            400, f"the input must be a JSON object with exactly one of the keys {accepted}; got {got}"
-        )
-    return {keys[0]: body[keys[0]]}
-
-
-def _check_csv(model: ModelHandle, raw: bytes, max_field: int) -> Any:
-    schema = model.schema
-    if not schema.has_columns:
-        raise HttpError(
-            415, f'this model takes a {schema.kind}, not a table: send JSON {{"instances": [...]}}'
-        )
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise HttpError(400, "the CSV body is not UTF-8 text") from None
-    # The csv module's field limit is process-wide; this worker's settings decide it. Beyond it, csv raises
-    # csv.Error ("field larger than field limit"), which was a 500 before.
-    if csv.field_size_limit() != max_field:
-        csv.field_size_limit(max_field)
-    try:
-        table = list(csv.reader(io.StringIO(text)))
-    except csv.Error as exc:
-        if "field limit" in str(exc):
-            message = f"a CSV field is longer than {max_field} characters [env var: MLSHIP_MAX_CSV_FIELD_CHARS]"
-            raise HttpError(413, message) from None
-        raise HttpError(400, f"the CSV body does not parse: {exc}") from None
-    if not table:
-        raise HttpError(400, "the CSV body is empty; send a header row, then one line per row")
-    header, lines = table[0], [line for line in table[1:] if line]
-    types = {str(column.name): column.type for column in schema.columns}
-    try:
-        data = [
-            [
-                _csv_value(value, types.get(name, "any"), name, index)
-                for name, value in zip(header, line, strict=False)
-            ]
-            + line[len(header) :]
-            for index, line in enumerate(lines)
-        ]
-        return check_payload(
-            "dataframe_split", {"columns": header, "data": data}, schema, max_rows=model.limits.max_rows
-        )
-    except InputError as exc:
-        raise HttpError(400, exc.message) from None
-
-
-def _csv_value(text: str, type_: str, column: str, row: int) -> Any:
-    """A CSV cell as the JSON value the schema expects; an empty cell is null (a missing value)."""
-    if type_ in ("string", "datetime", "any"):
-        return text
-    if text == "":
-        return None
-    try:
-        if type_ == "number":
-            return float(text)
-        if type_ == "integer":
-            return int(text) if text.lstrip("+-").isdigit() else float(text)
-        if text.lower() in ("true", "false", "1", "0"):
-            return text.lower() in ("true", "1")
-        raise BadValue
-    except (ValueError, BadValue):
-        # repr-style, bounded: a field can be 128 KiB of anything (InputError escapes what repr leaves)
-        shown = repr(text[:QUOTE_LIMIT]) + ("…" if len(text) > QUOTE_LIMIT else "")
-        raise InputError(f'column "{column}", row {row}: {shown} is not a CSV {type_}') from None
 
 
 def _ping_endpoint(state: AppState) -> Handler:
