@@ -8,6 +8,7 @@ from rich.table import Table
 
 from .bundle.builder import PackageResult
 from .console import console, display_success, display_warning
+from .notebook.inspector import GoldenRecord
 from .runtime._contract import CaseResult, InputSchema
 
 
@@ -25,6 +26,16 @@ def describe_schema(schema: InputSchema) -> str:
     return f"list of {element.type}"
 
 
+def describe_golden_sources(golden: GoldenRecord) -> str:
+    """"1 from new_row (the inference call's data), 4 from X_test (same columns and dtypes as the sample; …)"."""
+    if not golden.sources:
+        return f"{len(golden.cases)} cases from the sample"
+    text = ", ".join(f"{s.rows} from {s.expr} ({s.reason})" for s in golden.sources)
+    if golden.skipped:
+        text += "; not used: " + ", ".join(f"{expr} ({why})" for expr, why in golden.skipped.items())
+    return text
+
+
 def print_package_result(result: PackageResult) -> None:
     plan, code = result.plan, result.code
     table = Table(show_header=False, box=None, padding=(0, 2))
@@ -36,6 +47,7 @@ def print_package_result(result: PackageResult) -> None:
     for name, expr in plan.methods.items():
         table.add_row(f"/{name}", expr)
     table.add_row("input", f"{plan.sample_expr} -> {describe_schema(result.schema)}")
+    table.add_row("golden rows", describe_golden_sources(result.capture.golden))
     if code.imports:
         table.add_row("imports", "; ".join(d.source for d in code.imports))
     if code.definitions:
@@ -76,7 +88,9 @@ def package_json(result: PackageResult) -> dict[str, Any]:
         # recorded: the sample's rows kept as golden cases (--sample-rows); cases/passed: how they verified (0 for a
         # dry run, which verifies nothing).
         "golden": {"recorded": len(result.capture.golden.cases), "cases": len(result.cases),
-                   "passed": sum(c.ok for c in result.cases)},
+                   "passed": sum(c.ok for c in result.cases),
+                   "sources": [s.to_json() for s in result.capture.golden.sources],
+                   "skipped_sources": result.capture.golden.skipped},
         "batch_safe": result.batch_safe,
         "dropped_methods": result.dropped_methods,
         "size_bytes": result.size_bytes,

@@ -63,7 +63,7 @@ class BundleWriter:
         (self.staging / contract.PREDICTOR_NAME).write_text(self._predictor(bool(local)), encoding="utf-8")
         requirements = mf.build_requirements(dependencies.distributions, self.capture.requirements)
         (self.staging / contract.REQUIREMENTS_NAME).write_text("\n".join(requirements) + "\n", encoding="utf-8")
-        golden = Golden(self.capture.golden.cases)
+        golden = Golden(self.capture.golden.cases, sources=self.capture.golden.sources)
         return contract.write(self.staging, self._manifest(requirements, local), golden)
 
     def _predictor(self, local_code: bool) -> str:

@@ -248,19 +248,36 @@ def _has_missing(values: Any) -> bool:
     return any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values)
 
 
+def column_labels(labels: Any) -> str:
+    """"str" when every column label is a string, "int" when every one is an integer (`read_csv(header=None)`,
+    then `drop(60, axis=1)`): requests name those "0", "1", ... and the runtime turns the names back into ints.
+    Anything else (floats, tuples, a mix) has no one JSON spelling that maps back, so it is refused."""
+    np = sys.modules.get("numpy")
+    integer = (int,) if np is None else (int, np.integer)
+    values = list(labels)
+    if all(isinstance(c, str) for c in values):
+        return "str"
+    if all(isinstance(c, integer) and not isinstance(c, bool) for c in values):
+        return "int"
+    bad = [c for c in values if not isinstance(c, str)]
+    raise TypeError(
+        f"the input DataFrame has column labels {bad[:5]!r} that are neither all strings nor all integers; "
+        "JSON requests name columns by string"
+    )
+
+
 def infer_schema(sample: Any, full: Any = None) -> dict[str, Any]:
     """The schema of `sample`; `full` (the whole input the sample came from) decides which fields may be null."""
     full = sample if full is None else full
     kind = servable_kind(sample)
     if kind == "dataframe":
-        bad = [c for c in sample.columns if not isinstance(c, str)]
-        if bad:
-            raise TypeError(
-                f"the input DataFrame has non-string column names {bad[:5]!r}; JSON requests name columns by string"
-            )
+        labels = column_labels(sample.columns)
         cols = [dict(_column(c, sample[c].dtype, sample[c].tolist()), nullable=_has_missing(full[c]))
                 for c in sample.columns]
-        return {"kind": "dataframe", "columns": cols}
+        schema: dict[str, Any] = {"kind": "dataframe", "columns": cols}
+        if labels == "int":
+            schema["column_labels"] = "int"
+        return schema
     if kind == "series":
         col = _column(sample.name if sample.name is not None else "value", sample.dtype, sample.tolist())
         return {"kind": "series", "name": None if sample.name is None else str(sample.name),
@@ -336,8 +353,11 @@ def _rows_of(output: Any) -> list[Any] | None:
     return out if isinstance(out, list) else None
 
 
-def golden(sample_expr: str, n: int, methods: dict[str, str], input_name: str) -> dict[str, Any]:
-    """Evaluate the sample, infer its schema, and record the served path's outputs row by row."""
+def golden(sample_expr: str, n: int, methods: dict[str, str], input_name: str, more: bool = True) -> dict[str, Any]:
+    """Evaluate the sample, infer its schema, and record the served path's outputs row by row.
+
+    When the sample has fewer than `n` rows (`model.predict(new_row)`) and `more` is set, the remaining rows come
+    from another value of the notebook with the same schema (the test split; see `matching_values`)."""
     raw = _evaluate(sample_expr)
     if isinstance(raw, (list, tuple)) and servable_kind(raw) == "ndarray":
         raw = sys.modules["numpy"].asarray(raw)
@@ -353,14 +373,42 @@ def golden(sample_expr: str, n: int, methods: dict[str, str], input_name: str) -
     schema = infer_schema(sample, raw)
     rows = instances(sample, schema)
     schema["example"] = rows[0]
+    dropped: dict[str, str] = {}
+    cases, batch_safe = _record(methods, input_name, sample, rows, sample_expr, 0, dropped)
+    sources = [{"expr": sample_expr, "rows": len(rows), "reason": "the inference call's data"}]
+    skipped: list[dict[str, str]] = []
+    if more and len(rows) < n:
+        kept = {name: expr for name, expr in methods.items() if name not in dropped}
+        for found in matching_values(raw, schema, exclude=sample_expr):
+            block = _head(found["value"], n - len(rows))
+            if not _fits(infer_schema(block), schema):
+                skipped.append({"expr": found["name"], "reason": "its values have other JSON types than the sample's"})
+                continue
+            try:
+                extra, safe = _record(kept, input_name, block, instances(block, schema), found["name"], len(rows))
+            except Exception as exc:  # noqa: BLE001 - that value is not used; the notebook's own rows still are
+                skipped.append({"expr": found["name"], "reason": f"the served path failed on it: {exc}"})
+                continue
+            cases = _merge_by_method(cases, extra)
+            batch_safe = batch_safe and safe
+            sources.append({"expr": found["name"], "rows": _n_rows(block), "reason": found["reason"]})
+            break
+    return {"schema": schema, "cases": cases, "batch_safe": batch_safe, "rows": len(rows), "total_rows": total,
+            "dropped": dropped, "sources": sources, "skipped_sources": skipped}
+
+
+def _record(methods: dict[str, str], input_name: str, sample: Any, rows: list[Any], source: str, first: int,
+            dropped: dict[str, str] | None = None) -> tuple[list[dict[str, Any]], bool]:
+    """Golden cases of `sample` (rows numbered from `first`) for each method, and whether predicting its rows
+    together equals predicting them one by one. With `dropped`, an extra method that fails is recorded there
+    and left out; without it, any failure raises."""
     cases = []
     batch_safe = True
-    dropped: dict[str, str] = {}
     for name, expr in methods.items():
         try:
             whole = _rows_of(_call(expr, input_name, sample))
         except Exception as exc:  # noqa: BLE001
-            if name == "predict":
+            if name == "predict" or dropped is None:
                 raise
             # An extra method the object has but cannot use here (SVC without probability=True): not served.
             dropped[name] = f"{type(exc).__name__}: {exc}"
@@ -372,11 +420,172 @@ def golden(sample_expr: str, n: int, methods: dict[str, str], input_name: str) -
                     f"`{expr}` on one input row returned {type(out).__name__} "
                     f"of length {len(out) if out is not None else '?'}, not one result per row"
                 )
-            cases.append({"id": f"{name}-{i}", "method": name, "instances": [rows[i]], "expected": out})
+            cases.append({"id": f"{name}-{first + i}", "method": name, "instances": [rows[i]], "expected": out,
+                          "source": source})
             if whole is None or len(whole) != len(rows) or not _same(whole[i], out[0]):
                 batch_safe = False
-    return {"schema": schema, "cases": cases, "batch_safe": batch_safe, "rows": len(rows), "total_rows": total,
-            "dropped": dropped}
+    return cases, batch_safe
+
+
+def _fits(found: dict[str, Any], schema: dict[str, Any]) -> bool:
+    """Whether rows of schema `found` pass `schema`'s checks: same dtypes, and JSON types the same (an integer
+    where a number goes, and "any" for a column of nothing but nulls, are fine)."""
+    def fields(s: dict[str, Any]) -> list[dict[str, Any]]:
+        return list(s["columns"]) if "columns" in s else [s]
+
+    mine, theirs = fields(found), fields(schema)
+    if found["kind"] != schema["kind"] or len(mine) != len(theirs):
+        return False
+    for a, b in zip(mine, theirs, strict=True):
+        if a.get("name") != b.get("name") or a.get("dtype") != b.get("dtype"):
+            return False
+        if a["type"] != b["type"] and a["type"] != "any" and b["type"] != "any" and (a["type"], b["type"]) != (
+                "integer", "number"):
+            return False
+    return True
+
+
+def _merge_by_method(cases: list[dict[str, Any]], extra: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The cases of both lists, each method's together, in the order the methods came."""
+    order = list(dict.fromkeys(c["method"] for c in cases + extra))
+    return [c for m in order for c in cases + extra if c["method"] == m]
+
+
+# -- other values with the sample's schema (golden rows beyond a one-row inference call) ----------------------
+
+_TEST_WORDS = ("test", "val", "valid", "holdout", "eval", "new", "unseen")
+_INPUT_WORDS = ("x", "feature", "input", "text", "doc", "sentence", "review", "sample", "data")
+_DERIVED_WORDS = ("scaled", "transformed", "encoded", "pca", "norm", "std", "processed", "prep", "vec", "tfidf",
+                  "emb", "reduced", "poly")
+# A list of strings shaped like the texts a model takes may be its labels ("spam"/"ham"): never golden input.
+_LABEL_WORDS = ("label", "target", "class", "answer", "pred", "truth", "output", "result")
+
+
+def _words(name: str) -> list[str]:
+    return [w for w in name.lower().replace("-", "_").split("_") if w]
+
+
+def _is_label_name(name: str) -> bool:
+    words = _words(name)
+    first = name.split("_")[0]
+    return first in ("y", "Y") or (bool(words) and words[0].rstrip("0123456789") == "y") or any(
+        w.startswith(label) for w in words for label in _LABEL_WORDS)
+
+
+def _plausibility(name: str) -> tuple[int, str]:
+    """How much `name` reads like held-out model input (higher first): X_test, x_val, test_texts > X > X_train."""
+    words = _words(name)
+    score = 0
+    if any(w.startswith(t) for w in words for t in _TEST_WORDS):
+        score += 2
+    if any(w.rstrip("0123456789s") in _INPUT_WORDS or w.startswith(_INPUT_WORDS[1:]) for w in words):
+        score += 1
+    if any(w.startswith("train") for w in words):
+        score -= 2
+    if any(w.startswith(_DERIVED_WORDS) for w in words):
+        score -= 1  # X_test_scaled has the raw input's shape, but not its values: X_test first
+    return score, ("named like a test split" if score >= 2 else "named like model input" if score >= 1
+                   else "no test split of that shape" if score == 0 else "training data, no test split of that shape")
+
+
+def matching_values(raw: Any, schema: dict[str, Any], exclude: str = "") -> list[dict[str, Any]]:
+    """Top-level values of the notebook whose rows fit `schema` exactly as `raw`'s do, most plausible first:
+    [{"name", "value" (converted to the sample's form), "rows", "reason"}].
+
+    "Fit exactly" is what keeps the golden check right: a frame has the same columns with the same dtypes (and
+    is reordered to the sample's column order), an array the same trailing shape and dtype, a list of texts is
+    a list, tuple, Series or 1-D array of strings that is not a column of labels. Values named like labels or
+    targets (y_test, labels) are never taken."""
+    found = []
+    for name, value in list(USER_NS.items()):
+        if (name.startswith("_") or name in _IPYTHON_NAMES or name == exclude or value is raw
+                or _is_label_name(name)):
+            continue
+        try:
+            converted = _as_sample_of(value, raw, schema)
+        except Exception:  # noqa: BLE001 - a value that cannot even be compared is not a match
+            converted = None
+        if converted is None or _n_rows(converted) == 0:
+            continue
+        score, why = _plausibility(name)
+        found.append({"name": name, "value": converted, "rows": _n_rows(converted), "score": score,
+                      "reason": f"{_same_what(schema)}; {why}"})
+    found.sort(key=lambda f: (-f["score"], -f["rows"], f["name"]))
+    return [{k: v for k, v in f.items() if k != "score"} for f in found]
+
+
+def _same_what(schema: dict[str, Any]) -> str:
+    kind = schema["kind"]
+    if kind == "dataframe":
+        return "same columns and dtypes as the sample"
+    if kind == "ndarray":
+        return "same row shape and dtype as the sample"
+    if kind == "series":
+        return "same name and dtype as the sample"
+    return "texts, like the sample"
+
+
+def _as_sample_of(value: Any, raw: Any, schema: dict[str, Any]) -> Any:
+    """`value` in `raw`'s form when its rows fit `schema` as raw's do, else None."""
+    pd = sys.modules.get("pandas")
+    np = sys.modules.get("numpy")
+    kind = schema["kind"]
+    if kind == "dataframe" and pd is not None and isinstance(value, pd.DataFrame):
+        cols = list(raw.columns)
+        if len(value.columns) != len(cols) or set(value.columns) != set(cols) or value.columns.has_duplicates:
+            return None
+        if any(value[c].dtype != raw[c].dtype for c in cols):
+            return None
+        value = value if list(value.columns) == cols else value[cols]
+        return _complete_rows(value, schema)
+    if kind == "ndarray" and np is not None and isinstance(value, np.ndarray):
+        if value.ndim != raw.ndim or value.shape[1:] != raw.shape[1:] or value.dtype != raw.dtype:
+            return None
+        return _complete_rows(value, schema)
+    if kind == "series" and pd is not None and isinstance(value, pd.Series):
+        if value.dtype != raw.dtype or value.name != raw.name:
+            return None
+        return _complete_rows(value, schema)
+    if kind == "list" and schema.get("type") == "string":
+        return _texts(value)
+    return None
+
+
+def _texts(value: Any) -> list[str] | None:
+    """`value` as a list of strings when it holds texts (not a column of a few repeated labels), else None."""
+    pd = sys.modules.get("pandas")
+    np = sys.modules.get("numpy")
+    items: list[Any]
+    if pd is not None and isinstance(value, pd.Series):
+        items = value.tolist()
+    elif np is not None and isinstance(value, np.ndarray) and value.ndim == 1:
+        items = value.tolist()
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        return None
+    if not items or not all(isinstance(v, str) for v in items):
+        return None
+    head = items[:1000]
+    if len(set(head)) <= max(2, len(head) // 2):
+        return None  # "spam", "ham", "spam", ...: labels, whatever the value is called
+    return [str(v) for v in items]
+
+
+def _complete_rows(value: Any, schema: dict[str, Any]) -> Any:
+    """The rows of `value` with no missing value where the schema refuses null (its golden rows must pass it)."""
+    kind = schema["kind"]
+    if kind == "dataframe":
+        strict = [c for c, spec in zip(value.columns, schema["columns"], strict=True) if not spec["nullable"]]
+        return value[~value[strict].isna().any(axis=1)] if strict else value
+    if schema.get("nullable", True):
+        return value
+    if kind == "series":
+        return value[~value.isna()]
+    if value.dtype.kind == "f":
+        np = sys.modules["numpy"]
+        return value[~np.isnan(value.reshape(len(value), -1)).any(axis=1)]
+    return value
 
 
 def _same(a: Any, b: Any, rtol: float = 1e-9, atol: float = 1e-12) -> bool:

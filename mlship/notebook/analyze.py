@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from .read import Cell
 
 PREDICT_METHODS = ("predict", "predict_proba", "predict_log_proba", "decision_function", "score_samples")
+# Fitting and predicting in one call (clustering: `labels = kmeans.fit_predict(X)`): the model is then served
+# through its own predict, on that call's data, when the notebook has no prediction call at all.
+FIT_METHODS = ("fit_predict", "fit_transform")
 # Magics whose argument is Python code that runs in the user's namespace.
 _CODE_MAGICS = {"time", "timeit", "capture", "prun", "debug"}
 BUILTIN_NAMES = frozenset(dir(builtins))
@@ -190,6 +193,11 @@ class Candidate:
     order: int  # position of the statement in the notebook
 
     @property
+    def fits(self) -> bool:
+        """A fit_predict/fit_transform call: it fits the model as it predicts (see FIT_METHODS)."""
+        return self.method in FIT_METHODS
+
+    @property
     def source(self) -> str:
         return ast.unparse(self.call)
 
@@ -279,7 +287,7 @@ def find_candidates(index: CodeIndex) -> list[Candidate]:
         finder.visit(st.node)
         for call, local in finder.calls:
             func = call.func
-            if isinstance(func, ast.Attribute) and func.attr in PREDICT_METHODS:
+            if isinstance(func, ast.Attribute) and func.attr in PREDICT_METHODS + FIT_METHODS:
                 if _names_in(func.value) & local or (call.args and _names_in(call.args[0]) & local):
                     continue
                 if not (call.args or call.keywords):

@@ -103,6 +103,9 @@ class ServePlan:
     cell: int | None = None
     model_expr: str | None = None
     model_type: str | None = None
+    # The sample was named (--sample, a directive, config): its rows alone become golden cases, none are added
+    # from other values of the notebook.
+    sample_given: bool = False
 
 
 @dataclass
@@ -121,6 +124,8 @@ class CodePlan:
 
 def choose(index: CodeIndex, choices: Choices, kernel: Inspector) -> ServePlan:
     candidates = [c for c in find_candidates(index) if _confirm(c, kernel)]
+    # A fit_predict/fit_transform call counts only in a notebook that never calls a prediction method.
+    candidates = [c for c in candidates if not c.fits] or candidates
     if choices.predict or choices.model:
         # The user chose; the last candidate (ambiguous or not) only lends its input as the sample.
         last = candidates[-1] if candidates else None
@@ -130,8 +135,10 @@ def choose(index: CodeIndex, choices: Choices, kernel: Inspector) -> ServePlan:
             plan = _plan_from_model(str(choices.model), choices, candidates, last, kernel)
     elif (auto := _auto_candidate(candidates)) is not None:
         _check_not_rebound(auto, index)
-        plan = _plan_from_candidate(auto, kernel, origin="auto",
-                                    reason=f"last prediction call in the notebook (cell {auto.cell.number})")
+        where = f"in the notebook (cell {auto.cell.number})"
+        reason = (f"last prediction call {where}" if not auto.fits else
+                  f"last {auto.method} call {where}, served through the fitted model's predict (no prediction call)")
+        plan = _plan_from_candidate(auto, kernel, origin="auto", reason=reason)
     else:
         plan = _plan_from_fallback(choices, kernel)
     if choices.preprocess:
@@ -141,6 +148,7 @@ def choose(index: CodeIndex, choices: Choices, kernel: Inspector) -> ServePlan:
         plan.reason += f"; input preprocessed by {name}() ({choices.origin.get('preprocess', 'flag')})"
     if choices.sample:
         plan.sample_expr = choices.sample
+        plan.sample_given = True
     if plan.sample_expr is None:
         raise ExtractionError(
             f"no sample input for {plan.methods['predict']}: the notebook never calls it on data mlship can see",
@@ -176,6 +184,10 @@ def _confirm(c: Candidate, kernel: Inspector) -> bool:
     if c.kind == "function":
         return True
     [info] = kernel.describe([c.receiver])
+    if c.fits:
+        # Served through predict, so it needs one; and fitted, which `KMeans(4).fit_predict(X)` (a receiver that
+        # builds a new, unfitted model when evaluated again) is not.
+        return info.ok and info.kind == "instance" and "predict" in info.methods and info.fitted
     return info.ok and info.kind == "instance" and c.method in info.methods
 
 
@@ -295,13 +307,18 @@ def _plan_from_candidate(c: Candidate, kernel: Inspector, *, origin: str, reason
     outside = [n for n in ast.walk(_outer(c)) if isinstance(n, ast.Name) and n.id == INPUT_NAME]
     inside = [n for n in ast.walk(raw) if isinstance(n, ast.Name) and n.id == INPUT_NAME]
     input_name = INPUT_NAME if len(outside) == len(inside) else "X_input"
-    methods = {"predict": _replace(_outer(c), raw, input_name)}
+    methods = {"predict": _replace(_outer(c) if not c.fits else _refit_free(c, data, "predict"), raw, input_name)}
     model_type = None
     if c.kind == "method":
         [info] = kernel.describe([c.receiver])
         model_type = info.type
+        if c.fits and info.has_transform:
+            methods["transform"] = _replace(_refit_free(c, data, "transform"), raw, input_name)
         for m in EXTRA_METHODS:
             if m in info.methods and not (m == c.method and _outer(c) is c.call):
+                if c.fits:
+                    methods[m] = _replace(_refit_free(c, data, m), raw, input_name)
+                    continue
                 call = copy.copy(c.call)
                 call.func = ast.Attribute(value=c.call.func.value, attr=m, ctx=ast.Load())  # type: ignore[attr-defined]
                 methods[m] = _replace(call, raw, input_name)
@@ -315,6 +332,14 @@ def _plan_from_candidate(c: Candidate, kernel: Inspector, *, origin: str, reason
         model_expr=c.receiver,
         model_type=model_type,
     )
+
+
+def _refit_free(c: Candidate, data: ast.expr, method: str) -> ast.Call:
+    """`kmeans.fit_predict(X, y)` as `kmeans.predict(X)`: the fitted model, called on the same data, without
+    fitting it again (the labels y and fit options such as sample_weight are the fit's, not the prediction's)."""
+    assert isinstance(c.call.func, ast.Attribute)
+    func = ast.Attribute(value=c.call.func.value, attr=method, ctx=ast.Load())
+    return ast.copy_location(ast.Call(func=func, args=[data], keywords=[]), c.call)
 
 
 def _plan_from_model(

@@ -7,13 +7,13 @@ rest of mlship typed values (the bundle contract's InputSchema and GoldenCase), 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .._paths import PACKAGE_DIR, RUNTIME_DIR
 from ..errors import ExtractionError
-from ..runtime._contract import GoldenCase, InputSchema, PythonInfo
+from ..runtime._contract import GoldenCase, GoldenSource, InputSchema, PythonInfo
 from .execute import KernelCodeError, KernelSession, emit_code
 from .extract import CodePlan, FittedObject, ObjectInfo, ServePlan
 
@@ -26,6 +26,9 @@ class GoldenRecord:
     cases: tuple[GoldenCase, ...]
     batch_safe: bool
     dropped: dict[str, str]  # extra method -> why it failed on the sample (it is not served)
+    # Where the golden rows came from: the sample, then maybe another value of the same schema (a test split).
+    sources: tuple[GoldenSource, ...] = ()
+    skipped: dict[str, str] = field(default_factory=dict)  # a value of the same schema -> why it was not used
 
 
 @dataclass(frozen=True)
@@ -69,16 +72,20 @@ class KernelInspector:
     def golden(self, plan: ServePlan, rows: int) -> GoldenRecord:
         assert plan.sample_expr is not None
         try:
-            result = self._call("golden", plan.sample_expr, rows, plan.methods, plan.input_name)
+            result = self._call("golden", plan.sample_expr, rows, plan.methods, plan.input_name,
+                                not plan.sample_given)
         except KernelCodeError as exc:
             raise ExtractionError(
                 f"running the served path on the sample `{plan.sample_expr}` failed: {exc.ename}: {exc.evalue}",
                 hint='check the choice with --dry-run; set the input with --sample "EXPR" or the call with '
                 '--predict "EXPR"',
             ) from None
-        cases = tuple(GoldenCase(c["id"], c["method"], c["instances"], c["expected"]) for c in result["cases"])
+        cases = tuple(GoldenCase(c["id"], c["method"], c["instances"], c["expected"], c.get("source"))
+                      for c in result["cases"])
+        sources = tuple(GoldenSource(s["expr"], s["rows"], s["reason"]) for s in result.get("sources", ()))
+        skipped = {s["expr"]: s["reason"] for s in result.get("skipped_sources", ())}
         return GoldenRecord(InputSchema.from_json(result["schema"], "the sample's input schema"), cases,
-                            bool(result["batch_safe"]), dict(result["dropped"]))
+                            bool(result["batch_safe"]), dict(result["dropped"]), sources, skipped)
 
     def serialize(self, code: CodePlan, path: Path | None) -> None:
         """Pickle the captured values into `path` (None: only check that they can be pickled)."""

@@ -8,7 +8,7 @@ conversion error becomes an InputError naming the column and the dtype, never a 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from ._contract import COLUMN_KINDS, Column, InputSchema
@@ -34,7 +34,7 @@ def build_value(schema: InputSchema, data: Any) -> Any:
         return _convert("the array", element.dtype, _to_array, data)
     if kind == "series":
         return _convert("the series", element.dtype, _series_builder(element), data)
-    return _to_dataframe(schema.columns, data)
+    return _to_dataframe(schema, data)
 
 
 def _convert(what: str, dtype: str | None, build: Callable[[Any, str | None], Any], values: Any) -> Any:
@@ -99,14 +99,15 @@ def _series_builder(element: Column) -> Callable[[Any, str | None], Any]:
     return build
 
 
-def _to_dataframe(specs: Sequence[Column], data: dict[str, list[Any]]) -> Any:
+def _to_dataframe(schema: InputSchema, data: dict[str, list[Any]]) -> Any:
     import pandas  # type: ignore[import-untyped, unused-ignore]
 
     columns = {}
-    for spec in specs:
+    for spec in schema.columns:
         name = str(spec.name)
         build = _datetimes if spec.type == "datetime" else _column
-        columns[name] = _convert(f'column "{name}"', spec.dtype, build, data[name])
+        # Keyed by the notebook's label: "60" on the wire is 60 in a frame read with header=None.
+        columns[schema.frame_label(name)] = _convert(f'column "{name}"', spec.dtype, build, data[name])
     # copy=False: the arrays were made for this frame alone.
     return pandas.DataFrame(columns, copy=False)
 

@@ -103,7 +103,9 @@ class InputSchema:
 
     Column kinds (dataframe, records, columns) have `columns`; row kinds (series, ndarray, list) have one
     `element` spec (its `name` is the series name), and ndarray a `shape` whose None entries match any size.
-    `example` is the first golden input row, as JSON.
+    `example` is the first golden input row, as JSON. `column_labels` is "int" for a dataframe whose labels were
+    integers in the notebook (`read_csv(header=None)`): names stay strings on the wire ("0", "1", ...) and the
+    runtime builds the frame with int labels; "str" (the default, and what bundles without the key mean) otherwise.
     """
 
     kind: str
@@ -111,6 +113,7 @@ class InputSchema:
     element: Column | None = None
     shape: tuple[int | None, ...] | None = None
     example: Any = None
+    column_labels: str = "str"
 
     @property
     def has_columns(self) -> bool:
@@ -124,6 +127,10 @@ class InputSchema:
     def fields(self) -> tuple[Column, ...]:
         """The columns, or the one element spec of a row kind: what every value of a request is checked against."""
         return self.columns if self.has_columns else (self.element or Column(None),)
+
+    def frame_label(self, name: str) -> str | int:
+        """The label a column named `name` (as on the wire) has in the frame the served function receives."""
+        return int(name) if self.column_labels == "int" else name
 
     def column(self, name: str) -> Column:
         for column in self.columns:
@@ -155,7 +162,7 @@ class InputSchema:
             names = [column.name for column in columns]
             if len(set(names)) != len(names):
                 raise BundleLoadError(f"{where}: a column name appears twice in {names}")
-            return cls(kind, columns=columns, example=example)
+            return cls(kind, columns=columns, example=example, column_labels=_column_labels(obj, kind, names, where))
         element = Column.from_json(obj, where, named=False)
         if kind != "series":
             element = replace(element, name=None)
@@ -173,6 +180,8 @@ class InputSchema:
         out: dict[str, Any] = {"kind": self.kind}
         if self.has_columns:
             out["columns"] = [column.to_json() for column in self.columns]
+            if self.column_labels != "str":  # written only when set: string labels' manifests stay as they were
+                out["column_labels"] = self.column_labels
         else:
             element = self.fields[0].to_json()
             if self.kind != "series":
@@ -182,6 +191,27 @@ class InputSchema:
                 out["shape"] = None if self.shape is None else list(self.shape)
         out["example"] = self.example
         return out
+
+
+def _column_labels(obj: dict[str, Any], kind: str, names: list[str | None], where: str) -> str:
+    labels = obj.get("column_labels", "str")
+    if labels not in ("str", "int"):
+        raise BundleLoadError(f"{where}: 'column_labels' must be \"str\" or \"int\", got {labels!r}")
+    if labels == "int":
+        if kind != "dataframe":
+            raise BundleLoadError(f"{where}: 'column_labels': \"int\" applies to a dataframe, not a {kind}")
+        bad = [name for name in names if not is_int_label(str(name))]
+        if bad:
+            raise BundleLoadError(f"{where}: integer column labels must be written as integers, got {bad[:5]!r}")
+    return str(labels)
+
+
+def is_int_label(name: str) -> bool:
+    """Whether `name` is how an integer column label is written: str(int) ("0", "60", "-1"), nothing else."""
+    try:
+        return str(int(name)) == name
+    except ValueError:
+        return False
 
 
 # -- the manifest -----------------------------------------------------------------------------------------------
@@ -339,24 +369,52 @@ class Manifest:
 
 @dataclass(frozen=True)
 class GoldenCase:
-    """One sample input row (a ready-to-send `instances` list) and the notebook's own output for it."""
+    """One sample input row (a ready-to-send `instances` list) and the notebook's own output for it. `source` is
+    the notebook expression the row was taken from (None in bundles from before it was recorded)."""
 
     id: str
     method: str
     instances: list[Any]
     expected: Any
+    source: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "method": self.method, "instances": self.instances, "expected": self.expected}
+        out = {"id": self.id, "method": self.method, "instances": self.instances, "expected": self.expected}
+        if self.source is not None:
+            out["source"] = self.source
+        return out
+
+
+@dataclass(frozen=True)
+class GoldenSource:
+    """Where golden rows came from: the inference call's own data, and, when it had fewer rows than asked for,
+    another notebook value of the same schema (a test split); `reason` says why that one."""
+
+    expr: str
+    rows: int
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"expr": self.expr, "rows": self.rows, "reason": self.reason}
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> GoldenSource:
+        obj = _object(data, where)
+        rows = obj.get("rows")
+        if type(rows) is not int or rows < 0:
+            raise BundleLoadError(f"{where}: 'rows' must be a count, got {rows!r}")
+        return cls(_str(obj, "expr", where), rows, _str(obj, "reason", where, default=""))
 
 
 @dataclass(frozen=True)
 class Golden:
-    """golden.json: the cases, and the tolerance floats are compared with: abs(a - b) <= atol + rtol * abs(b)."""
+    """golden.json: the cases, and the tolerance floats are compared with: abs(a - b) <= atol + rtol * abs(b).
+    `sources` (optional, written when known) says where the cases' input rows came from."""
 
     cases: tuple[GoldenCase, ...]
     rtol: float = DEFAULT_RTOL
     atol: float = DEFAULT_ATOL
+    sources: tuple[GoldenSource, ...] = ()
 
     def for_method(self, method: str) -> list[GoldenCase]:
         return [case for case in self.cases if case.method == method]
@@ -377,11 +435,23 @@ class Golden:
                 raise BundleLoadError(
                     f"{where}: case {item['id']!r} uses method {item['method']!r}, which mlship.json does not list"
                 )
-            cases.append(GoldenCase(str(item["id"]), str(item["method"]), item["instances"], item["expected"]))
-        return cls(tuple(cases), _float(obj, "rtol", where, DEFAULT_RTOL), _float(obj, "atol", where, DEFAULT_ATOL))
+            source = item.get("source")
+            if source is not None and not isinstance(source, str):
+                raise BundleLoadError(f"{where}: case {item['id']!r}: 'source' must be a string, got {source!r}")
+            cases.append(GoldenCase(str(item["id"]), str(item["method"]), item["instances"], item["expected"], source))
+        raw_sources = obj.get("sources", [])
+        if not isinstance(raw_sources, list):
+            raise BundleLoadError(f"{where}: 'sources' must be a list, got {raw_sources!r}")
+        sources = tuple(GoldenSource.from_json(s, f"{where}, sources[{i}]") for i, s in enumerate(raw_sources))
+        return cls(tuple(cases), _float(obj, "rtol", where, DEFAULT_RTOL), _float(obj, "atol", where, DEFAULT_ATOL),
+                   sources)
 
     def to_json(self) -> dict[str, Any]:
-        return {"rtol": self.rtol, "atol": self.atol, "cases": [case.to_json() for case in self.cases]}
+        out: dict[str, Any] = {"rtol": self.rtol, "atol": self.atol}
+        if self.sources:
+            out["sources"] = [source.to_json() for source in self.sources]
+        out["cases"] = [case.to_json() for case in self.cases]
+        return out
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,8 @@ def check_payload(
 ) -> Checked:
     """`check_request` for a payload already taken out of its body: `key` is one of ACCEPTED_KEYS."""
     kind = schema.kind
+    if schema.column_labels == "int":
+        payload = _int_labels_as_names(key, payload)
     if schema.has_columns:
         names = schema.column_names
         data = _gather_columns(key, payload, names, kind, max_rows)
@@ -84,6 +86,16 @@ def check_payload(
         _check_ndarray(payload, schema.shape, schema.fields[0])
         return Checked(kind, payload, len(payload))
     return Checked(kind, _check_scalars(payload, schema.fields[0]), len(payload))
+
+
+def _int_labels_as_names(key: str, payload: Any) -> Any:
+    """A frame with integer labels, as pandas writes it (`to_json(orient="split")`, what MLflow's client sends),
+    names its columns by JSON integers: they are the schema's names "0", "1", .... Object keys are strings
+    in JSON anyway, so only a split payload's "columns" list can hold them."""
+    if key != "dataframe_split" or not isinstance(payload, dict) or not isinstance(payload.get("columns"), list):
+        return payload
+    columns = [str(name) if type(name) is int else name for name in payload["columns"]]
+    return {**payload, "columns": columns}
 
 
 def _split_body(body: Any) -> tuple[str, Any]:

@@ -16,6 +16,7 @@ from mlship.runtime._contract import (
     Column,
     Golden,
     GoldenCase,
+    GoldenSource,
     InputSchema,
     Manifest,
     Method,
@@ -115,6 +116,22 @@ def test_golden_and_case_results_round_trip() -> None:
     assert [case.id for case in golden.for_method("predict_proba")] == ["predict_proba-0"]
     result = CaseResult("predict-0", "predict", False, "expected 1, got 2", [1], [2])
     assert CaseResult.from_json(json.loads(json.dumps(result.to_json()))) == result
+
+
+def test_golden_sources_round_trip_and_older_golden_files_have_none() -> None:
+    golden = Golden(
+        (GoldenCase("predict-0", "predict", [1], [1], "new_row"), GoldenCase("predict-1", "predict", [2], [1], "X_test")),
+        sources=(GoldenSource("new_row", 1, "the inference call's data"),
+                 GoldenSource("X_test", 1, "same columns and dtypes as the sample; named like a test split")),
+    )
+    data = json.loads(json.dumps(golden.to_json()))
+    assert data["sources"][1] == {"expr": "X_test", "rows": 1,
+                                  "reason": "same columns and dtypes as the sample; named like a test split"}
+    assert data["cases"][1]["source"] == "X_test"
+    assert Golden.from_json(data) == golden
+    older = _golden().to_json()
+    assert "sources" not in older and "source" not in older["cases"][0]
+    assert Golden.from_json(older).sources == () and Golden.from_json(older).cases[0].source is None
 
 
 def test_write_then_read(tmp_path: Path) -> None:
@@ -255,6 +272,12 @@ def test_a_row_kind_schema_checks_its_shape() -> None:
         ({"cases": [{"id": "x", "method": "predict", "instances": [], "expected": 1}]}, "'instances' must be"),
         ({"cases": [{"id": "x", "method": "score", "instances": [1], "expected": 1}]}, "uses method 'score'"),
         ({"rtol": -1, "cases": [{"id": "x", "method": "predict", "instances": [1], "expected": 1}]}, "'rtol'"),
+        ({"cases": [{"id": "x", "method": "predict", "instances": [1], "expected": 1, "source": 3}]},
+         "'source' must be a string"),
+        ({"sources": {}, "cases": [{"id": "x", "method": "predict", "instances": [1], "expected": 1}]},
+         "'sources' must be a list"),
+        ({"sources": [{"expr": "X", "rows": -1}], "cases": [{"id": "x", "method": "predict", "instances": [1],
+                                                              "expected": 1}]}, r"sources\[0\]: 'rows' must be"),
     ],
 )
 def test_invalid_golden_files(golden: Any, message: str) -> None:
