@@ -508,7 +508,8 @@ def matching_values(raw: Any, schema: dict[str, Any], exclude: str = "") -> list
         if converted is None or _n_rows(converted) == 0:
             continue
         score, why = _plausibility(name)
-        found.append({"name": name, "value": converted, "rows": _n_rows(converted), "score": score,
+        rows = _n_rows(converted) if schema["kind"] != "list" else len(value)
+        found.append({"name": name, "value": converted, "rows": rows, "score": score,
                       "reason": f"{_same_what(schema)}; {why}"})
     found.sort(key=lambda f: (-f["score"], -f["rows"], f["name"]))
     return [{k: v for k, v in f.items() if k != "score"} for f in found]
@@ -555,21 +556,21 @@ def _texts(value: Any) -> list[str] | None:
     """`value` as a list of strings when it holds texts (not a column of a few repeated labels), else None."""
     pd = sys.modules.get("pandas")
     np = sys.modules.get("numpy")
-    items: list[Any]
+    head: list[Any]
+    # The first 1,000 (--sample-rows' limit) are all golden could take: a million texts are not copied or scanned.
     if pd is not None and isinstance(value, pd.Series):
-        items = value.tolist()
+        head = value.iloc[:1000].tolist()
     elif np is not None and isinstance(value, np.ndarray) and value.ndim == 1:
-        items = value.tolist()
+        head = value[:1000].tolist()
     elif isinstance(value, (list, tuple)):
-        items = list(value)
+        head = list(value[:1000])
     else:
         return None
-    if not items or not all(isinstance(v, str) for v in items):
+    if not head or not all(isinstance(v, str) for v in head):
         return None
-    head = items[:1000]
     if len(set(head)) <= max(2, len(head) // 2):
         return None  # "spam", "ham", "spam", ...: labels, whatever the value is called
-    return [str(v) for v in items]
+    return [str(v) for v in head]
 
 
 def _complete_rows(value: Any, schema: dict[str, Any]) -> Any:

@@ -29,7 +29,9 @@ def test_a_folder_with_one_notebook_is_that_notebook(cli: Any, examples: Path, t
     assert data["name"] == "iris"
     assert data["bundle"] is None  # inspect writes nothing
     # --sample-rows 2: two rows per served method; a dry run verifies none of them.
-    assert data["golden"] == {"recorded": 2 * len(data["methods"]), "cases": 0, "passed": 0}
+    counts = {key: data["golden"][key] for key in ("recorded", "cases", "passed")}
+    assert counts == {"recorded": 2 * len(data["methods"]), "cases": 0, "passed": 0}
+    assert data["golden"]["sources"] == [{"expr": "X_test", "rows": 2, "reason": "the inference call's data"}]
     assert not (examples / "iris" / "dist").exists()
 
 
