@@ -20,6 +20,7 @@ from .analyze import (
     Candidate,
     CodeIndex,
     Definition,
+    Statement,
     find_candidates,
     free_names,
 )
@@ -172,12 +173,51 @@ def _check_not_rebound(c: Candidate, index: CodeIndex) -> None:
         value = getattr(st.node, "value", None)
         if value is not None and root.id in {n.id for n in ast.walk(value) if isinstance(n, ast.Name)}:
             continue
-        raise ExtractionError(
-            f"the last prediction call {c.source} (cell {c.cell.number}) uses `{root.id}`, but cell "
-            f"{st.cell.number} binds `{root.id}` to something else afterwards ({st.segment().splitlines()[0]!r}); "
-            "mlship captures objects as they are when the notebook ends",
-            hint=f"rename one of them, or pass --model {root.id} if the later object is the one to serve",
-        )
+        _rebound(c, root.id, st, st.node)
+    # Inside a later loop or block too: an elbow loop after `labels = kmeans.fit_predict(X)` that does
+    # `kmeans = KMeans(k).fit(X)` leaves the last k's model in `kmeans`.
+    for st in index.statements[c.order + 1:]:
+        if isinstance(st.node, ast.For | ast.AsyncFor | ast.While | ast.If | ast.With | ast.Try):
+            nested = _nested_binding(st.node, root.id)
+            if nested is not None:
+                _rebound(c, root.id, st, nested)
+
+
+def _rebound(c: Candidate, name: str, st: Statement, node: ast.AST) -> None:
+    line = st.segment(node).splitlines()[0].strip()
+    raise ExtractionError(
+        f"the last prediction call {c.source} (cell {c.cell.number}) uses `{name}`, but cell "
+        f"{st.cell.number} binds `{name}` to something else afterwards ({line!r}); "
+        "mlship captures objects as they are when the notebook ends",
+        hint=f"rename one of them, or pass --model {name} if the later object is the one to serve",
+    )
+
+
+def _nested_binding(node: ast.AST, name: str) -> ast.stmt | None:
+    """The first statement inside a compound statement's body (not inside a def, class or lambda) that binds
+    `name` to another value; `model = model.fit(X)` refits in place and does not count."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda):
+            continue
+        if isinstance(child, ast.stmt):
+            targets: list[ast.expr] = []
+            if isinstance(child, ast.Assign):
+                targets = list(child.targets)
+            elif isinstance(child, ast.AnnAssign):
+                targets = [child.target]
+            elif isinstance(child, ast.For | ast.AsyncFor):
+                targets = [child.target]
+            elif isinstance(child, ast.With | ast.AsyncWith):
+                targets = [item.optional_vars for item in child.items if item.optional_vars is not None]
+            bound = {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+            value = getattr(child, "value", None)
+            refit = value is not None and name in {n.id for n in ast.walk(value) if isinstance(n, ast.Name)}
+            if name in bound and not refit:
+                return child
+        found = _nested_binding(child, name)
+        if found is not None:
+            return found
+    return None
 
 
 def _confirm(c: Candidate, kernel: Inspector) -> bool:

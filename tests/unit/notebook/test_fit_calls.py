@@ -61,3 +61,16 @@ def test_models_without_predict_or_not_kept_are_not_served(run_cells: Any) -> No
     with pytest.raises(ExtractionError, match="no model found"):
         plan_of(run_cells, "db = DBSCAN(eps=0.5)\nlabels = db.fit_predict(customers)",
                 "labels2 = KMeans(3, n_init=2).fit_predict(customers)")
+
+
+def test_a_later_loop_that_rebinds_the_model_is_an_error(run_cells: Any) -> None:
+    # The elbow loop after the final fit leaves the last k's model in `kmeans`: serving it would be wrong.
+    with pytest.raises(ExtractionError, match="cell 3 binds `kmeans` to something else afterwards "
+                                              r"\('kmeans = KMeans\(n_clusters=k, n_init=2, random_state=0\)'\)"):
+        plan_of(run_cells, "kmeans = KMeans(n_clusters=3, n_init=2, random_state=0)\n"
+                           "labels = kmeans.fit_predict(customers)", ELBOW)
+    # Refitting the same object inside a later block is fine, and so is a loop that binds other names.
+    plan = plan_of(run_cells, "kmeans = KMeans(n_clusters=3, n_init=2, random_state=0)\n"
+                              "labels = kmeans.fit_predict(customers)",
+                   "if True:\n    kmeans = kmeans.fit(customers)\nfor k in range(2):\n    other = KMeans(k + 1)")
+    assert plan.methods["predict"] == "kmeans.predict(X)"
