@@ -25,7 +25,7 @@ from ..notebook.extract import Choices, CodePlan, ServePlan
 from ..notebook.read import Notebook, read_notebook
 from ..runtime._contract import VALUES_NAME, CaseResult, InputSchema, Manifest
 from .capture import Capture, CaptureRequest, StepCallback, open_kernel
-from .fresh import FreshInterpreter, notebook_search_path
+from .fresh import FreshInterpreter, notebook_search_path, preload_order
 from .writer import BundleWriter
 
 log = logging.getLogger(__name__)
@@ -166,18 +166,21 @@ class BundleBuilder:
                  timings: dict[str, float]) -> tuple[Capture, Manifest, list[CaseResult]]:
         with ExitStack() as stack:
             with open_kernel(self.notebook, self.request(), on_progress=on_progress, timings=timings) as kernel:
-                # The fresh interpreter starts (and maps the installed distributions) while the notebook runs.
+                # The fresh interpreter starts (maps the installed distributions, and pre-imports the notebook's
+                # packages in snapshots, see _fresh.py) while the notebook runs.
                 child = stack.enter_context(FreshInterpreter(
                     kernel.executable(), staging, cwd=self.notebook.path.parent,
-                    search_path=notebook_search_path(self.notebook.path.parent)))
+                    search_path=notebook_search_path(self.notebook.path.parent),
+                    preload=preload_order(kernel.index.result())))
                 capture = kernel.capture(staging / VALUES_NAME, step)
                 writer = BundleWriter(capture, staging)
                 writer.stage()
                 step("resolving dependencies in a fresh interpreter")
                 probe = child.start_probe(writer.probe_modules())
-                kernel.stop()  # it exits while the child probes and verifies; leaving the block collects it
+                kernel.stop()  # killed: nothing runs in it any more; leaving the block collects it
                 with _timed(timings, "probe"):
                     dependencies = probe()
+                log.debug("probed in a snapshot with %s pre-imported", ", ".join(dependencies.preloaded) or "nothing")
                 with _timed(timings, "write"):
                     manifest = writer.finish(dependencies)
                 step("verifying the bundle in a fresh interpreter")

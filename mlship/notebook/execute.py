@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -120,6 +121,9 @@ class KernelSession:
             # A kernel that takes long to start is usually a kernel that cannot start; don't hang CI for 60 s.
             startup_timeout=120,
             resources={"metadata": {"path": str(self.notebook.path.parent)}},
+            # The kernel is mlship's scratch process: once its answers are in, it is killed (with its process
+            # group, so whatever the notebook started goes too), not asked to run its shutdown (seconds).
+            shutdown_kernel="immediate",
         )
         # A fixed hash seed makes set and dict-of-set iteration orders repeatable, so a captured set of
         # stopwords pickles to the same bytes on every run (Python randomizes str hashes per process).
@@ -156,14 +160,19 @@ class KernelSession:
         shutil.rmtree(self._ipc_dir, ignore_errors=True)
 
     def request_stop(self) -> None:
-        """Ask the kernel to shut down without waiting for it: it exits (running its atexit hooks) while the host
-        goes on, and leaving the `with` block then only collects it. Nothing may run in the kernel after this."""
+        """End the kernel now, without waiting: SIGKILL to its process group (where there is one; elsewhere a
+        shutdown request), and leaving the `with` block collects it and removes its connection file. Nothing may
+        run in the kernel after this."""
         from jupyter_core.utils import run_sync
 
+        km = self._client.km
         try:
-            run_sync(self._client.km.request_shutdown)()
-        except Exception:  # noqa: BLE001 - __exit__ still stops the kernel the usual way
-            log.debug("kernel shutdown request failed", exc_info=True)
+            if hasattr(signal, "SIGKILL"):
+                run_sync(km.signal_kernel)(signal.SIGKILL)
+            else:
+                run_sync(km.request_shutdown)()
+        except Exception:  # noqa: BLE001 - __exit__ still stops the kernel
+            log.debug("stopping the kernel failed", exc_info=True)
 
     def run_notebook(self) -> None:
         """Execute every code cell in order, except cells marked `# mlship: skip`."""

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +100,40 @@ def test_cell_timeout(cli: Any, tmp_path: Path) -> None:
     nbformat.write(new_notebook(cells=[new_code_cell("import time"), new_code_cell("time.sleep(30)")]), nb)
     result = package(cli, nb, tmp_path / "out", "--timeout", "2")
     assert_error(result, "cell 2 ('time.sleep(30)') did not finish within 2 s", "--timeout", "# mlship: skip")
+
+
+def _processes_with(marker: str) -> list[str]:
+    """Live processes whose environment holds `marker` (every process mlship starts inherits it)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if marker.encode() in (proc / "environ").read_bytes():
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
+@pytest.mark.parametrize("sample, code, fragments", [
+    ("numpy_input", 0, []),
+    # The served function reaches matplotlib through sys.modules; only the notebook imported it (for a plot).
+    # The fresh interpreter's snapshots pre-import the notebook's packages, yet never one the bundle does not
+    # import itself: the check must still fail.
+    ("notebook_only_import", 1, ["does not reproduce the notebook", "KeyError: 'matplotlib.colors'"]),
+    ("cell_raises", 1, ["cell 3", "ValueError: boom"]),
+])
+def test_no_process_outlives_package(samples: Path, tmp_path: Path, sample: str, code: int,
+                                     fragments: list[str]) -> None:
+    marker = f"MLSHIP_TEST_RUN={uuid.uuid4().hex}"
+    key, value = marker.split("=")
+    proc = subprocess.run([sys.executable, "-m", "mlship", "package", str(samples / f"{sample}.ipynb"),
+                           "-o", str(tmp_path / "b")], cwd=samples, capture_output=True, text=True,
+                          env={**os.environ, key: value}, timeout=300)
+    assert proc.returncode == code, proc.stderr
+    for fragment in fragments:
+        assert fragment in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert _processes_with(marker) == []
