@@ -407,10 +407,9 @@ class Snapshots:
         assert self.chosen
         try:
             _write_all(self._writes[self.chosen], line.encode("utf-8") + b"\n")
-            reply = next(self._answer_lines)
-        except (OSError, StopIteration):
+            answer: dict[str, Any] = json.loads(next(self._answer_lines)[len(MARK):])
+        except (OSError, StopIteration, ValueError):  # it died, perhaps halfway through its answer
             return None
-        answer: dict[str, Any] = json.loads(reply[len(MARK):])
         return None if "refused" in answer else answer
 
     def _stop_importer(self) -> None:
