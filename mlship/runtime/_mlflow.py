@@ -18,7 +18,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from ._contract import InputSchema
 from ._http import HttpError, check_elements, encode_json, json_response, parse_json, read_body
-from ._mlflow_input import CsvFieldTooLong, check_mlflow_body, check_mlflow_csv
+from ._mlflow_input import CsvFieldTooLong, check_mlflow_body, check_mlflow_csv, nan_to_null
 from ._model import ModelHandle
 from ._openapi import get_operation, json_content, responses
 from ._protocol import Endpoint, Handler, Protocol
@@ -128,6 +128,8 @@ def _check_input(state: AppState, model: ModelHandle, media_type: str, raw: byte
         check_elements(raw, settings.max_elements)
     else:
         body = parse_json(raw, settings.max_elements)
+        if b"NaN" in raw:  # only then can there be one: orjson refuses the token, the standard library reads it
+            body = nan_to_null(body)
     try:
         if media_type == "text/csv":
             return check_mlflow_csv(raw, model.schema, max_rows=max_rows, max_field=settings.max_csv_field_chars)

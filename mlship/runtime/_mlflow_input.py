@@ -9,7 +9,9 @@ table) and what mlship's payload forms did not:
   model ignores the column names and takes the values in column order; a list or series model takes a frame of
   one column (a named series: that name, when the frame names it) and rows of one value (`[["a"], ["b"]]`,
   `[{"text": "a"}]`) wherever it takes scalars;
-- a model with named columns takes `{"instances": {column: [values]}}` as `inputs` (MLflow reads both as columns).
+- a model with named columns takes `{"instances": {column: [values]}}` as `inputs` (MLflow reads both as columns);
+- NaN (which Python's json, and so MLflow, reads, and which MLflow's client writes for a DataFrame's missing
+  values) is a missing value, as null is.
 
 mlship also takes a few bodies MLflow refuses, where the meaning is plain: `dataframe_split` without "columns" for a
 dataframe (the values in schema order, as `instances` rows in column order already are), and CSV for an array model
@@ -40,6 +42,17 @@ def format_key(body: Any) -> tuple[str, Any]:
             got = f"a JSON {json_type(body)}"
         raise InputError(f"the input must be a JSON object with exactly one of the keys {accepted}; got {got}")
     return keys[0], body[keys[0]]
+
+
+def nan_to_null(value: Any) -> Any:
+    """`value` with every NaN float, however deep, replaced by None (lists and dicts rebuilt; the rest as is)."""
+    if isinstance(value, float):
+        return None if value != value else value
+    if isinstance(value, list):
+        return [nan_to_null(item) for item in value]
+    if isinstance(value, dict):
+        return {key: nan_to_null(item) for key, item in value.items()}
+    return value
 
 
 def check_mlflow_body(body: Any, schema: InputSchema, *, max_rows: int | None) -> Checked:

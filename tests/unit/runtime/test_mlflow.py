@@ -129,6 +129,20 @@ def test_instances_as_columns(iris: TestClient) -> None:
     assert iris.post("/invocations", json=body).json() == {"predictions": [0, 2]}
 
 
+def test_nan_is_a_missing_value(serve: Serve) -> None:
+    # What MLflow's client sends for a DataFrame with missing values: json.dumps writes NaN (not JSON, but
+    # Python's json and so MLflow's server read it).
+    mixed = serve("mixed")
+    body = '{"dataframe_split": {"columns": ["n", "k", "flag", "city", "at"], "data": [[NaN, -8, false, NaN, NaN]]}}'
+    response = mixed.post("/invocations", content=body, headers={"Content-Type": "application/json"})
+    expected = mixed.post("/invocations", json={"dataframe_records": [
+        {"n": None, "k": -8, "flag": False, "city": None, "at": None}]})
+    assert response.status_code == 200 and response.json() == expected.json()
+    infinite = mixed.post("/invocations", content=body.replace("NaN", "Infinity", 1),
+                          headers={"Content-Type": "application/json"})
+    assert infinite.status_code == 400 and "Infinity" in infinite.json()["message"]
+
+
 def test_an_empty_csv_cell_is_a_missing_value(serve: Serve) -> None:
     # mixed: n (number) and at (datetime) and city (string) are nullable; pandas reads an empty cell as missing.
     csv = "n,k,flag,city,at\n,-8,false,,\n"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-INPUT = {"kind": "list", "type": "string", "example": "a fine day"}
+# nullable: false, as the packager writes it for texts without a missing value (count_words fails on None).
+INPUT = {"kind": "list", "type": "string", "nullable": False, "example": "a fine day"}
 METHODS = [{"name": "predict", "expression": "count_words(X)"}]
 BATCH_SAFE = True
 
