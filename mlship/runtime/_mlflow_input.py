@@ -98,7 +98,7 @@ def check_mlflow_csv(raw: bytes, schema: InputSchema, *, max_rows: int | None, m
     element = schema.fields[0]
     rows = [
         [
-            _csv_value(value, element.type, element.nullable, header[min(col, len(header) - 1)], index)
+            _csv_value(value, element.type, element.nullable, header[col] if col < len(header) else str(col), index)
             for col, value in enumerate(line)
         ]
         for index, line in enumerate(lines)
