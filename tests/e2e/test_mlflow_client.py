@@ -21,15 +21,18 @@ from mlship.runtime._codec import outputs_match
 from tests.support.mlflow_client import CLIENT_SCRIPT, mlflow_client_python
 from tests.support.servers import clean_env, free_port, wait_until_ready
 
-# One bundle per input kind: a frame (iris_frame; mixed: every JSON type, with missing values), an array
-# (iris_array), a list of strings (text).
-SAMPLES = ("iris_frame", "mixed", "iris_array", "text")
+# One bundle per input kind: frames (iris_frame; mixed: every JSON type, with missing values), records, columns
+# (MLflow's named tensors), an array (iris_array, MLflow's unnamed tensor), a list of strings (text), a named series.
+SAMPLES = ("iris_frame", "mixed", "iris_records", "iris_columns", "iris_array", "text", "series")
 COLUMN_FORMS = ("DataFrame", "dataframe_records", "CSV", "instances records", "instances columns", "inputs columns",
-                "list of records (inputs)", "dataframe_split without columns")
+                "list of records (inputs)")
 ROW_FORMS = ("DataFrame", "dataframe_records", "CSV", "ndarray (inputs)", "list (inputs)", "instances",
              "dataframe_split without columns")
+ROW_SAMPLES = ("iris_array", "text", "series")
+FRAME_SAMPLES = ("iris_frame", "mixed")  # also without column names: the values in schema order
 CASES = [(sample, form) for sample in SAMPLES
-         for form in (ROW_FORMS if sample in ("iris_array", "text") else COLUMN_FORMS)]
+         for form in (ROW_FORMS if sample in ROW_SAMPLES else COLUMN_FORMS)]
+CASES += [(sample, "dataframe_split without columns") for sample in FRAME_SAMPLES]
 
 
 def _plan_entry(sample: str, bundle: Path, url: str) -> dict[str, Any]:

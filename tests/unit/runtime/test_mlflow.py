@@ -80,7 +80,8 @@ TEXTS = ["great film", "bad"]  # the text sample's length(): 10, 3
 
 # What MLflow 3's scoring server takes for a model whose signature is an unnamed tensor (iris_array) or one unnamed
 # string column (text), measured with mlflow 3.17 (docs/RUNTIME.md has the table): a frame, with or without column
-# names, its records, rows of one value; and CSV, which MLflow's reader fails on for a tensor signature.
+# names, its records, rows of one value; and CSV, which MLflow's reader fails on for a tensor signature. Then the
+# other kinds' MLflow forms.
 @pytest.mark.parametrize(
     ("sample", "body", "predictions"),
     [
@@ -95,9 +96,15 @@ TEXTS = ["great film", "bad"]  # the text sample's length(): 10, 3
         ("text", {"instances": [[t] for t in TEXTS]}, [10, 3]),
         ("text", {"inputs": [{"review": t} for t in TEXTS]}, [10, 3]),
         ("text", {"inputs": {"review": TEXTS}}, [10, 3]),
+        # a named series: its name where a frame names the column, as MLflow's signature ['x': double] does
+        ("series", {"dataframe_split": {"columns": ["x"], "data": [[1.5], [-4.0]]}}, [4.75, -9.0]),
+        ("series", {"inputs": {"x": [1.5]}}, [4.75]),
+        ("series", {"instances": [{"x": 1.5}]}, [4.75]),
+        ("iris_columns", {"instances": [dict(zip(COLUMNS, SETOSA, strict=True))]}, [0]),
+        ("iris_records", {"dataframe_split": {"columns": COLUMNS, "data": [SETOSA]}}, [0]),
     ],
 )
-def test_row_kinds_take_mlflows_frames(serve: Serve, sample: str, body: Any, predictions: list[int]) -> None:
+def test_every_kind_takes_mlflows_frames(serve: Serve, sample: str, body: Any, predictions: list[int]) -> None:
     response = serve(sample).post("/invocations", json=body)
     assert response.status_code == 200, response.text
     assert response.json() == {"predictions": predictions}
@@ -169,6 +176,9 @@ def test_an_empty_csv_cell_is_a_missing_value(serve: Serve) -> None:
         ("text", {"instances": [["a", "b"]]}, '"instances" row 0: expected one value (a list of strings)'),
         ("text", {"dataframe_records": {"review": "a"}}, '"dataframe_records" must be a list of records'),
         ("iris_frame", {"dataframe_split": {"columns": COLUMNS[:2], "data": [[5.1, 3.5]]}}, "missing columns"),
+        ("series", {"dataframe_split": {"columns": ["y"], "data": [[1.0]]}},
+         '"dataframe_split": "columns": expected the column "x", got "y"'),
+        ("iris_records", {"dataframe_split": {"data": [SETOSA]}}, '"dataframe_split" must be an object with'),
     ],
 )
 def test_frames_that_do_not_fit_are_400s_naming_the_field(serve: Serve, sample: str, body: Any, message: str) -> None:

@@ -94,13 +94,13 @@ def test_fuzz_the_whole_api_with_every_phase(sample_bundle: Callable[[str], Path
         assert run.fuzzed(label) >= MAX_EXAMPLES, run.report()
 
 
-# The routes that depend on a bundle's schema and methods, on a sample of each other schema kind and model; the
-# models refuse inputs that their schema allows (scikit-learn and 1e308 or float32's overflow, an unseen category),
-# and those must be 4xx with the library's message, not 500s. Left out: `raises` and `slow` (their 500s and
-# timeouts are by design), and `text_length` and `not_batch_safe`, whose schemas are those of `text` and
-# `iris_frame` (about 30 s each on 2 busy cores).
+# The routes that depend on a bundle's schema and methods, on every other sample: each input kind, and models that
+# refuse inputs their schema allows (scikit-learn and 1e308 or float32's overflow, an unseen category), which must
+# be 4xx with the library's message, not 500s. `raises` and `slow` are left out: their 500s and timeouts are by
+# design.
 @NO_WARNINGS_AS_ERRORS
-@pytest.mark.parametrize("sample", ["iris_frame", "iris_array", "text", "categories"])
+@pytest.mark.parametrize("sample", ["iris_frame", "iris_array", "iris_records", "iris_columns", "series", "text",
+                                    "text_length", "categories", "not_batch_safe"])
 def test_fuzz_the_model_routes_of_every_sample(sample_bundle: Callable[[str], Path], sample: str) -> None:
     run = fuzz_app(fuzz_target(sample_bundle, sample), operations="model")
     assert not run.failures and not run.errors, run.report()
