@@ -197,3 +197,11 @@ def test_ping_health_and_version(iris: TestClient) -> None:
         response = iris.get(path)
         assert response.status_code == 200 and response.text == "\n"
     assert iris.get("/version").text == "0.1.0"
+
+
+@pytest.mark.parametrize(("sample", "header"), [("iris_frame", ",".join(COLUMNS)), ("iris_array", "c0,c1,c2,c3"),
+                                                ("text", "value"), ("series", "x")])
+def test_the_document_offers_csv_for_every_kind(serve: Serve, sample: str, header: str) -> None:
+    document = serve(sample).get("/openapi.json").json()
+    content = document["paths"]["/invocations"]["post"]["requestBody"]["content"]
+    assert content["text/csv"]["example"] == f"{header}\n"
