@@ -34,6 +34,7 @@ after all have ended.
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -44,6 +45,7 @@ import pickletools
 import signal
 import sys
 import traceback
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -75,10 +77,33 @@ class RecordingUnpickler(pickle.Unpickler):
 def pickle_modules(path: Path) -> set[str]:
     if not path.exists():
         return set()
-    with path.open("rb") as fh:
+    with path.open("rb") as fh, _placeholder_main():
         unpickler = RecordingUnpickler(fh)
         unpickler.load()
     return unpickler.modules
+
+
+class _PlaceholderMain(types.ModuleType):
+    """`__main__` while the probe loads the values: a notebook class that a library pickled by reference (skorch's
+    torch.save inside __getstate__) is defined by predictor.py, which does not exist yet; the probe only wants the
+    modules, so such a lookup gets an empty stand-in class (the verification step loads the real thing)."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        stand_in = type(name, (), {"__module__": "__main__"})
+        setattr(self, name, stand_in)
+        return stand_in
+
+
+@contextlib.contextmanager
+def _placeholder_main() -> Iterator[None]:
+    real = sys.modules["__main__"]
+    sys.modules["__main__"] = _PlaceholderMain("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = real
 
 
 def import_modules(source: str) -> set[str]:

@@ -137,6 +137,7 @@ def capture_served_path(notebook: Notebook, request: CaptureRequest, index: Code
     step("serializing the model in the kernel")
     values = values if code.by_value else None
     inspector.serialize(code, values)
+    code = _define_main_references(index, plan, code, inspector, values)
     return Capture(
         name=request.name,
         version=request.version,
@@ -149,3 +150,24 @@ def capture_served_path(notebook: Notebook, request: CaptureRequest, index: Code
         values=values,
         requirements=request.requirements,
     )
+
+
+def _define_main_references(index: CodeIndex, plan: ServePlan, code: CodePlan, inspector: KernelInspector,
+                            values: Path | None) -> CodePlan:
+    """Load the pickled values back in the kernel to find the notebook classes and functions they look up in
+    `__main__` (pickled by reference by a library: skorch, torch.save, joblib inside a __getstate__); the served
+    code then defines them before loading the values. Their source may need more captured values: pickle again."""
+    if not code.by_value:
+        return code
+    main_names: list[str] = []
+    for _ in range(4):  # each round can only add names; real notebooks settle in one or two
+        found = [ref.name for ref in inspector.main_references(code, values)]
+        if set(found) <= set(main_names):
+            return code
+        main_names += [name for name in found if name not in main_names]
+        replanned = plan_code(index, plan, inspector, main_names)
+        if replanned.by_value == code.by_value:
+            return replanned  # the same values: the same pickle, nothing new to look up
+        inspector.serialize(replanned, values)
+        code = replanned
+    return code

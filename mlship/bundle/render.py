@@ -54,6 +54,8 @@ class PredictorContext:
     input_name: str
     values_file: str = "artifacts/values.pkl"
     local_code: bool = False
+    main_names: list[str] = field(default_factory=list)  # registered in __main__ before the values load
+    early_definitions: list[SourceBlock] = field(default_factory=list)  # defined before the values load
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -75,7 +75,11 @@ class BundleWriter:
             reason=plan.reason,
             imports=[d.source for d in code.imports],
             values=[(n, code.types[n]) for n in code.by_value],
-            definitions=[SourceBlock(d.name, d.statement.cell.number, d.source) for d in code.definitions],
+            definitions=[SourceBlock(d.name, d.statement.cell.number, d.source) for d in code.definitions
+                         if d.name not in code.early],
+            main_names=list(code.main_names),
+            early_definitions=[SourceBlock(d.name, d.statement.cell.number, d.source) for d in code.definitions
+                               if d.name in code.early],
             methods=list(plan.methods.items()),
             input_name=plan.input_name,
             values_file=contract.VALUES_NAME,

@@ -118,6 +118,10 @@ class CodePlan:
     by_value: list[str]  # names captured from the kernel
     types: dict[str, str]  # name -> type, for comments in the generated code
     needed_by: dict[str, str] = field(default_factory=dict)  # name -> what uses it, for error messages
+    # Notebook classes and functions the pickled values look up in `__main__` (a library pickled them by
+    # reference): predictor.py defines them, and what they need, before loading the values and registers them there.
+    main_names: list[str] = field(default_factory=list)
+    early: list[str] = field(default_factory=list)  # main_names and the definitions they need, defined first
 
 
 # -- the inference call ----------------------------------------------------------------------------------------
@@ -485,12 +489,18 @@ def _wrap_input(expr: str, input_name: str, function: str) -> str:
 # -- the code the served expressions need ----------------------------------------------------------------------
 
 
-def plan_code(index: CodeIndex, plan: ServePlan, kernel: Inspector) -> CodePlan:
+MAIN_USER = "the captured values (a library pickled it by reference to __main__)"
+
+
+def plan_code(index: CodeIndex, plan: ServePlan, kernel: Inspector, main_names: list[str] | None = None) -> CodePlan:
     """Walk the free names of the served expressions through the notebook's definitions.
 
     Imports are re-emitted, notebook functions and classes are emitted as source (and their own free names walked),
-    everything else is captured by value from the kernel."""
-    pending: list[tuple[str, str]] = []  # (name, who needs it)
+    everything else is captured by value from the kernel. `main_names` (found by loading the pickled values back
+    in the kernel, _kernel_main.py) must each be a class or function defined in the notebook: they are emitted as
+    source too, ahead of the values."""
+    main_names = list(main_names or [])
+    pending: list[tuple[str, str]] = [(n, MAIN_USER) for n in main_names]  # (name, who needs it)
     for name, expr in plan.methods.items():
         try:
             names = free_names(expr.strip(), "eval")
@@ -530,9 +540,37 @@ def plan_code(index: CodeIndex, plan: ServePlan, kernel: Inspector) -> CodePlan:
             defs[name] = d
             pending += [(n, f"{name} (cell {d.statement.cell.number})") for n in sorted(free_names(d.source) - {name})]
             continue
+        if name in main_names:
+            _unsourced_main_name(name, info, d)
         by_value[name] = info.type or "?"
         needed[name] = needed_by
     order = {id(st): i for i, st in enumerate(index.statements)}
     definitions = sorted(defs.values(), key=lambda d: order.get(id(d.statement), 0))
     import_list = sorted(imports.values(), key=lambda d: order.get(id(d.statement), 0))
-    return CodePlan(import_list, definitions, list(by_value), by_value, needed)
+    return CodePlan(import_list, definitions, list(by_value), by_value, needed, main_names,
+                    _defined_first(main_names, defs))
+
+
+def _unsourced_main_name(name: str, info: ObjectInfo, d: Definition | None) -> None:
+    """A name the pickles look up in `__main__` but whose source is not a notebook def or class statement."""
+    what = f"a {info.kind} ({info.type})" if info.ok else "not defined"
+    where = f"; cell {d.statement.cell.number} binds it by assignment" if d is not None else ""
+    raise ExtractionError(
+        f"the captured values need `__main__.{name}` when they are loaded (a library pickled it by reference), "
+        f"but mlship finds no `def` or `class` statement for it in the notebook: it is {what}{where}",
+        hint=f"define {name} with a plain `class`/`def` statement in a notebook cell, or move it into a module "
+        "beside the notebook (or an installed package) and import it from there",
+    )
+
+
+def _defined_first(main_names: list[str], defs: dict[str, Definition]) -> list[str]:
+    """main_names and, transitively, the notebook definitions their source names (a base class, a helper)."""
+    early: list[str] = []
+    pending = [n for n in main_names if n in defs]
+    while pending:
+        name = pending.pop(0)
+        if name in early:
+            continue
+        early.append(name)
+        pending += sorted((free_names(defs[name].source) - {name}) & set(defs))
+    return early

@@ -32,6 +32,16 @@ class GoldenRecord:
 
 
 @dataclass(frozen=True)
+class MainReference:
+    """A name the pickled values look up in `__main__` (a library pickled it by reference): what it is there."""
+
+    name: str
+    kind: str  # class, function or value
+    module: str | None  # the object's __module__ ("__main__" for a notebook definition)
+    type: str
+
+
+@dataclass(frozen=True)
 class KernelPython:
     """The kernel's interpreter: the bundle records its version, and the fresh-process check runs it."""
 
@@ -51,9 +61,21 @@ class KernelInspector:
         session.run(install_code())
         return cls(session)
 
-    def _call(self, function: str, *args: Any) -> Any:
+    def _call(self, function: str, *args: Any, module: str = "__mlship__") -> Any:
         encoded = ", ".join(f"__mlship_json.loads({json.dumps(a)!r})" for a in args)
-        return self.session.call(f"import json as __mlship_json\n__mlship_emit(__mlship__.{function}({encoded}))")
+        return self.session.call(f"import json as __mlship_json\n__mlship_emit({module}.{function}({encoded}))")
+
+    def main_references(self, code: CodePlan, path: Path | None) -> list[MainReference]:
+        """The notebook names the pickled values look up in `__main__` when loaded (see _kernel_main.py)."""
+        result = self._call("main_references", code.by_value, None if path is None else str(path),
+                            module="__mlship_main__")
+        if not result["ok"]:
+            raise ExtractionError(
+                f"the captured values do not load back even in the notebook's kernel: {result['error']}",
+                hint="an object's __getstate__/__setstate__ (or __reduce__) does not round-trip; check it with "
+                "pickle.loads(pickle.dumps(obj)) in the notebook",
+            )
+        return [MainReference(r["name"], r["kind"], r["module"], r["type"]) for r in result["names"]]
 
     def describe(self, exprs: list[str]) -> list[ObjectInfo]:
         return [ObjectInfo.from_json(info) for info in self._call("describe", exprs)]
@@ -108,6 +130,7 @@ class KernelInspector:
 def install_code() -> str:
     """Kernel code that loads _kernel.py and the runtime's _codec.py as private modules, then `__mlship_emit`."""
     kernel_src = (PACKAGE_DIR / "notebook" / "_kernel.py").read_text(encoding="utf-8")
+    main_src = (PACKAGE_DIR / "notebook" / "_kernel_main.py").read_text(encoding="utf-8")
     codec_src = (RUNTIME_DIR / "_codec.py").read_text(encoding="utf-8")
     return f"""
 import sys as __mlship_sys, types as __mlship_types
@@ -118,5 +141,9 @@ __mlship_codec = __mlship_types.ModuleType("__mlship_codec__")
 __mlship_sys.modules["__mlship_codec__"] = __mlship_codec
 exec(compile({codec_src!r}, "<mlship-codec>", "exec"), __mlship_codec.__dict__)
 __mlship__.install(get_ipython().user_ns, __mlship_codec.to_jsonable)
+__mlship_main__ = __mlship_types.ModuleType("__mlship_main__")
+__mlship_sys.modules["__mlship_main__"] = __mlship_main__
+exec(compile({main_src!r}, "<mlship-kernel-main>", "exec"), __mlship_main__.__dict__)
+__mlship_main__.install(get_ipython().user_ns)
 del __mlship_sys, __mlship_types, __mlship_codec
 """ + emit_code()

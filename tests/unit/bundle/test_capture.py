@@ -16,7 +16,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 from mlship.bundle.capture import CaptureRequest, capture_served_path
 from mlship.bundle.fresh import Dependencies
 from mlship.bundle.writer import BundleWriter
-from mlship.notebook import _kernel
+from mlship.notebook import _kernel, _kernel_main
 from mlship.notebook.analyze import index_cells, transform
 from mlship.notebook.extract import Choices
 from mlship.notebook.inspector import KernelInspector
@@ -39,7 +39,9 @@ class InProcessSession:
 
     def __init__(self, user_ns: dict[str, Any]) -> None:
         _kernel.install(user_ns, to_jsonable)
-        self.globals: dict[str, Any] = {"__mlship__": _kernel, "__mlship_emit": self._emit}
+        _kernel_main.install(user_ns)
+        self.globals: dict[str, Any] = {"__mlship__": _kernel, "__mlship_main__": _kernel_main,
+                                        "__mlship_emit": self._emit}
         self.result: Any = None
 
     def _emit(self, obj: Any) -> None:
