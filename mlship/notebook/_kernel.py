@@ -68,6 +68,8 @@ def servable_kind(value: Any) -> str | None:
     """The schema kind mlship can serve this value as, or None."""
     pd = sys.modules.get("pandas")
     np = sys.modules.get("numpy")
+    if _tensor_dtype(value) is not None:
+        return "ndarray" if value.ndim >= 1 else None  # served as the array it converts to (see _as_array)
     if pd is not None and isinstance(value, pd.DataFrame):
         return "dataframe"
     if pd is not None and isinstance(value, pd.Series):
@@ -137,6 +139,8 @@ def describe(exprs: list[str]) -> list[dict[str, Any]]:
             "has_transform": kind == "instance" and callable(getattr(value, "transform", None)),
             "module": getattr(value, "__module__", None) if kind in ("function", "class") else None,
             "module_name": value.__name__ if kind == "module" else None,
+            "direct_call": kind == "instance" and _is_torch_model(value),
+            "tensor_dtype": _tensor_dtype(value),
         }
         out.append(info)
     return out
@@ -358,7 +362,7 @@ def golden(sample_expr: str, n: int, methods: dict[str, str], input_name: str, m
 
     When the sample has fewer than `n` rows (`model.predict(new_row)`) and `more` is set, the remaining rows come
     from another value of the notebook with the same schema (the test split; see `matching_values`)."""
-    raw = _evaluate(sample_expr)
+    raw = _as_array(_evaluate(sample_expr))
     if isinstance(raw, (list, tuple)) and servable_kind(raw) == "ndarray":
         raw = sys.modules["numpy"].asarray(raw)
     if servable_kind(raw) is None:
@@ -689,3 +693,30 @@ def runtime_info() -> dict[str, Any]:
 
     return {"python": platform.python_version(), "implementation": platform.python_implementation(),
             "executable": sys.executable}
+
+
+# -- deep-learning models called directly ----------------------------------------------------------------------
+
+
+def _is_torch_model(value: Any) -> bool:
+    """A PyTorch nn.Module served by calling it (`model(X)`), not a loss function."""
+    nn = sys.modules.get("torch.nn")
+    if nn is None or not isinstance(value, nn.Module):
+        return False
+    loss = getattr(getattr(nn, "modules", None), "loss", None)
+    return not (loss is not None and isinstance(value, loss._Loss))
+
+
+def _tensor_dtype(value: Any) -> str | None:
+    """"torch.float32" for a torch tensor, else None."""
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(value, torch.Tensor):
+        return None
+    return str(value.dtype)
+
+
+def _as_array(value: Any) -> Any:
+    """A torch tensor as the numpy array a client's JSON decodes to (the served code converts it back)."""
+    if _tensor_dtype(value) is None:
+        return value
+    return value.detach().cpu().numpy()

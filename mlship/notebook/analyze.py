@@ -187,7 +187,7 @@ class Candidate:
 
     statement: Statement
     call: ast.Call
-    kind: str  # "method": obj.predict(...) / "function": a notebook function that predicts
+    kind: str  # "method": obj.predict(...) / "function": a notebook function that predicts / "call": model(X)
     receiver: str  # for "method": the receiver expression; for "function": the function's name
     method: str  # for "method": the method name; for "function": ""
     order: int  # position of the statement in the notebook
@@ -293,6 +293,11 @@ def find_candidates(index: CodeIndex) -> list[Candidate]:
                 if not (call.args or call.keywords):
                     continue
                 found.append(Candidate(st, call, "method", ast.unparse(func.value), func.attr, order))
+            elif (isinstance(func, ast.Name) and func.id not in predicting and len(call.args) == 1
+                  and not call.keywords and getattr(index.definitions.get(func.id), "kind", None) == "assign"):
+                # `model(X_test)`: a deep-learning model called directly, if the kernel confirms it is one.
+                if not _names_in(call.args[0]) & local:
+                    found.append(Candidate(st, call, "call", func.id, "__call__", order))
             elif isinstance(func, ast.Name) and func.id in predicting:
                 if not call.args or _names_in(call.args[0]) & local:
                     continue

@@ -49,6 +49,8 @@ class ObjectInfo:
     has_transform: bool = False
     module: str | None = None  # where a function or class was defined
     module_name: str | None = None  # a module's own name
+    direct_call: bool = False  # a deep-learning model served by calling it (a torch nn.Module)
+    tensor_dtype: str | None = None  # "torch.float32" for a torch tensor
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ObjectInfo:
@@ -57,6 +59,7 @@ class ObjectInfo:
             kind=data.get("kind"), methods=tuple(data.get("methods", ())), fitted=bool(data.get("fitted")),
             servable=data.get("servable"), has_transform=bool(data.get("has_transform")),
             module=data.get("module"), module_name=data.get("module_name"),
+            direct_call=bool(data.get("direct_call")), tensor_dtype=data.get("tensor_dtype"),
         )
 
 
@@ -228,6 +231,8 @@ def _confirm(c: Candidate, kernel: Inspector) -> bool:
     if c.kind == "function":
         return True
     [info] = kernel.describe([c.receiver])
+    if c.kind == "call":
+        return info.ok and info.kind == "instance" and info.direct_call
     if c.fits:
         # Served through predict, so it needs one; and fitted, which `KMeans(4).fit_predict(X)` (a receiver that
         # builds a new, unfitted model when evaluated again) is not.
@@ -346,13 +351,21 @@ def _outer(c: Candidate) -> ast.expr:
 
 def _plan_from_candidate(c: Candidate, kernel: Inspector, *, origin: str, reason: str) -> ServePlan:
     data = _data_argument(c, kernel)
-    raw, _info = _raw_input(data, CodeIndex(), kernel)
+    raw, raw_info = _raw_input(data, CodeIndex(), kernel)
     # X names the input, unless the served call also reads a notebook variable called X elsewhere.
     outside = [n for n in ast.walk(_outer(c)) if isinstance(n, ast.Name) and n.id == INPUT_NAME]
     inside = [n for n in ast.walk(raw) if isinstance(n, ast.Name) and n.id == INPUT_NAME]
     input_name = INPUT_NAME if len(outside) == len(inside) else "X_input"
     methods = {"predict": _replace(_outer(c) if not c.fits else _refit_free(c, data, "predict"), raw, input_name)}
     model_type = None
+    if raw_info.tensor_dtype is not None:
+        # The client sends an array; the model takes a tensor of the notebook's dtype (float32, usually).
+        torch = "torch" if kernel.describe(["torch"])[0].module_name == "torch" else '__import__("torch")'
+        tensor = f"{torch}.as_tensor({input_name}, dtype={raw_info.tensor_dtype.replace('torch', torch, 1)})"
+        methods = {m: _swap_name(e, input_name, tensor) for m, e in methods.items()}
+    if c.kind == "call":
+        [info] = kernel.describe([c.receiver])
+        model_type = info.type
     if c.kind == "method":
         [info] = kernel.describe([c.receiver])
         model_type = info.type
@@ -574,3 +587,14 @@ def _defined_first(main_names: list[str], defs: dict[str, Definition]) -> list[s
         early.append(name)
         pending += sorted((free_names(defs[name].source) - {name}) & set(defs))
     return early
+
+
+def _swap_name(expr: str, name: str, replacement: str) -> str:
+    """`expr` with every load of `name` replaced by the expression `replacement`."""
+    new = ast.parse(replacement, mode="eval").body
+
+    class Swap(ast.NodeTransformer):
+        def visit_Name(self, node: ast.Name) -> ast.AST:  # noqa: N802
+            return copy.deepcopy(new) if node.id == name else node
+
+    return ast.unparse(Swap().visit(ast.parse(expr, mode="eval")))

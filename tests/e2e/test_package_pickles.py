@@ -1,6 +1,7 @@
 """Notebook classes that a library pickles by reference to `__main__` (issue 10, item 2): skorch around a notebook
 nn.Module (its __getstate__ pickles the module with the standard pickler), and a notebook class pickled with
-`pickle.dumps` inside a library-style object's state. Each is packaged once (real kernel, golden cases replayed in
+`pickle.dumps` inside a library-style object's state; and PyTorch modules called directly (item 6): after
+load_state_dict under inference_mode, and a whole module saved with torch.save and loaded back. Each is packaged once (real kernel, golden cases replayed in
 a fresh interpreter), then served over real HTTP, where a client sending the notebook's rows gets its answers."""
 
 from __future__ import annotations
@@ -25,6 +26,15 @@ pytestmark = pytest.mark.e2e
 CHOSEN = {
     "skorch_module": ("net.predict(X)", ["ClassifierModule"]),
     "pickled_inside": ("pipe.predict(X)", ["Scale"]),
+    "torch_direct_call": ("restored(torch.as_tensor(X, dtype=torch.float32))", []),
+    "torch_saved_module": ("loaded(torch.tensor(X, dtype=torch.float32))", []),
+}
+# what a client sends: the input schema of each
+INPUT = {
+    "skorch_module": ("float32", [None, 4]),
+    "pickled_inside": ("float64", [None, 3]),
+    "torch_direct_call": ("float32", [None, 4]),
+    "torch_saved_module": ("float64", [None, 3]),
 }
 
 
@@ -70,7 +80,10 @@ def test_the_notebook_class_is_defined_and_registered_before_the_values_load(pac
     manifest = json.loads((bundle / "mlship.json").read_text())
     predict, registered = CHOSEN[name]
     assert manifest["methods"][0] == {"name": "predict", "expression": predict}
+    assert (manifest["input"]["kind"], manifest["input"]["dtype"], manifest["input"]["shape"]) == \
+        ("ndarray", *INPUT[name])
     source = (bundle / "predictor.py").read_text()
+    assert ('setattr(_mlship_sys.modules["__main__"]' in source) == bool(registered)
     for cls in registered:
         assert source.index(f"class {cls}") < source.index('setattr(_mlship_sys.modules["__main__"]') \
             < source.index("_mlship_pickle.load(")

@@ -76,3 +76,15 @@ def test_free_names() -> None:
     assert free_names("model.predict([clean(t) for t in X])", "eval") == {"model", "clean", "X"}
     assert free_names("class T(Base):\n    scale = SCALE\n    def m(self):\n        return helper(self)") == {
         "Base", "SCALE", "helper"}
+
+
+def test_a_model_called_directly_is_a_candidate_for_the_kernel_to_confirm() -> None:
+    index = index_cells(cells(
+        "import torch\nmodel = Net()",
+        "for xb in batches:\n    loss = loss_fn(model(xb), yb)",
+        "with torch.inference_mode():\n    out = model(X_test_t)",
+        "print(len(X_test_t))",
+    ))
+    found = [(c.kind, c.receiver, c.source) for c in find_candidates(index)]
+    # loop-local data, builtins and imports, calls with several arguments: not candidates
+    assert found == [("call", "model", "model(X_test_t)")]
