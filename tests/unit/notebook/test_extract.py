@@ -192,3 +192,18 @@ def test_aliases_of_one_model_are_listed_once(run_cells: Any) -> None:
     with pytest.raises(ExtractionError, match=r"rf \(.*RandomForestClassifier; also named m\)"):
         plan_of(run_cells, "lr = LogisticRegression().fit(X_train, y_train)",
                 "rf = RandomForestClassifier(n_estimators=3).fit(X_train, y_train)", "for m in (lr, rf):\n    pass")
+
+
+def test_names_the_pickles_look_up_in_main_are_emitted_first_with_the_definitions_they_need(run_cells: Any) -> None:
+    cells, kernel = run_cells(SETUP, "class Base:\n    k = 2", "class Scale(Base):\n    pass",
+                              "def unrelated(x):\n    return x", "Made = type('Made', (), {})",
+                              "lr = LogisticRegression().fit(X_train, y_train)", "lr.predict(X_test)")
+    index = index_cells(cells)
+    plan = choose(index, Choices(), kernel)
+    code = plan_code(index, plan, kernel, ["Scale"])
+    assert code.main_names == ["Scale"] and code.early == ["Scale", "Base"]
+    assert [d.name for d in code.definitions] == ["Base", "Scale"] and code.by_value == ["lr"]
+    # a class made by a call has no source to emit: a packaging error naming it and the fix
+    with pytest.raises(ExtractionError, match=r"need `__main__.Made`.*binds it by assignment") as err:
+        plan_code(index, plan, kernel, ["Made"])
+    assert "class`/`def` statement" in (err.value.hint or "")
