@@ -36,6 +36,19 @@ def describe_golden_sources(golden: GoldenRecord) -> str:
     return text
 
 
+def describe_client(schema: InputSchema, limit: int = 12) -> str | None:
+    """"a client sends: ...; ignored if sent: ..." for a schema with columns (None for the other kinds)."""
+    if not schema.has_columns:
+        return None
+
+    def names(items: list[str]) -> str:
+        more = f", … {len(items) - limit} more" if len(items) > limit else ""
+        return ", ".join(items[:limit]) + more
+
+    text = f"a client sends: {names(schema.column_names)}"
+    return text + (f"; ignored if sent: {names(list(schema.ignored))}" if schema.ignored else "")
+
+
 def print_package_result(result: PackageResult) -> None:
     plan, code = result.plan, result.code
     table = Table(show_header=False, box=None, padding=(0, 2))
@@ -48,6 +61,9 @@ def print_package_result(result: PackageResult) -> None:
         table.add_row(f"/{name}", expr)
     table.add_row("input", f"{plan.sample_expr} -> {describe_schema(result.schema)}")
     table.add_row("golden rows", describe_golden_sources(result.capture.golden))
+    client = describe_client(result.schema)
+    if client is not None:
+        table.add_row("client", client)
     if code.imports:
         table.add_row("imports", "; ".join(d.source for d in code.imports))
     if code.definitions:
@@ -62,6 +78,13 @@ def print_package_result(result: PackageResult) -> None:
     console.print(table)
     for method, why in result.dropped_methods.items():
         display_warning(f"not serving /{method}: it failed on the sample ({why})")
+    choice = result.capture.golden.columns
+    if choice is not None and choice.proof != "ok":
+        display_warning(f"every column of the input is required: {choice.proof}")
+    if choice is not None and choice.untried:
+        display_warning(f"{len(choice.untried)} columns were not tried (the search stopped after {choice.calls} "
+                        f"calls, {choice.seconds:.0f}s) and stay required: {', '.join(choice.untried[:8])}"
+                        + (" …" if len(choice.untried) > 8 else ""))
     if result.bundle is None:
         console.print("dry run: nothing written")
         return
@@ -82,6 +105,7 @@ def package_json(result: PackageResult) -> dict[str, Any]:
         "selection": {"source": result.plan.origin, "reason": result.plan.reason, "cell": result.plan.cell},
         "sample": result.plan.sample_expr,
         "input": result.schema.to_json(),
+        "client_columns": None if result.capture.golden.columns is None else result.capture.golden.columns.to_json(),
         "captured": result.code.by_value,
         "definitions": [d.name for d in result.code.definitions],
         "requirements": result.requirements,

@@ -16,8 +16,14 @@ import inspect
 import math
 import os
 import sys
+import time
 import types
 from typing import Any
+
+try:
+    from ._kernel_columns import find_required
+except ImportError:  # inside the kernel: install_code executed _kernel_columns.py's source into this namespace
+    pass
 
 USER_NS: dict[str, Any] = {}
 to_jsonable: Any = None  # replaced by the runtime codec's to_jsonable when installed in the kernel
@@ -381,6 +387,7 @@ def golden(sample_expr: str, n: int, methods: dict[str, str], input_name: str, m
     cases, batch_safe = _record(methods, input_name, sample, rows, sample_expr, 0, dropped)
     sources = [{"expr": sample_expr, "rows": len(rows), "reason": "the inference call's data"}]
     skipped: list[dict[str, str]] = []
+    frames = [sample]  # the golden rows' values, in case-number order (for the client columns' proof)
     if more and len(rows) < n:
         kept = {name: expr for name, expr in methods.items() if name not in dropped}
         for found in matching_values(raw, schema, exclude=sample_expr):
@@ -394,11 +401,61 @@ def golden(sample_expr: str, n: int, methods: dict[str, str], input_name: str, m
                 skipped.append({"expr": found["name"], "reason": f"the served path failed on it: {exc}"})
                 continue
             cases = _merge_by_method(cases, extra)
+            frames.append(block)
             batch_safe = batch_safe and safe
             sources.append({"expr": found["name"], "rows": _n_rows(block), "reason": found["reason"]})
             break
+    served = {name: expr for name, expr in methods.items() if name not in dropped}
+    columns = client_columns(frames, served, input_name, cases)
+    if columns is not None and columns["ignored"]:
+        required = columns["required"]
+        schema = dict(infer_schema(sample[required], raw[required]), ignored=columns["ignored"])
+        for case in cases:
+            case["instances"] = [{name: row[name] for name in required} for row in case["instances"]]
+        schema["example"] = cases[0]["instances"][0]
     return {"schema": schema, "cases": cases, "batch_safe": batch_safe, "rows": len(rows), "total_rows": total,
-            "dropped": dropped, "sources": sources, "skipped_sources": skipped}
+            "dropped": dropped, "sources": sources, "skipped_sources": skipped, "columns": columns}
+
+
+def client_columns(frames: list[Any], methods: dict[str, str], input_name: str,
+                   cases: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """For a DataFrame input: the columns the served path needs (_kernel_columns.find_required on all the golden
+    rows, `frames` being their values in case-number order), proved on every golden case row by row. None for
+    other inputs, and for frames whose labels are not unique strings (nothing chosen: every column stays).
+
+    The result's `proof` is "ok", or why the client-only frame failed, in which case nothing is ignored."""
+    pd = sys.modules.get("pandas")
+    sample = frames[0]
+    if pd is None or not isinstance(sample, pd.DataFrame) or not sample.columns.is_unique or not all(
+        isinstance(c, str) for c in sample.columns
+    ):
+        return None
+    golden_rows = pd.concat(frames) if len(frames) > 1 else sample
+
+    def run(kept: list[str]) -> Any:
+        # A copy per trial: a served path that writes into its input (X["new"] = ...) must not change the sample.
+        frame = golden_rows[kept].copy()
+        return {name: to_jsonable(_call(expr, input_name, frame)) for name, expr in methods.items()}
+
+    started = time.perf_counter()
+    found = find_required(list(sample.columns), run, _same)
+    found["proof"] = "ok"
+    if found["ignored"]:
+        for case in cases:
+            index = int(case["id"].rsplit("-", 1)[1])  # the row's number among all golden rows
+            try:
+                row = golden_rows.iloc[index : index + 1][found["required"]].copy()
+                out = _rows_of(_call(methods[case["method"]], input_name, row))
+            except Exception as exc:  # noqa: BLE001
+                out, why = None, f"{type(exc).__name__}: {exc}"
+            else:
+                why = "a different output"
+            if out is None or not _same(out, case["expected"]):
+                found.update(proof=f"golden case {case['id']} with only {found['required']} gave {why}",
+                             required=list(sample.columns), ignored=[])
+                break
+    found["seconds"] = round(time.perf_counter() - started, 3)
+    return found
 
 
 def _record(methods: dict[str, str], input_name: str, sample: Any, rows: list[Any], source: str, first: int,

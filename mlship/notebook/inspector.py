@@ -19,6 +19,29 @@ from .extract import CodePlan, FittedObject, ObjectInfo, ServePlan
 
 
 @dataclass(frozen=True)
+class ColumnChoice:
+    """How a DataFrame input's client columns were found (_kernel.client_columns): by elimination on the golden
+    rows, `calls` runs of the served methods in `seconds`. `untried` columns are kept only because the search's
+    budget ran out; `proof` is "ok", or why the client-only frame failed on a golden case (then none is ignored)."""
+
+    required: tuple[str, ...]
+    ignored: tuple[str, ...]
+    untried: tuple[str, ...] = ()
+    calls: int = 0
+    seconds: float = 0.0
+    proof: str = "ok"
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ColumnChoice:
+        return cls(tuple(data["required"]), tuple(data["ignored"]), tuple(data.get("untried", ())),
+                   int(data.get("calls", 0)), float(data.get("seconds", 0.0)), str(data.get("proof", "ok")))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"required": list(self.required), "ignored": list(self.ignored), "untried": list(self.untried),
+                "calls": self.calls, "seconds": self.seconds, "proof": self.proof}
+
+
+@dataclass(frozen=True)
 class GoldenRecord:
     """The sample's schema and the served path's outputs on it, row by row (see _kernel.golden)."""
 
@@ -29,6 +52,7 @@ class GoldenRecord:
     # Where the golden rows came from: the sample, then maybe another value of the same schema (a test split).
     sources: tuple[GoldenSource, ...] = ()
     skipped: dict[str, str] = field(default_factory=dict)  # a value of the same schema -> why it was not used
+    columns: ColumnChoice | None = None  # a DataFrame input's client columns, and how they were found
 
 
 @dataclass(frozen=True)
@@ -106,8 +130,10 @@ class KernelInspector:
                       for c in result["cases"])
         sources = tuple(GoldenSource(s["expr"], s["rows"], s["reason"]) for s in result.get("sources", ()))
         skipped = {s["expr"]: s["reason"] for s in result.get("skipped_sources", ())}
+        columns = result.get("columns")
         return GoldenRecord(InputSchema.from_json(result["schema"], "the sample's input schema"), cases,
-                            bool(result["batch_safe"]), dict(result["dropped"]), sources, skipped)
+                            bool(result["batch_safe"]), dict(result["dropped"]), sources, skipped,
+                            None if columns is None else ColumnChoice.from_json(columns))
 
     def serialize(self, code: CodePlan, path: Path | None) -> None:
         """Pickle the captured values into `path` (None: only check that they can be pickled)."""
@@ -131,11 +157,13 @@ def install_code() -> str:
     """Kernel code that loads _kernel.py and the runtime's _codec.py as private modules, then `__mlship_emit`."""
     kernel_src = (PACKAGE_DIR / "notebook" / "_kernel.py").read_text(encoding="utf-8")
     main_src = (PACKAGE_DIR / "notebook" / "_kernel_main.py").read_text(encoding="utf-8")
+    columns_src = (PACKAGE_DIR / "notebook" / "_kernel_columns.py").read_text(encoding="utf-8")
     codec_src = (RUNTIME_DIR / "_codec.py").read_text(encoding="utf-8")
     return f"""
 import sys as __mlship_sys, types as __mlship_types
 __mlship__ = __mlship_types.ModuleType("__mlship__")
 __mlship_sys.modules["__mlship__"] = __mlship__
+exec(compile({columns_src!r}, "<mlship-kernel-columns>", "exec"), __mlship__.__dict__)
 exec(compile({kernel_src!r}, "<mlship-kernel>", "exec"), __mlship__.__dict__)
 __mlship_codec = __mlship_types.ModuleType("__mlship_codec__")
 __mlship_sys.modules["__mlship_codec__"] = __mlship_codec

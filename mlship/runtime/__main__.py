@@ -118,6 +118,7 @@ def _batch_options(args: argparse.Namespace) -> "BatchOptions":
         input_format=args.input_format,
         output_format=args.format,
         skip_invalid=args.skip_invalid,
+        strict_columns=_env_flag("MLSHIP_STRICT_COLUMNS"),
     )
 
 
@@ -241,6 +242,13 @@ def _env_choice(name: str, choices: Sequence[str], default: str) -> str:
     if raw and raw not in choices:
         raise SystemExit(f"error: {name}={raw!r} must be one of {', '.join(choices)}")
     return raw or default
+
+
+def _env_flag(name: str) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw not in ("", "0", "1", "true", "false", "yes", "no", "on", "off"):
+        raise SystemExit(f"error: {name}={raw!r} must be 1 or 0")
+    return raw in ("1", "true", "yes", "on")
 
 
 def _env_int(name: str, default: int | None) -> int | None:

@@ -16,6 +16,7 @@ from ._http import (
     encode_json,
     error_response,
     header,
+    ignored_columns_header,
     json_response,
     parse_json,
     receive_body,
@@ -78,6 +79,7 @@ def service_endpoints(state: AppState) -> list[Endpoint]:
 
 def schemas(model: ModelHandle) -> dict[str, Any]:
     schema = model.schema
+    extra_columns = not model.limits.strict_columns  # dropped and named by the server, unless strict
     rows = {"type": "array", "items": {"$ref": REF + "Row"}, "minItems": 1}
     forms: list[dict[str, Any]] = [one_key("instances", rows), one_key("inputs", rows)]
     if schema.has_columns:
@@ -88,7 +90,7 @@ def schemas(model: ModelHandle) -> dict[str, Any]:
                 for column in schema.columns
             },
             "required": schema.column_names,
-            "additionalProperties": False,
+            "additionalProperties": extra_columns,
         }
         split = {
             "type": "object",
@@ -102,7 +104,7 @@ def schemas(model: ModelHandle) -> dict[str, Any]:
         }
         forms += [one_key("inputs", columns), one_key("dataframe_split", split), one_key("dataframe_records", rows)]
     return {
-        "Row": {**row_schema(schema), "example": model.example},
+        "Row": {**row_schema(schema, extra_columns=extra_columns), "example": model.example},
         "PredictRequest": {"oneOf": forms, "example": {"instances": [model.example]}},
         "PredictResponse": {"type": "object", "required": ["predictions"], "properties": {"predictions": {}}},
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
@@ -119,7 +121,8 @@ def _method_endpoint(state: AppState, model: ModelHandle, name: str) -> Handler:
             predictions = await state.predict(request, model, name, checked)
         except HttpError as exc:
             return error_response(exc.status_code, exc.message)
-        return Response(encode_json({"predictions": predictions}), media_type="application/json")
+        return Response(encode_json({"predictions": predictions}), media_type="application/json",
+                        headers=ignored_columns_header(checked.ignored))
 
     return endpoint
 
@@ -143,7 +146,8 @@ def fast_method(state: AppState, model: ModelHandle, name: str) -> FastHandler:
         except HttpError as exc:
             await send_json(send, exc.status_code, encode_json({"error": exc.message}))
             return
-        await send_json(send, 200, encode_json({"predictions": predictions}))
+        extra = [(k.lower().encode(), v.encode()) for k, v in ignored_columns_header(checked.ignored).items()]
+        await send_json(send, 200, encode_json({"predictions": predictions}), extra)
 
     return handle
 

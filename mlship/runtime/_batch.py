@@ -40,6 +40,7 @@ class BatchOptions:
     input_format: str | None = None  # default: from the input's extension
     output_format: str | None = None  # default: from the output's extension
     skip_invalid: bool = False
+    strict_columns: bool = False  # fields the model does not take stop the job [env var: MLSHIP_STRICT_COLUMNS]
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class BatchResult:
     row_by_row: bool
     rejects: Path | None = None
     rejected: int = 0
+    ignored: tuple[str, ...] = ()  # the input's fields the model does not take (nor --id-column): not read
 
     @property
     def rows_per_second(self) -> float:
@@ -61,6 +63,9 @@ class BatchResult:
             f"{self.method}: {self.rows:,} rows in {format_seconds(self.seconds)} "
             f"({self.rows_per_second:,.0f} rows/s) -> {self.output}"
         )
+        if self.ignored:
+            more = f", … {len(self.ignored) - 20} more" if len(self.ignored) > 20 else ""
+            text += f"; ignored the fields the model does not take: {', '.join(self.ignored[:20])}{more}"
         if self.rejects is not None:
             text += f"; {self.rejected:,} rejected -> {self.rejects}"
         if self.row_by_row:
@@ -97,7 +102,8 @@ def predict_file(
     job = _Job(bundle, method, options.id_columns, f"{source}, ")
     output = Output(target, out_format)  # opens nothing yet, but fails now if parquet cannot be written
     start = time.perf_counter()
-    reader = open_reader(source, in_format, Layout(bundle.schema, options.id_columns), options.chunk_rows)
+    layout = Layout(bundle.schema, options.id_columns, strict=options.strict_columns)
+    reader = open_reader(source, in_format, layout, options.chunk_rows)
     rejects: Rejects | None = None
     try:
         rejects = Rejects(rejects_path(target)) if options.skip_invalid else None
@@ -123,6 +129,7 @@ def predict_file(
         row_by_row=not job.batch_safe,
         rejects=None if rejects is None else rejects.path,
         rejected=0 if rejects is None else rejects.count,
+        ignored=tuple(sorted(layout.ignored)),
     )
 
 

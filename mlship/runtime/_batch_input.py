@@ -3,7 +3,8 @@
 A chunk holds at most `chunk_rows` rows, so memory stays bounded whatever the file's size. Its body is what
 `decode_request` takes (`{"inputs": {column: values}}` for the column kinds, `{"instances": rows}` for the
 others), so a file's rows are validated and decoded by the very code that serves HTTP requests. Fields that the
-model does not take are ignored, except the `--id-column`s, which are carried beside the rows to the output.
+model does not take are ignored (and named in the job's summary), except the `--id-column`s, which are carried
+beside the rows to the output; with MLSHIP_STRICT_COLUMNS=1 such fields are an error instead.
 
 CSV values are text; they are given their schema type here (empty fields are missing values, as in
 `pandas.read_csv`), and a value that does not parse stays text, so the validator's message shows it as written.
@@ -93,10 +94,25 @@ class Chunk:
 
 @dataclass(frozen=True)
 class Layout:
-    """Which fields of a row the model takes (and in which order), and which are ids."""
+    """Which fields of a row the model takes (and in which order), and which are ids. `ignored` gathers the
+    other fields of a column-kind input met so far (`strict`: they are a BatchError instead)."""
 
     schema: InputSchema
     id_columns: tuple[str, ...]
+    strict: bool = False
+    ignored: set[str] = field(default_factory=set, compare=False)
+
+    def note_extra(self, header: Sequence[str], source: str) -> None:
+        """Gather the fields of `header` that are neither the model's columns nor ids (column kinds only)."""
+        known = {*self.names, *self.id_columns}
+        extra = [name for name in header if name not in known]
+        if extra and self.strict:
+            raise BatchError(
+                f"{source} has fields the model does not take: {_quoted(extra[:20])} (strict mode: "
+                "MLSHIP_STRICT_COLUMNS=1)",
+                hint="drop them, mark them --id-column, or unset MLSHIP_STRICT_COLUMNS to have them ignored",
+            )
+        self.ignored.update(extra)
 
     @property
     def kind(self) -> str:
@@ -120,6 +136,7 @@ class Layout:
                 raise BatchError(
                     f"{source} lacks the model's columns {_quoted(missing)}; it has {_quoted(header)}"
                 )
+            self.note_extra(header, source)
             return self.names
         rest = [name for name in header if name not in self.id_columns]
         shape = self.schema.shape
@@ -343,6 +360,7 @@ class _JsonlGather:
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
         self.names = layout.names
+        self.width = len({*layout.names, *layout.id_columns})
         self.numbers: list[int] = []
         self.columns: dict[str, list[Any]] | None = (
             {name: [] for name in self.names} if layout.kind in COLUMN_KINDS else None
@@ -385,9 +403,13 @@ class _JsonlGather:
         if isinstance(row, dict):
             if self.columns is not None and self.ids.keys() <= row.keys():
                 try:
-                    return [row[name] for name in self.names]  # the usual case, without building messages
+                    values = [row[name] for name in self.names]  # the usual case, without building messages
                 except KeyError:
                     pass
+                else:
+                    if len(row) != self.width:
+                        self.layout.note_extra(list(row), "the line")
+                    return values
             fields = self.layout.fields(list(row), "the line")
             if self.layout.scalar_rows:
                 return row[fields[0]]

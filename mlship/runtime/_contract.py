@@ -34,9 +34,10 @@ __all__ = ["BundleLoadError", "IGNORED_DIRS", "SIGNATURE_NAME", "UNLISTED", "rea
 
 # The format written today, and every format this runtime still reads. Format 1 (mlship 0.1.0 before the typed
 # contract) may omit batch_safe, local_modules, selection, source, mlship_version and created_at; format 2
-# writes every field.
-FORMAT = 2
-READABLE_FORMATS = (1, 2)
+# writes every field; format 3 adds the input's `ignored` columns (a client need not send them), which formats
+# 1 and 2 read as none.
+FORMAT = 3
+READABLE_FORMATS = (1, 2, 3)
 
 MANIFEST_NAME = "mlship.json"
 PREDICTOR_NAME = "predictor.py"
@@ -106,6 +107,9 @@ class InputSchema:
     `example` is the first golden input row, as JSON. `column_labels` is "int" for a dataframe whose labels were
     integers in the notebook (`read_csv(header=None)`): names stay strings on the wire ("0", "1", ...) and the
     runtime builds the frame with int labels; "str" (the default, and what bundles without the key mean) otherwise.
+    `ignored` (column kinds) names the columns the notebook's input frame had that the served path does not
+    read (found at packaging, BUNDLE.md "Client columns"): a client need not send them, and the runtime drops
+    them, like any other extra column, when sent.
     """
 
     kind: str
@@ -114,6 +118,7 @@ class InputSchema:
     shape: tuple[int | None, ...] | None = None
     example: Any = None
     column_labels: str = "str"
+    ignored: tuple[str, ...] = ()
 
     @property
     def has_columns(self) -> bool:
@@ -121,7 +126,7 @@ class InputSchema:
 
     @property
     def column_names(self) -> list[str]:
-        return [str(column.name) for column in self.columns]
+        return column_names(self.columns)
 
     @property
     def fields(self) -> tuple[Column, ...]:
@@ -162,7 +167,12 @@ class InputSchema:
             names = [column.name for column in columns]
             if len(set(names)) != len(names):
                 raise BundleLoadError(f"{where}: a column name appears twice in {names}")
-            return cls(kind, columns=columns, example=example, column_labels=_column_labels(obj, kind, names, where))
+            ignored = tuple(_strings(obj, "ignored", where, required=False))
+            both = sorted(set(ignored) & {str(name) for name in names})
+            if both:
+                raise BundleLoadError(f"{where}: {both} are both columns and 'ignored'")
+            return cls(kind, columns=columns, example=example, column_labels=_column_labels(obj, kind, names, where),
+                       ignored=ignored)
         element = Column.from_json(obj, where, named=False)
         if kind != "series":
             element = replace(element, name=None)
@@ -182,6 +192,7 @@ class InputSchema:
             out["columns"] = [column.to_json() for column in self.columns]
             if self.column_labels != "str":  # written only when set: string labels' manifests stay as they were
                 out["column_labels"] = self.column_labels
+            out["ignored"] = list(self.ignored)
         else:
             element = self.fields[0].to_json()
             if self.kind != "series":
@@ -212,6 +223,10 @@ def is_int_label(name: str) -> bool:
         return str(int(name)) == name
     except ValueError:
         return False
+
+
+def column_names(columns: tuple[Column, ...]) -> list[str]:
+    return [str(column.name) for column in columns]
 
 
 # -- the manifest -----------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -176,10 +177,27 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def send_json(send: Send, status_code: int, body: bytes) -> None:
+async def send_json(send: Send, status_code: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
     await send({"type": "http.response.start", "status": status_code,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *headers]})
     await send({"type": "http.response.body", "body": body})
+
+
+IGNORED_COLUMNS_HEADER = "Mlship-Ignored-Columns"
+_MAX_IGNORED_NAMED = 64
+
+
+def ignored_columns_header(names: Sequence[str]) -> dict[str, str]:
+    """The response header naming the request's columns that were dropped (none: no header).
+
+    A JSON array of the names (ASCII, so any name survives a header), at most 64 of them, then "… N more"."""
+    if not names:
+        return {}
+    shown = list(names[:_MAX_IGNORED_NAMED])
+    if len(names) > _MAX_IGNORED_NAMED:
+        shown.append(f"… {len(names) - _MAX_IGNORED_NAMED} more")
+    return {IGNORED_COLUMNS_HEADER: json.dumps([name[:200] for name in shown])}
 
 
 # The deepest body the runtime reads. orjson 3.13 and later refuse deeper ones themselves (and the standard

@@ -17,7 +17,15 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from ._contract import InputSchema
-from ._http import HttpError, check_elements, encode_json, json_response, parse_json, read_body
+from ._http import (
+    HttpError,
+    check_elements,
+    encode_json,
+    ignored_columns_header,
+    json_response,
+    parse_json,
+    read_body,
+)
 from ._mlflow_input import CsvFieldTooLong, check_mlflow_body, check_mlflow_csv, nan_to_null
 from ._model import ModelHandle
 from ._openapi import get_operation, json_content, responses
@@ -117,7 +125,8 @@ def _invocations_endpoint(state: AppState, model: ModelHandle) -> Handler:
             predictions = await state.predict(request, model, method, checked)
         except HttpError as exc:
             return mlflow_error(exc.status_code, exc.message)
-        return Response(encode_json({"predictions": predictions}), media_type="application/json")
+        return Response(encode_json({"predictions": predictions}), media_type="application/json",
+                        headers=ignored_columns_header(checked.ignored))
 
     return endpoint
 
@@ -130,10 +139,13 @@ def _check_input(state: AppState, model: ModelHandle, media_type: str, raw: byte
         body = parse_json(raw, settings.max_elements)
         if b"NaN" in raw:  # only then can there be one: orjson refuses the token, the standard library reads it
             body = nan_to_null(body)
+    strict = model.limits.strict_columns
     try:
         if media_type == "text/csv":
-            return check_mlflow_csv(raw, model.schema, max_rows=max_rows, max_field=settings.max_csv_field_chars)
-        return check_mlflow_body(body, model.schema, max_rows=max_rows)
+            checked = check_mlflow_csv(raw, model.schema, max_rows=max_rows, max_field=settings.max_csv_field_chars,
+                                       strict=strict)
+        else:
+            checked = check_mlflow_body(body, model.schema, max_rows=max_rows, strict=strict)
     except CsvFieldTooLong as exc:
         raise HttpError(413, exc.message) from None
     except InputError as exc:
@@ -143,6 +155,8 @@ def _check_input(state: AppState, model: ModelHandle, media_type: str, raw: byte
         # is the client's input.
         logger.warning("could not decode a request", exc_info=True)
         raise HttpError(400, f"cannot decode the input: {type(exc).__name__}: {exc}") from None
+    model.note_ignored(checked)
+    return checked
 
 
 def _content_type(request: Request) -> str:

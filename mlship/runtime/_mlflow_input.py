@@ -55,15 +55,16 @@ def nan_to_null(value: Any) -> Any:
     return value
 
 
-def check_mlflow_body(body: Any, schema: InputSchema, *, max_rows: int | None) -> Checked:
-    """A parsed MLflow JSON body checked against `schema` (InputError naming the field when it does not fit)."""
+def check_mlflow_body(body: Any, schema: InputSchema, *, max_rows: int | None, strict: bool = False) -> Checked:
+    """A parsed MLflow JSON body checked against `schema` (InputError naming the field when it does not fit).
+    `strict`: columns the schema does not take are an error, not dropped (MLSHIP_STRICT_COLUMNS)."""
     key, payload = format_key(body)
     if schema.has_columns:
         if key == "instances" and isinstance(payload, dict):
             key = "inputs"  # MLflow: a dict under "instances" is columns, as under "inputs"
         elif key == "dataframe_split" and schema.kind == "dataframe" and _split_without_columns(payload):
             key, payload = "instances", _split_rows(payload)
-        return check_payload(key, payload, schema, max_rows=max_rows)
+        return check_payload(key, payload, schema, max_rows=max_rows, strict=strict)
     if key == "dataframe_split":
         rows = _split_rows(payload)
         names = payload.get("columns")
@@ -79,7 +80,9 @@ def check_mlflow_body(body: Any, schema: InputSchema, *, max_rows: int | None) -
     return check_payload(key, payload, schema, max_rows=max_rows)
 
 
-def check_mlflow_csv(raw: bytes, schema: InputSchema, *, max_rows: int | None, max_field: int) -> Checked:
+def check_mlflow_csv(
+    raw: bytes, schema: InputSchema, *, max_rows: int | None, max_field: int, strict: bool = False
+) -> Checked:
     """A CSV body (a header row, then one line per row, as `DataFrame.to_csv(index=False)` writes it)."""
     header, lines = _read_csv(raw, max_field)
     if schema.has_columns:
@@ -93,7 +96,9 @@ def check_mlflow_csv(raw: bytes, schema: InputSchema, *, max_rows: int | None, m
             + line[len(header) :]
             for index, line in enumerate(lines)
         ]
-        return check_payload("dataframe_split", {"columns": header, "data": data}, schema, max_rows=max_rows)
+        return check_payload(
+            "dataframe_split", {"columns": header, "data": data}, schema, max_rows=max_rows, strict=strict
+        )
     _check_frame_names(header, schema, "the CSV header")
     element = schema.fields[0]
     rows = [

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._bundle import LoadedBundle
@@ -24,6 +24,9 @@ from ._verify import replay_case
 
 logger = logging.getLogger(__name__)
 
+# Distinct sets of ignored columns remembered (and so logged once each); beyond, each new set is logged every time.
+_MAX_IGNORED_SETS = 256
+
 
 @dataclass(eq=False)
 class ModelHandle:
@@ -36,6 +39,7 @@ class ModelHandle:
     runner: Runner | None = None
     ready: bool = False
     not_ready: str = "the model is still loading"
+    _ignored_seen: set[tuple[str, ...]] = field(default_factory=set, repr=False)
 
     @property
     def name(self) -> str:
@@ -82,7 +86,8 @@ class ModelHandle:
             "created_at": manifest.created_at or None,
             "python": python,
             "requirements": requirements,
-            "input": {**manifest.input.to_json(), "example": self.example},
+            # Only what a client sends: the columns the served path ignores are no part of the published schema.
+            "input": {**_client_schema(manifest.input), "example": self.example},
             "batch_safe": manifest.batch_safe,
             "methods": self.method_names,
             "source": None if manifest.source is None else manifest.source.to_json(),
@@ -116,15 +121,38 @@ class ModelHandle:
         return self.runner
 
     def check_body(self, body: Any) -> Checked:
-        """A parsed request body checked against the model's schema; HttpError 400 naming the problem if not."""
+        """A parsed request body checked against the model's schema; HttpError 400 naming the problem if not.
+
+        Columns the schema does not take are dropped (named in Checked.ignored and, see note_ignored, the log),
+        or a 400 in strict mode (MLSHIP_STRICT_COLUMNS=1)."""
         try:
-            return check_request(body, self.schema, max_rows=self.limits.max_rows)
+            checked = check_request(body, self.schema, max_rows=self.limits.max_rows,
+                                    strict=self.limits.strict_columns)
         except InputError as exc:
             raise HttpError(400, exc.message) from None
         except Exception as exc:
             # Checking depends only on the request and the schema, so whatever fails here is the client's input.
             logger.warning("could not decode a request", exc_info=True)
             raise HttpError(400, f"cannot decode the input: {type(exc).__name__}: {exc}") from None
+        self.note_ignored(checked)
+        return checked
+
+    def note_ignored(self, checked: Checked) -> None:
+        """Log the columns a request sent that the model does not take: once per set of names (a client sends
+        the same extras with every request, and a line per request would drown the log); the response header
+        names them every time."""
+        if not checked.ignored or checked.ignored in self._ignored_seen:
+            return
+        if len(self._ignored_seen) < _MAX_IGNORED_SETS:
+            self._ignored_seen.add(checked.ignored)
+        logger.info("ignoring columns the model does not take: %s (logged once per set of columns; "
+                    "MLSHIP_STRICT_COLUMNS=1 refuses them)", ", ".join(checked.ignored[:64]))
+
+
+def _client_schema(schema: InputSchema) -> dict[str, Any]:
+    data = schema.to_json()
+    data.pop("ignored", None)
+    return data
 
 
 def _project_name(requirement: str) -> str:

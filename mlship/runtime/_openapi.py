@@ -100,14 +100,16 @@ def openapi_endpoint(document: Mapping[str, Any]) -> Endpoint:
     return Endpoint("/openapi.json", "GET", openapi, get_operation("openapi", "this document", ANY_JSON))
 
 
-def row_schema(schema: InputSchema) -> dict[str, Any]:
-    """JSON schema of one input row: an object keyed by column, an array (ndarray), or a scalar."""
+def row_schema(schema: InputSchema, *, extra_columns: bool = False) -> dict[str, Any]:
+    """JSON schema of one input row: an object keyed by column, an array (ndarray), or a scalar.
+
+    `extra_columns`: other keys are allowed (the server drops them; not in strict mode, MLSHIP_STRICT_COLUMNS)."""
     if schema.has_columns:
         return {
             "type": "object",
             "properties": {str(column.name): value_schema(column) for column in schema.columns},
             "required": schema.column_names,
-            "additionalProperties": False,
+            "additionalProperties": extra_columns,
         }
     item = value_schema(schema.fields[0])
     if schema.kind == "ndarray":

@@ -31,7 +31,7 @@ __all__ = [
 _MAX_REPORTED = 5
 
 
-def decode_request(body: Any, schema: InputSchema, *, max_rows: int | None = None) -> Any:
+def decode_request(body: Any, schema: InputSchema, *, max_rows: int | None = None, strict: bool = False) -> Any:
     """Turn a parsed JSON request body into the input value for `schema`, or raise InputError.
 
     dataframe -> pandas.DataFrame (schema column order, each column `astype(dtype)`); series -> pandas.Series;
@@ -39,7 +39,7 @@ def decode_request(body: Any, schema: InputSchema, *, max_rows: int | None = Non
     column order; columns -> dict of numpy arrays. pandas and numpy are imported only for the kinds that need
     them.
     """
-    return check_request(body, schema, max_rows=max_rows).build(schema)
+    return check_request(body, schema, max_rows=max_rows, strict=strict).build(schema)
 
 
 @dataclass(frozen=True)
@@ -47,26 +47,31 @@ class Checked:
     """A request checked against the schema but not yet converted: what micro-batching merges.
 
     `data` is {column: values} in schema order for the column kinds, the list of rows for the others.
+    `ignored` names the columns the request sent that the schema does not take (sorted): they were dropped.
     """
 
     kind: str
     data: Any
     rows: int
+    ignored: tuple[str, ...] = ()
 
     def build(self, schema: InputSchema) -> Any:
         """The value the served function receives (may raise InputError for values that do not convert)."""
         return build_value(schema, self.data)
 
 
-def check_request(body: Any, schema: InputSchema, *, max_rows: int | None = None) -> Checked:
+def check_request(
+    body: Any, schema: InputSchema, *, max_rows: int | None = None, strict: bool = False
+) -> Checked:
     """Check a parsed JSON request body against `schema` (every problem is an InputError), without the
-    numpy/pandas conversion that `Checked.build` does."""
+    numpy/pandas conversion that `Checked.build` does. Columns the schema does not take are dropped and named
+    in `Checked.ignored`; with `strict` they are an InputError instead (MLSHIP_STRICT_COLUMNS)."""
     key, payload = _split_body(body)
-    return check_payload(key, payload, schema, max_rows=max_rows)
+    return check_payload(key, payload, schema, max_rows=max_rows, strict=strict)
 
 
 def check_payload(
-    key: str, payload: Any, schema: InputSchema, *, max_rows: int | None = None
+    key: str, payload: Any, schema: InputSchema, *, max_rows: int | None = None, strict: bool = False
 ) -> Checked:
     """`check_request` for a payload already taken out of its body: `key` is one of ACCEPTED_KEYS."""
     kind = schema.kind
@@ -74,8 +79,10 @@ def check_payload(
         payload = _int_labels_as_names(key, payload)
     if schema.has_columns:
         names = schema.column_names
-        data = _gather_columns(key, payload, names, kind, max_rows)
-        return Checked(kind, _check_columns(data, schema.columns), len(data[names[0]]))
+        extra: set[str] = set()
+        data = _gather_columns(key, payload, names, kind, max_rows, _Extras(extra, strict))
+        checked = _check_columns(data, schema.columns)
+        return Checked(kind, checked, len(data[names[0]]), tuple(sorted(extra)))
     if not isinstance(payload, list) or key not in ("instances", "inputs"):
         raise InputError(
             f'"{key}" as a JSON {json_type(payload)} needs a model whose input has named columns; this model '
@@ -125,13 +132,22 @@ def _check_row_count(count: int, max_rows: int | None) -> None:
         )
 
 
+@dataclass(frozen=True)
+class _Extras:
+    """Where the names of extra columns are gathered, and whether they are refused instead (strict mode)."""
+
+    found: set[str]
+    strict: bool
+
+
 def _gather_columns(
-    key: str, payload: Any, names: list[str], kind: str, max_rows: int | None
+    key: str, payload: Any, names: list[str], kind: str, max_rows: int | None, extras: _Extras
 ) -> dict[str, list[Any]]:
     """Any column-shaped payload -> {column: values} in schema order, with column names checked."""
     if key == "inputs" and isinstance(payload, dict):
-        _check_names(set(payload), names, "")
-        lengths = {name: len(values) for name, values in payload.items() if isinstance(values, list)}
+        _check_names(set(payload), names, "", extras)
+        # Only the schema's columns count: an ignored column's values are never read.
+        lengths = {name: len(payload[name]) for name in names if isinstance(payload[name], list)}
         for name in names:
             if name not in lengths:
                 raise InputError(f'column "{name}": expected a list of values, got {describe(payload[name])}')
@@ -142,7 +158,7 @@ def _gather_columns(
         _check_row_count(lengths[names[0]], max_rows)
         return {name: payload[name] for name in names}
     if key == "dataframe_split":
-        return _gather_split(payload, names, max_rows)
+        return _gather_split(payload, names, max_rows, extras)
     if not isinstance(payload, list):
         raise InputError(f'"{key}" must be a list of rows, got a JSON {json_type(payload)}')
     _check_row_count(len(payload), max_rows)
@@ -154,7 +170,7 @@ def _gather_columns(
     for index, row in enumerate(payload):
         if isinstance(row, dict):
             if row.keys() != expected:
-                _check_names(set(row), names, f"row {index}: ")
+                _check_names(set(row), names, f"row {index}: ", extras)
             for name in names:
                 columns[name].append(row[name])
         elif isinstance(row, list) and lists_ok:
@@ -171,7 +187,7 @@ def _gather_columns(
     return columns
 
 
-def _gather_split(payload: Any, names: list[str], max_rows: int | None) -> dict[str, list[Any]]:
+def _gather_split(payload: Any, names: list[str], max_rows: int | None, extras: _Extras) -> dict[str, list[Any]]:
     if (
         not isinstance(payload, dict)
         or not isinstance(payload.get("columns"), list)
@@ -189,7 +205,7 @@ def _gather_split(payload: Any, names: list[str], max_rows: int | None) -> dict[
         raise InputError('"dataframe_split": "columns" must be a list of column names (strings)')
     if len(set(given)) != len(given):
         raise InputError(f'"dataframe_split" names a column twice: {_quoted(given)}')
-    _check_names(set(given), names, "")
+    _check_names(set(given), names, "", extras)
     _check_row_count(len(rows), max_rows)
     position = {name: given.index(name) for name in names}
     for index, row in enumerate(rows):
@@ -201,16 +217,18 @@ def _gather_split(payload: Any, names: list[str], max_rows: int | None) -> dict[
     return {name: [row[position[name]] for row in rows] for name in names}
 
 
-def _check_names(given: set[Any], names: Sequence[str], where: str) -> None:
+def _check_names(given: set[Any], names: Sequence[str], where: str, extras: _Extras) -> None:
+    """Missing columns are an error; extra ones are gathered into `extras` (an error too in strict mode)."""
     missing = [name for name in names if name not in given]
     unexpected = sorted(str(name) for name in given - set(names))
     problems = []
     if missing:
         problems.append(f"missing columns {_quoted(missing)}")
-    if unexpected:
-        problems.append(f"unexpected columns {_quoted(unexpected)}")
+    if unexpected and extras.strict:
+        problems.append(f"unexpected columns {_quoted(unexpected)} (strict mode: MLSHIP_STRICT_COLUMNS=1)")
     if problems:
         raise InputError(f"{where}{'; '.join(problems)} (expected columns: {_quoted(names)})")
+    extras.found.update(unexpected)
 
 
 def _check_columns(data: dict[str, list[Any]], columns: Sequence[Column]) -> dict[str, list[Any]]:

@@ -73,6 +73,9 @@ class Settings:
                     a synthetic one built from the schema     [env var: MLSHIP_PUBLISH_EXAMPLE, default 0]
     publish_versions: /metadata lists the exact versions of the Python and the requirements (0: names only)
                                                                   [env var: MLSHIP_PUBLISH_VERSIONS, default 1]
+    strict_columns: a request (or a `predict` file) with columns the input schema does not take is a 400 (an
+                    error); 0: they are dropped, and named in the Mlship-Ignored-Columns response header and the log
+                                                                  [env var: MLSHIP_STRICT_COLUMNS, default 0]
     model_rejections: an input the model's own input validation refuses (scikit-learn's check_array, an
                     encoder's unknown category, a cast overflow; see _rejection) is a 422 with the library's
                     message; 0: a 500 like any other model failure [env var: MLSHIP_MODEL_REJECTIONS, default 1]
@@ -101,6 +104,7 @@ class Settings:
     publish_example: bool = False
     publish_versions: bool = True
     model_rejections: bool = True
+    strict_columns: bool = False
 
     @property
     def pending_limit(self) -> int:
@@ -143,6 +147,7 @@ class Settings:
             publish_example=_flag(env, "MLSHIP_PUBLISH_EXAMPLE", False),
             publish_versions=_flag(env, "MLSHIP_PUBLISH_VERSIONS", True),
             model_rejections=_flag(env, "MLSHIP_MODEL_REJECTIONS", True),
+            strict_columns=_flag(env, "MLSHIP_STRICT_COLUMNS", False),
         )
 
 

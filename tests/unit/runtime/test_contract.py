@@ -39,6 +39,7 @@ def _manifest(**changes: Any) -> Manifest:
             "dataframe",
             columns=(Column("a", "number", "float64", False), Column("b", "string", "object", True)),
             example={"a": 1.5, "b": "x"},
+            ignored=("customer_id", "churn"),
         ),
         "requirements": ("numpy==2.4.6", "scikit-learn==1.9.1"),
         "batch_safe": False,
@@ -178,6 +179,29 @@ def test_format_1_may_omit_what_format_2_requires() -> None:
     for key in optional:
         with pytest.raises(BundleLoadError, match=f"lacks '{key}'"):
             Manifest.from_json({name: value for name, value in data.items() if name != key})
+
+
+def test_the_ignored_columns_round_trip_and_older_formats_have_none() -> None:
+    data = _manifest().to_json()
+    assert data["input"]["ignored"] == ["customer_id", "churn"]
+    assert Manifest.from_json(data).input.ignored == ("customer_id", "churn")
+    for fmt in (1, 2):  # written before the client columns: every column was required
+        old = {**data, "format": fmt, "input": {k: v for k, v in data["input"].items() if k != "ignored"}}
+        assert Manifest.from_json(old).input.ignored == ()
+    stored = Manifest.from_json(json.loads((STORED / "format1_iris.json").read_text()))
+    assert stored.input.ignored == () and len(stored.input.columns) == 4
+
+
+@pytest.mark.parametrize(
+    ("ignored", "message"),
+    [("churn", "'ignored' must be a list, got 'churn'"), ([3], "'ignored' must be a list of strings"),
+     (["a"], r"\['a'\] are both columns and 'ignored'")],
+)
+def test_bad_ignored_columns_are_refused(ignored: Any, message: str) -> None:
+    data = _manifest().to_json()
+    data["input"]["ignored"] = ignored
+    with pytest.raises(BundleLoadError, match=message):
+        Manifest.from_json(data)
 
 
 def test_a_newer_format_names_the_mlship_version_it_needs() -> None:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from mlship.runtime._contract import BundleLoadError, InputSchema
-from mlship.runtime._schema import InputError, decode_request
+from mlship.runtime._schema import InputError, check_request, decode_request
 
 FRAME = {
     "kind": "dataframe",
@@ -208,14 +208,36 @@ def test_missing_columns_are_listed() -> None:
     )
 
 
-def test_unexpected_columns_are_listed() -> None:
-    message = error({"instances": [ROW, {**ROW, "zip": "69000", "name": "A"}]})
-    assert message.startswith('row 1: unexpected columns "name", "zip" (expected columns:')
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"instances": [ROW, {**ROW, "zip": "69000", "name": "A"}]},
+        {"dataframe_records": [{**ROW, "name": "A"}, {**ROW, "zip": None}]},
+        {"inputs": {**{k: [v, v] for k, v in ROW.items()}, "zip": ["1", "2"], "name": "not even a list"}},
+        {"dataframe_split": {"columns": ["zip", *ROW, "name"], "data": [["1", *ROW.values(), "A"]] * 2}},
+    ],
+)
+def test_extra_columns_are_dropped_and_named(body: dict[str, Any]) -> None:
+    checked = check_request(body, InputSchema.from_json(FRAME))
+    assert checked.ignored == ("name", "zip") and list(checked.data) == list(ROW)
+    frame = checked.build(InputSchema.from_json(FRAME))
+    assert list(frame.columns) == list(ROW) and len(frame) == 2
 
 
-def test_missing_and_unexpected_columns_in_columnar_inputs() -> None:
-    message = error({"inputs": {"age": [1], "income": [2], "town": ["x"], "member": [True]}})
-    assert message.startswith('missing columns "city"; unexpected columns "town"')
+def test_no_extra_columns_ignore_nothing() -> None:
+    assert check_request({"instances": [ROW]}, InputSchema.from_json(FRAME)).ignored == ()
+
+
+def test_strict_mode_refuses_extra_columns() -> None:
+    message = error({"instances": [ROW, {**ROW, "zip": "69000", "name": "A"}]}, strict=True)
+    assert message.startswith('row 1: unexpected columns "name", "zip" (strict mode: MLSHIP_STRICT_COLUMNS=1)')
+    assert "(expected columns:" in message
+
+
+def test_missing_columns_are_an_error_in_either_mode() -> None:
+    body = {"inputs": {"age": [1], "income": [2], "town": ["x"], "member": [True]}}
+    assert error(body).startswith('missing columns "city" (expected columns:')
+    assert error(body, strict=True).startswith('missing columns "city"; unexpected columns "town"')
 
 
 def test_string_where_a_number_belongs_names_column_row_and_value() -> None:
