@@ -20,6 +20,7 @@ from ._inference import Runner
 from ._metrics import Metrics
 from ._schema import Checked, InputError, check_request
 from ._settings import Settings
+from ._values import quote_names
 from ._verify import replay_case
 
 logger = logging.getLogger(__name__)
@@ -145,8 +146,9 @@ class ModelHandle:
             return
         if len(self._ignored_seen) < _MAX_IGNORED_SETS:
             self._ignored_seen.add(checked.ignored)
+        # quote_names: a client's names, escaped and bounded, so that none can break or forge a log line
         logger.info("ignoring columns the model does not take: %s (logged once per set of columns; "
-                    "MLSHIP_STRICT_COLUMNS=1 refuses them)", ", ".join(checked.ignored[:64]))
+                    "MLSHIP_STRICT_COLUMNS=1 refuses them)", quote_names(checked.ignored))
 
 
 def _client_schema(schema: InputSchema) -> dict[str, Any]:

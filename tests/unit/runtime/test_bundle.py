@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from mlship.runtime._bundle import BundleLoadError, load_bundle
+from mlship.runtime._contract import FORMAT, READABLE_FORMATS
 
 from .sample_bundles import edit_golden, edit_manifest, rehash
 
@@ -49,10 +50,12 @@ def test_manifest_not_json(make_bundle: MakeBundle) -> None:
 
 def test_newer_format_is_refused_naming_the_mlship_that_wrote_it(make_bundle: MakeBundle) -> None:
     bundle = make_bundle("raises")
-    edit_manifest(bundle, format=3, mlship_version="0.4.0")
+    newer = FORMAT + 1
+    edit_manifest(bundle, format=newer, mlship_version="0.4.0")
+    readable = " and ".join(str(n) for n in READABLE_FORMATS)
     assert refusal(bundle) == (
-        f"{bundle / 'mlship.json'} is in bundle format 3, written by mlship 0.4.0; this mlship runtime reads "
-        "formats 1 and 2: use mlship 0.4.0 or newer to serve, verify or build it"
+        f"{bundle / 'mlship.json'} is in bundle format {newer}, written by mlship 0.4.0; this mlship runtime reads "
+        f"formats {readable}: use mlship 0.4.0 or newer to serve, verify or build it"
     )
 
 

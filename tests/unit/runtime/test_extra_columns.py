@@ -33,7 +33,7 @@ def test_predict_drops_extra_columns_and_names_them_in_a_header(serve: Serve, ca
     assert json.loads(answer.headers[HEADER]) == ["customer id", "species"]
     assert json.loads(again.headers[HEADER]) == ["customer id", "species"]
     logged = [r.getMessage() for r in caplog.records if "ignoring columns" in r.getMessage()]
-    assert len(logged) == 1 and "customer id, species" in logged[0]  # once per set of names
+    assert len(logged) == 1 and '"customer id", "species"' in logged[0]  # once per set of names
 
 
 @pytest.mark.parametrize("path", ["/predict", "/invocations"])

@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -27,14 +28,14 @@ def logged(sample_bundle: Callable[[str], Path]) -> Iterator[Callable[[str], tup
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
 
-    def start(fmt: str) -> tuple[TestClient, io.StringIO]:
+    def start(fmt: str, level: str = "warning", **settings: Any) -> tuple[TestClient, io.StringIO]:
         stream = io.StringIO()
-        configure_logging("warning", fmt)  # the access lines and what goes wrong, not "ready"
+        configure_logging(level, fmt)  # by default the access lines and what goes wrong, not "ready"
         handler = root.handlers[-1]
         assert isinstance(handler, logging.StreamHandler)
         handler.setStream(stream)
         path = sample_bundle("iris_frame")
-        limits = Settings(log_format=fmt)
+        limits = Settings(log_format=fmt, **settings)
         app = create_app(path, bundle=load_bundle(path), settings=limits,
                          access_log=AccessLog(True, fmt, stream))
         check_ready(app.state.mlship)
@@ -65,7 +66,7 @@ def post(client: TestClient, path: str, body: bytes) -> tuple[int, dict[str, obj
 def test_a_lone_surrogate_in_a_column_name_is_a_400_with_clean_json_and_clean_logs(
     logged: Callable[[str], tuple[TestClient, io.StringIO]], path: str, body: bytes
 ) -> None:
-    client, stream = logged("json")
+    client, stream = logged("json", strict_columns=True)  # strict: the extra column is named in the error
     status, answer = post(client, path, body)
     assert status == 400
     message = str(answer.get("error", answer.get("message")))
@@ -78,7 +79,7 @@ def test_a_lone_surrogate_in_a_column_name_is_a_400_with_clean_json_and_clean_lo
 def test_a_column_name_is_quoted_json_escaped_and_bounded_in_the_error(
     logged: Callable[[str], tuple[TestClient, io.StringIO]]
 ) -> None:
-    client, stream = logged("json")
+    client, stream = logged("json", strict_columns=True)
     name = FORGED + "x" * 5000
     status, answer = post(client, "/predict", json.dumps({"instances": [{name: 1}]}).encode())
     assert status == 400
@@ -92,10 +93,28 @@ def test_a_column_name_is_quoted_json_escaped_and_bounded_in_the_error(
 def test_many_unexpected_columns_are_named_up_to_a_bound(
     logged: Callable[[str], tuple[TestClient, io.StringIO]]
 ) -> None:
-    client, _ = logged("json")
+    client, _ = logged("json", strict_columns=True)
     row = {f"c{index}": 1 for index in range(5000)}
     status, answer = post(client, "/predict", json.dumps({"instances": [row]}).encode())
     assert status == 400 and "and 4980 more" in str(answer["error"]) and len(str(answer["error"])) < 1000
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_an_ignored_column_s_name_is_escaped_in_the_header_and_the_log(
+    logged: Callable[[str], tuple[TestClient, io.StringIO]], fmt: str
+) -> None:
+    client, stream = logged(fmt, "info")
+    row = {"sepal length (cm)": 1.0, "sepal width (cm)": 1.0, "petal length (cm)": 1.0, "petal width (cm)": 1.0}
+    body = json.dumps({"instances": [{**row, FORGED: 1, "\ud800": 2}]}).encode()
+    response = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 200
+    assert json.loads(response.headers["mlship-ignored-columns"]) == sorted([FORGED, "\ud800"])
+    text = stream.getvalue()
+    text.encode("utf-8")  # no lone surrogate reached the stream
+    lines = [line for line in text.splitlines() if "ignoring columns" in line]
+    assert len(lines) == 1 and "forg…" in lines[0]  # quoted, escaped and cut short
+    assert not any(line.startswith("INFO:  mlship.access: forged") or '"message":"forged"' in line
+                   for line in text.splitlines())
 
 
 def test_a_newline_in_the_url_does_not_forge_a_text_access_line(
