@@ -405,10 +405,33 @@ def predict_batch(
     skip_invalid: Annotated[bool, typer.Option(
         "--skip-invalid", help="Write rows that do not fit the input schema to OUTPUT_STEM.rejects.jsonl and go on, "
         "instead of stopping at the first.")] = False,
+    engine: Annotated[str, typer.Option(
+        "--engine", metavar="local|spark", help="local: this machine, one process; spark: a Spark job (parquet in "
+        "and out, needs mlship[spark]; docs/BATCH.md).")] = "local",
+    master: Annotated[str | None, typer.Option(
+        "--master", help="--engine spark: local[4], spark://HOST:7077, yarn, ... (default: the session's).")] = None,
+    conf: Annotated[list[str] | None, typer.Option(
+        "--conf", metavar="KEY=VALUE", help="--engine spark: a Spark setting, as spark-submit takes it (repeatable).")] = None,
+    env: Annotated[str, typer.Option(
+        "--env", metavar="shipped|executor", help="--engine spark: ship the bundle's locked wheels to the executors "
+        "(shipped), or use the executors' Python as it is (executor; checked by the golden cases).")] = "shipped",
+    wheel_cache: Annotated[Path | None, typer.Option(
+        "--wheel-cache", envvar="MLSHIP_WHEEL_CACHE", help="--engine spark --env shipped: where downloaded wheels "
+        "and packed environments are kept. [env var: MLSHIP_WHEEL_CACHE]")] = None,
 ) -> None:
     """Predict over a file with BUNDLE's own runtime: same validation and model as the server, bounded memory,
-    one output row per input row in input order (`prediction`, or `METHOD_0..k` for several values per row)."""
+    one output row per input row in input order (`prediction`, or `METHOD_0..k` for several values per row).
+    With --engine spark, over parquet files on a Spark cluster: one row per input row, in no particular order
+    (use --id-column), `prediction` an array for several values per row, `error` with --skip-invalid."""
     from .bundle.manifest import open_bundle
+
+    if engine not in ("local", "spark"):
+        raise MlshipError(f"--engine must be local or spark, got {engine!r}", exit_code=2,
+                          hint="leave --engine out to predict on this machine")
+    if engine == "spark":
+        _predict_spark(bundle, str(input_path), str(output), method=method, master=master, conf=conf or [],
+                       env=env, id_column=id_column or [], skip_invalid=skip_invalid, wheel_cache=wheel_cache)
+        return
 
     for flag, value in (("--format", output_format), ("--input-format", input_format)):
         if value not in (None, "csv", "jsonl", "parquet"):
@@ -426,6 +449,18 @@ def predict_batch(
     args += ["--skip-invalid"] if skip_invalid else []
     # Ctrl-C reaches the runtime, which removes its partial output.
     _exec_runtime(path, args)
+
+
+def _predict_spark(bundle: Path, source: str, target: str, *, method: str | None, master: str | None,
+                   conf: list[str], env: str, id_column: list[str], skip_invalid: bool,
+                   wheel_cache: Path | None) -> None:
+    from .spark_job import SparkJob, parse_conf, run_spark_job
+
+    job = SparkJob(bundle.resolve(), source, target, master=master, conf=parse_conf(conf), method=method,
+                   id_columns=tuple(id_column), skip_invalid=skip_invalid, env=env, wheel_cache=wheel_cache)
+    with _progress(bundle.name, quiet=False) as (_on_cell, on_step):
+        result = run_spark_job(job, on_step=on_step)
+    display_success(result.summary())
 
 
 # -- build -----------------------------------------------------------------------------------------------------

@@ -126,6 +126,13 @@ def _docker_available() -> bool:
         return False
 
 
+def _java_available() -> bool:
+    """What pyspark's launcher runs: $JAVA_HOME/bin/java, else java on PATH."""
+    home = os.environ.get("JAVA_HOME")
+    java = os.path.join(home, "bin", "java") if home else shutil.which("java")
+    return bool(java) and os.access(str(java), os.X_OK)
+
+
 @pytest.hookimpl(tryfirst=True)  # before -m "not e2e" deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Everything under tests/e2e is e2e; nothing under tests/unit is (it must start no kernel, server or Docker)."""
@@ -141,3 +148,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         if os.environ.get("MLSHIP_REQUIRE_DOCKER") == "1":
             pytest.fail("MLSHIP_REQUIRE_DOCKER=1 but no Docker daemon is reachable")
         pytest.skip("no Docker daemon reachable (start dockerd, or set MLSHIP_REQUIRE_DOCKER=1 to make this fatal)")
+    if item.get_closest_marker("requires_java") and not _java_available():
+        if os.environ.get("MLSHIP_REQUIRE_JAVA") == "1":
+            pytest.fail("MLSHIP_REQUIRE_JAVA=1 but no Java runtime is found (the Spark tests need one)")
+        pytest.skip("no Java runtime (apt-get install openjdk-17-jre-headless, or set MLSHIP_REQUIRE_JAVA=1 to make "
+                    "this fatal)")
