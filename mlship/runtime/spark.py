@@ -133,7 +133,8 @@ def _annotate(body: Any, arguments: int, *, frame: bool) -> None:
     import pandas  # type: ignore[import-untyped, unused-ignore]
 
     batch: Any = pandas.Series if arguments == 1 else tuple.__class_getitem__((pandas.Series, ...))
-    body.__annotations__ = {"batches": Iterator[batch], "return": Iterator[pandas.DataFrame if frame else pandas.Series]}
+    result: Any = pandas.DataFrame if frame else pandas.Series
+    body.__annotations__ = {"batches": Iterator[batch], "return": Iterator[result]}
 
 
 def predict_frame(
