@@ -16,8 +16,9 @@ from ..runtime._contract import Bundle, Manifest
 
 # The runtime's own dependencies; their versions are pinned to what is installed beside mlship. uvloop and
 # httptools are never imported by the runtime itself: uvicorn picks them up, and serving is much faster with them
-# (docs/RUNTIME.md).
-RUNTIME_REQUIREMENTS = ("starlette", "uvicorn", "orjson", "prometheus-client", "uvloop", "httptools")
+# (docs/RUNTIME.md); nor is swagger-ui-bundle, whose files GET /docs serves (runtime/_ui.py).
+RUNTIME_REQUIREMENTS = ("starlette", "uvicorn", "orjson", "prometheus-client", "uvloop", "httptools",
+                        "swagger-ui-bundle")
 # Packages that a notebook imports for its own sake and serving never needs, even when an import mentions them.
 NEVER_SERVED = {"ipykernel", "ipython", "jupyter", "jupyter-client", "jupyter-core", "notebook", "jupyterlab",
                 "matplotlib-inline", "ipywidgets"}

@@ -170,7 +170,9 @@ def _metadata_endpoint(model: ModelHandle) -> Handler:
     metadata = model.metadata()
 
     async def endpoint(request: Request) -> Response:
-        return json_response(metadata)
+        # The golden cases' start-up results are read per request: the lifespan replays them after routing.
+        return json_response({**metadata, "example_published": model.limits.publish_example,
+                              "golden": model.golden_status()})
 
     return endpoint
 

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from . import _api, _mlflow, _v2
+from . import _api, _mlflow, _ui, _v2
 from ._auth import Auth, required_tokens
 from ._bundle import LoadedBundle, load_bundle, read_servable
 from ._http import error_response, request_id
@@ -33,7 +33,7 @@ from ._state import AppState
 
 logger = logging.getLogger(__name__)
 
-PROTOCOLS: tuple[Protocol, ...] = (_api.PROTOCOL, _mlflow.PROTOCOL, _v2.PROTOCOL)
+PROTOCOLS: tuple[Protocol, ...] = (_api.PROTOCOL, _mlflow.PROTOCOL, _v2.PROTOCOL, _ui.PROTOCOL)
 
 
 def create_app(

@@ -2,7 +2,8 @@
 
 Each endpoint declares its `access` (see _protocol.Endpoint): "api" requires Settings.api_token, "metrics"
 requires Settings.metrics_token, "probe" (/livez, /readyz, /ping, /health, /v2/health/*) requires nothing, ever:
-kubelet probes carry no token, and liveness and readiness say nothing about the model. A path no endpoint
+kubelet probes carry no token, and liveness and readiness say nothing about the model. Neither do the page's
+static files ("public": /, /ui/*, /docs, /docs/*; see _ui), which a browser fetches without a token. A path no endpoint
 serves counts as "api", so that an unauthenticated client learns nothing from the 404 either. An empty token
 turns its check off (the default: docs/RUNTIME.md, "Authentication").
 

@@ -41,6 +41,8 @@ class ModelHandle:
     ready: bool = False
     not_ready: str = "the model is still loading"
     _ignored_seen: set[tuple[str, ...]] = field(default_factory=set, repr=False)
+    # {golden case id: "passed" | "failed"} for the cases replayed at start-up (check_ready); the page shows it.
+    replayed: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -104,6 +106,7 @@ class ModelHandle:
         bundle, case = runner.bundle, runner.bundle.golden.cases[0]
         started = time.perf_counter()
         result = replay_case(bundle, case)
+        self.replayed[result.id] = "passed" if result.ok else "failed"
         runner.expect(case.method, time.perf_counter() - started)  # a slow model runs off the loop at once
         if result.ok:
             self.ready = True
@@ -111,6 +114,13 @@ class ModelHandle:
         else:
             self.not_ready = f"golden case {result.id} does not match: {result.detail}"
             logger.error("not ready: %s", self.not_ready)
+
+    def golden_status(self) -> list[dict[str, Any]]:
+        """Each golden case (id, method, rows) and what replaying it at start-up gave: "passed", "failed", or
+        "not replayed" (readiness replays one; `mlship verify --url` replays them all). Inputs are left out:
+        they are the notebook's real rows (see _example)."""
+        return [{"id": case.id, "method": case.method, "rows": len(case.instances),
+                 "startup": self.replayed.get(case.id, "not replayed")} for case in self.golden.cases]
 
     def readiness(self) -> str | None:
         """None when ready to serve, else why not."""

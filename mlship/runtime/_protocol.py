@@ -36,7 +36,8 @@ class Endpoint:
     `aliases` are further paths served by the same handler and left out of the document (the Open Inference
     Protocol's `/v2/` beside `/v2`). `fast`, when given, serves POST requests without Starlette (the hot path).
     `access` says which bearer token it requires when authentication is on (see _auth): "api" (the default),
-    "metrics", or "probe" (none ever: kubelet probes carry no token).
+    "metrics", "probe" (none ever: kubelet probes carry no token) or "public" (none: the static files of the
+    page, which hold nothing about the model; see _ui).
     """
 
     path: str

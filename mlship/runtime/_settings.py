@@ -79,6 +79,8 @@ class Settings:
     model_rejections: an input the model's own input validation refuses (scikit-learn's check_array, an
                     encoder's unknown category, a cast overflow; see _rejection) is a 422 with the library's
                     message; 0: a 500 like any other model failure [env var: MLSHIP_MODEL_REJECTIONS, default 1]
+    ui:             GET / (the model's page, with a try-it form) and GET /docs (interactive API docs), static
+                    files served from the runtime itself; 0: the JSON API only  [env var: MLSHIP_UI, default 1]
     """
 
     max_rows: int = DEFAULT_MAX_ROWS
@@ -105,6 +107,7 @@ class Settings:
     publish_versions: bool = True
     model_rejections: bool = True
     strict_columns: bool = False
+    ui: bool = True
 
     @property
     def pending_limit(self) -> int:
@@ -148,6 +151,7 @@ class Settings:
             publish_versions=_flag(env, "MLSHIP_PUBLISH_VERSIONS", True),
             model_rejections=_flag(env, "MLSHIP_MODEL_REJECTIONS", True),
             strict_columns=_flag(env, "MLSHIP_STRICT_COLUMNS", False),
+            ui=_flag(env, "MLSHIP_UI", True),
         )
 
 

@@ -1,0 +1,156 @@
+"""The pages for people: GET / (what the model is, how to call it, a try-it form) and GET /docs (Swagger UI).
+
+Static files only: `static/` beside this module holds the page, its script and style; Swagger UI's assets come
+from the pinned `swagger-ui-bundle` package, found with importlib without importing it. The page reads the
+existing JSON API (/metadata, /readyz, /v2/models/{name}) from the browser, so nothing is rendered on the
+server and nothing is fetched from another host: it works air-gapped, under a read-only root (the files are
+read once, when the app is built), and behind a path prefix (every URL in the files is relative).
+
+Every file is answered with a Content-Security-Policy that allows scripts, styles, images and requests from
+this server only (no inline script, no eval), `nosniff`, no referrer, and an ETag. The files are `public`
+(see _auth): they hold nothing about the model, and a browser cannot send a bearer token when it navigates,
+so with authentication on the page asks for the token and sends it on its own JSON requests (the token stays
+in the tab's sessionStorage). MLSHIP_UI=0 serves none of it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.util
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ._protocol import Endpoint, Handler, Protocol
+
+if TYPE_CHECKING:
+    from ._model import ModelHandle
+    from ._state import AppState
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+SWAGGER_PACKAGE = "swagger_ui_bundle"
+# The one place the page's security policy is written: everything from this server, nothing inline.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+_MEDIA_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+# (path, file, where it comes from: None for static/, else the Swagger UI package), and the summary of each.
+_Files = tuple[tuple[str, str, str | None, str], ...]
+_PAGE_FILES: _Files = (
+    ("/", "index.html", None, "this model's page: schema, golden cases, snippets, a try-it form"),
+    ("/ui/page.js", "page.js", None, "the page's script"),
+    ("/ui/page.css", "page.css", None, "the page's style"),
+)
+_DOCS_FILES: _Files = (
+    ("/docs", "docs.html", None, "interactive API docs of /openapi.json (Swagger UI, served from here)"),
+    ("/docs/docs.js", "docs.js", None, "the docs page's script"),
+    ("/docs/swagger-ui-bundle.js", "swagger-ui-bundle.js", SWAGGER_PACKAGE, "Swagger UI's script"),
+    ("/docs/swagger-ui.css", "swagger-ui.css", SWAGGER_PACKAGE, "Swagger UI's style"),
+)
+
+
+@dataclass(frozen=True)
+class StaticFile:
+    """One file served as is: its bytes, their gzip form (sent when the client accepts it), type and ETag."""
+
+    content: bytes
+    media_type: str
+    etag: str = field(init=False)
+    gzipped: bytes = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "etag", '"' + hashlib.sha256(self.content).hexdigest()[:32] + '"')
+        # mtime=0: the same bytes on every start (and every worker), as the ETag promises.
+        object.__setattr__(self, "gzipped", gzip.compress(self.content, compresslevel=6, mtime=0))
+
+    @classmethod
+    def read(cls, path: Path) -> StaticFile:
+        return cls(path.read_bytes(), _MEDIA_TYPES[path.suffix] + "; charset=utf-8")
+
+    def response(self, request: Request) -> Response:
+        headers = {
+            "content-security-policy": CONTENT_SECURITY_POLICY,
+            "x-content-type-options": "nosniff",
+            "referrer-policy": "no-referrer",
+            "cache-control": "no-cache",  # revalidated each time: a new bundle's page must not be stale
+            "etag": self.etag,
+            "vary": "accept-encoding",
+        }
+        if self.etag in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers=headers)
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            headers["content-encoding"] = "gzip"
+            return Response(self.gzipped, headers=headers, media_type=self.media_type)
+        return Response(self.content, headers=headers, media_type=self.media_type)
+
+
+def swagger_dir() -> Path | None:
+    """The folder of Swagger UI's files in the installed swagger-ui-bundle package, None when it is missing.
+
+    The package is located, not imported (its __init__ imports importlib_resources on old Pythons), and its
+    folder is named after the Swagger UI release it vendors."""
+    spec = importlib.util.find_spec(SWAGGER_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        found = sorted(Path(location).glob("vendor/swagger-ui-*/swagger-ui-bundle.js"))
+        if found:
+            return found[-1].parent
+    return None
+
+
+def service_endpoints(state: AppState) -> list[Endpoint]:
+    if not state.settings.ui:
+        return []
+    files = list(_PAGE_FILES)
+    swagger = swagger_dir()
+    if swagger is None:
+        logger.warning("GET /docs is off: the %s package is not installed", SWAGGER_PACKAGE)
+    else:
+        files += _DOCS_FILES
+    folders = {None: STATIC_DIR, SWAGGER_PACKAGE: swagger}
+    endpoints = []
+    for path, name, package, summary in files:
+        folder = folders[package]
+        assert folder is not None  # the docs' files are listed only when the package was found
+        endpoints.append(Endpoint(path, "GET", _file_endpoint(StaticFile.read(folder / name)),
+                                  _operation(path, summary, name), access="public"))
+    return endpoints
+
+
+def _file_endpoint(static: StaticFile) -> Handler:
+    async def endpoint(request: Request) -> Response:
+        return static.response(request)
+
+    return endpoint
+
+
+def _operation(path: str, summary: str, name: str) -> dict[str, object]:
+    media_type = _MEDIA_TYPES[Path(name).suffix]
+    op_id = "ui_" + ("index" if path == "/" else path.strip("/").replace("/", "_").replace(".", "_").replace("-", "_"))
+    return {"operationId": op_id, "summary": summary, "tags": ["page"],
+            "responses": {"200": {"description": "OK", "content": {media_type: {"schema": {"type": "string"}}}},
+                          "304": {"description": "not modified (If-None-Match)"}}}
+
+
+def _no_model_endpoints(state: AppState, model: ModelHandle) -> list[Endpoint]:
+    return []
+
+
+PROTOCOL = Protocol(
+    name="ui",
+    service_endpoints=service_endpoints,
+    model_endpoints=_no_model_endpoints,
+    schemas=lambda model: {},
+    entry_points=lambda model: [],
+    blurb="GET / is a page for people (the model, its golden cases, snippets, a try-it form) and GET /docs the "
+    "interactive API docs, both static and offline (MLSHIP_UI=0 turns them off)",
+)
