@@ -49,11 +49,12 @@ _PAGE_FILES: _Files = (
     ("/ui/page.js", "page.js", None, "the page's script"),
     ("/ui/page.css", "page.css", None, "the page's style"),
 )
+DOCS = "/docs"
 _DOCS_FILES: _Files = (
-    ("/docs", "docs.html", None, "interactive API docs of /openapi.json (Swagger UI, served from here)"),
-    ("/docs/docs.js", "docs.js", None, "the docs page's script"),
-    ("/docs/swagger-ui-bundle.js", "swagger-ui-bundle.js", SWAGGER_PACKAGE, "Swagger UI's script"),
-    ("/docs/swagger-ui.css", "swagger-ui.css", SWAGGER_PACKAGE, "Swagger UI's style"),
+    (DOCS, "docs.html", None, "interactive API docs of /openapi.json (Swagger UI, served from here)"),
+    (f"{DOCS}/docs.js", "docs.js", None, "the docs page's script"),
+    (f"{DOCS}/swagger-ui-bundle.js", "swagger-ui-bundle.js", SWAGGER_PACKAGE, "Swagger UI's script"),
+    (f"{DOCS}/swagger-ui.css", "swagger-ui.css", SWAGGER_PACKAGE, "Swagger UI's style"),
 )
 
 
