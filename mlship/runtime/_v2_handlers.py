@@ -7,7 +7,7 @@ same way; binary tensor data follows Triton's extension (extension_binary_data.m
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from starlette.requests import Request
@@ -18,6 +18,7 @@ from ._http import (
     HttpError,
     encode_json,
     error_response,
+    ignored_columns_header,
     is_ascii_number,
     json_response,
     parse_json,
@@ -163,8 +164,11 @@ class V2Model:
             raise InputError('"id" must be a string')
         parameters = _parameters(body, "the inference request")
         names = {t["name"] for t in self.inputs}
-        tensors = _received_tensors(body.get("inputs"), binary, names, self.state.settings)
-        checked = self._checked(tensors)
+        # Extra input tensors of a column model are extra columns: dropped and named, unless strict.
+        extras = self.model.schema.has_columns and not self.model.limits.strict_columns
+        tensors, ignored = _received_tensors(body.get("inputs"), binary, names, self.state.settings, extras)
+        checked = replace(self._checked(tensors), ignored=tuple(sorted(ignored)))
+        self.model.note_ignored(checked)
         return Inference(checked, self._requested_outputs(body.get("outputs"), parameters), request_id)
 
     def _checked(self, tensors: dict[str, tuple[dict[str, Any], list[Any]]]) -> Checked:
@@ -234,12 +238,13 @@ class V2Model:
             answer["id"] = inference.id
         answer["outputs"] = outputs
         header = encode_json(answer)
+        named = ignored_columns_header(inference.checked.ignored)
         if not blobs:
-            return Response(header, media_type="application/json")
+            return Response(header, media_type="application/json", headers=named)
         return Response(
             header + b"".join(blobs),
             media_type="application/octet-stream",
-            headers={BINARY_HEADER: str(len(header))},
+            headers={BINARY_HEADER: str(len(header)), **named},
         )
 
 
@@ -275,19 +280,25 @@ def element_count(name: str, shape: list[int], limits: Settings) -> int:
 
 
 def _received_tensors(
-    inputs: Any, binary: bytes, names: set[str], limits: Settings
-) -> dict[str, tuple[dict[str, Any], list[Any]]]:
-    """{name: (tensor, flat data)} for the request's inputs, with binary data taken in input order."""
+    inputs: Any, binary: bytes, names: set[str], limits: Settings, extras: bool = False
+) -> tuple[dict[str, tuple[dict[str, Any], list[Any]]], list[str]]:
+    """{name: (tensor, flat data)} for the request's inputs, with binary data taken in input order, and the
+    names of the inputs the model does not take: skipped (with their binary data) when `extras`, else an error."""
     if not isinstance(inputs, list) or not inputs:
         raise InputError('"inputs" must be a non-empty list of tensors')
     received: dict[str, tuple[dict[str, Any], list[Any]]] = {}
+    ignored: list[str] = []
     offset = 0
     for tensor in inputs:
         if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
             raise InputError('every input must be an object with a string "name"')
         name = tensor["name"]
-        if name in received:
+        if name in received or name in ignored:
             raise InputError(f'input "{name}" is given twice')
+        if name not in names and extras:
+            offset += _skipped_binary(tensor, name, offset, len(binary))
+            ignored.append(name)
+            continue
         if name not in names:
             raise InputError(
                 f"unknown input {quote(name)}; this model takes " + ", ".join(f'"{n}"' for n in sorted(names))
@@ -325,4 +336,16 @@ def _received_tensors(
     missing = sorted(names - set(received))
     if missing:
         raise InputError("missing inputs " + ", ".join(f'"{name}"' for name in missing))
-    return received
+    return received, ignored
+
+
+def _skipped_binary(tensor: dict[str, Any], name: str, offset: int, available: int) -> int:
+    """The bytes of binary data an ignored input holds (0 for inline data): skipped unread, but they must fit."""
+    size = _parameters(tensor, f'input "{name}"').get("binary_data_size")
+    if size is None:
+        return 0
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > available:
+        raise InputError(
+            f'input "{name}": binary_data_size {size!r} does not fit the {available} bytes of binary data'
+        )
+    return size

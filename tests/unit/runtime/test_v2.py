@@ -147,8 +147,6 @@ def test_binary_bytes_elements_are_length_prefixed(serve: Serve) -> None:
     ("body", "message"),
     [
         ({"inputs": column_inputs(SETOSA)[:3]}, 'missing inputs "petal width (cm)"'),
-        ({"inputs": [*column_inputs(SETOSA), {"name": "x", "shape": [1], "datatype": "FP64", "data": [1]}]},
-         'unknown input "x"; this model takes'),
         ({"inputs": [{**column_inputs(SETOSA)[0], "datatype": "BYTES"}, *column_inputs(SETOSA)[1:]]},
          'input "sepal length (cm)": datatype BYTES does not fit; the model takes FP64'),
         ({"inputs": [{**column_inputs(SETOSA)[0], "shape": [2]}, *column_inputs(SETOSA)[1:]]},
@@ -204,3 +202,39 @@ def test_not_ready_is_a_400_with_ready_false(serve: Serve, make_bundle: Callable
     response = client.get("/v2/models/raises/ready")
     assert response.status_code == 400 and response.json() == {"name": "raises", "ready": False}
     assert client.get("/v2/health/live").status_code == 200
+
+
+EXTRA_TENSOR = {"name": "customer id", "shape": [1], "datatype": "INT64", "data": [7]}
+
+
+def test_an_extra_input_tensor_is_an_extra_column_dropped_and_named(iris: TestClient) -> None:
+    plain = iris.post(f"{MODEL}/infer", json={"inputs": column_inputs(SETOSA)})
+    answer = iris.post(f"{MODEL}/infer", json={"inputs": [EXTRA_TENSOR, *column_inputs(SETOSA)]})
+    assert plain.status_code == 200 and "mlship-ignored-columns" not in plain.headers
+    assert answer.status_code == 200 and answer.json()["outputs"] == plain.json()["outputs"]
+    assert json.loads(answer.headers["mlship-ignored-columns"]) == ["customer id"]
+
+
+def test_an_extra_input_tensor_with_binary_data_is_skipped_unread(iris: TestClient) -> None:
+    extra = struct.pack("<3d", 1.0, 2.0, 3.0)
+    real = [{**t, "parameters": {"binary_data_size": 8}} for t in column_inputs(SETOSA)]
+    for t in real:
+        t.pop("data")
+    blobs = extra + b"".join(struct.pack("<d", v) for v in SETOSA)
+    header = {"inputs": [{"name": "x", "shape": [3], "datatype": "FP64",
+                          "parameters": {"binary_data_size": len(extra)}}, *real]}
+    content, headers = binary_request(header, blobs)
+    answer = iris.post(f"{MODEL}/infer", content=content, headers=headers)
+    expected = iris.post(f"{MODEL}/infer", json={"inputs": column_inputs(SETOSA)}).json()["outputs"]
+    assert answer.status_code == 200 and answer.json()["outputs"] == expected
+    assert json.loads(answer.headers["mlship-ignored-columns"]) == ["x"]
+    header["inputs"][0]["parameters"] = {"binary_data_size": len(blobs) + 1}
+    content, headers = binary_request(header, blobs)
+    refused = iris.post(f"{MODEL}/infer", content=content, headers=headers)
+    assert refused.status_code == 400 and 'input "x": binary_data_size' in refused.json()["error"]
+
+
+def test_strict_mode_refuses_an_extra_input_tensor(serve: Serve, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLSHIP_STRICT_COLUMNS", "1")
+    answer = serve("iris_frame").post(f"{MODEL}/infer", json={"inputs": [EXTRA_TENSOR, *column_inputs(SETOSA)]})
+    assert answer.status_code == 400 and 'unknown input "customer id"; this model takes' in answer.json()["error"]
