@@ -22,7 +22,7 @@ import pytest
 
 from mlship.bundle.verify import verify_bundle
 from tests.support.docker import write_tiny_bundle
-from tests.support.servers import free_port, wait_until_ready
+from tests.support.servers import check_page, free_port, wait_until_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.requires_docker]
 
@@ -151,6 +151,9 @@ def test_read_only_root_and_an_arbitrary_uid(built: dict[str, dict[str, Any]], b
         assert client.containers.get(container.id).attrs["HostConfig"]["ReadonlyRootfs"] is True
         results = verify_bundle(bundles["taxi"], url=url)
         assert results and all(r.ok for r in results), results
+        # The page and the API docs, with Swagger UI's files from the image's venv, under the read-only root.
+        loaded = check_page(url)
+        assert loaded.keys() >= {"/", "/ui/page.js", "/docs", "/docs/swagger-ui-bundle.js"}, loaded
         # The image's own HEALTHCHECK command (python, no curl) passes.
         probe = client.api.inspect_image(built["taxi"]["image"]["id"])["Config"]["Healthcheck"]["Test"][1:]
         exit_code, output = container.exec_run(probe)

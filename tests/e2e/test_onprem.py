@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from mlship.bundle.archive import unsafe_members
-from tests.support.servers import free_port, wait_until_ready
+from tests.support.servers import check_page, free_port, wait_until_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -320,6 +320,8 @@ def test_host_serves_the_golden_cases_and_stops_on_sigterm(host_install: dict[st
         result = cli("verify", bundles["iris"], "--url", f"http://127.0.0.1:{port}")
         assert result.exit_code == 0, result.output
         assert "golden cases match the notebook" in result.output
+        loaded = check_page(f"http://127.0.0.1:{port}")  # the page and Swagger UI from the installed venv
+        assert loaded.keys() >= {"/", "/ui/page.js", "/docs", "/docs/swagger-ui-bundle.js"}, loaded
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)
     finally:

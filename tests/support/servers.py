@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import socket
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -105,3 +107,29 @@ def _output(process: subprocess.Popen[Any] | Container | None, log: Path | None)
     if process is not None:
         return process.logs().decode(errors="replace")
     return "(no process given)"
+
+
+_ASSET = re.compile(r'<(?:link rel="stylesheet" href|script src)="([^"]+)"')
+
+
+def check_page(base: str) -> dict[str, int]:
+    """GET / and /docs from a running server, and every stylesheet and script they load (relative URLs, so from
+    this server alone), as a browser would: each a 200 with a body. Returns {path: bytes}; AssertionError names the
+    first file that fails."""
+    loaded: dict[str, int] = {}
+    for page, media_type in (("/", "text/html"), ("/docs", "text/html")):
+        html = _get(base + page, media_type, loaded).decode()
+        for ref in _ASSET.findall(html):
+            assert "//" not in ref, f"{page} loads {ref} from another host"
+            kind = "text/css" if ref.endswith(".css") else "text/javascript"
+            _get(urllib.parse.urljoin(base + page, ref), kind, loaded)
+    return loaded
+
+
+def _get(url: str, media_type: str, loaded: dict[str, int]) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body: bytes = response.read()
+        assert response.status == 200 and body, f"{url}: {response.status}, {len(body)} bytes"
+        assert response.headers.get_content_type() == media_type, f"{url}: {response.headers['content-type']}"
+    loaded[urllib.parse.urlsplit(url).path] = len(body)
+    return body
