@@ -147,6 +147,31 @@ def test_skip_invalid_gives_null_and_the_error(
     assert all(row["prediction"] in (0, 1, 2) for row in rows if row["id"] not in bad)
 
 
+ROWS = 200_000  # smaller than the issue's million: CI's budget for these tests is ~2 minutes on 2 cores
+
+
+def test_rows_match_mlship_predict_row_by_row_with_the_executors_python(
+    cli: Cli, bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)  # the executors' Python: this venv, scikit-learn and all
+    source = write_iris_parquet(tmp_path / "in.parquet", ROWS)
+    local = tmp_path / "local.parquet"
+    done = subprocess.run([sys.executable, "-m", "mlship", "predict", str(bundle), "-i", str(source), "-o",
+                           str(local), "--id-column", "id"], env=clean_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    target = tmp_path / "spark.parquet"
+    result = spark_predict(cli, bundle, source, target, "--id-column", "id", "--env", "executor")
+    assert result.exit_code == 0, result.output
+    assert f"predict: {ROWS:,} rows in " in result.output
+    ours, theirs = read_sorted(target), read_sorted(local)
+    assert ours.column_names == ["id", "prediction"] == theirs.column_names
+    assert str(ours.schema.field("prediction").type) == "int64"
+    assert ours.num_rows == ROWS
+    assert ours.column("id").equals(theirs.column("id"))
+    assert ours.column("prediction").equals(theirs.column("prediction"))
+    assert set(ours.column("prediction").to_pylist()) == {0, 1, 2}
+
+
 # -- one session with the shipped environment, on executors whose own Python lacks scikit-learn -----------------
 
 
