@@ -413,8 +413,11 @@ def predict_batch(
     conf: Annotated[list[str] | None, typer.Option(
         "--conf", metavar="KEY=VALUE", help="--engine spark: a Spark setting, as spark-submit takes it (repeatable).")] = None,
     env: Annotated[str, typer.Option(
-        "--env", metavar="executor", help="--engine spark: executor (the only one for now) uses the executors' Python "
-        "as it is, which must have the bundle's requirements (checked by the golden cases).")] = "executor",
+        "--env", metavar="shipped|executor", help="--engine spark: ship the bundle's locked wheels to the executors "
+        "(shipped), or use the executors' Python as it is (executor; checked by the golden cases).")] = "shipped",
+    wheel_cache: Annotated[Path | None, typer.Option(
+        "--wheel-cache", envvar="MLSHIP_WHEEL_CACHE", help="--engine spark --env shipped: where downloaded wheels "
+        "and packed environments are kept. [env var: MLSHIP_WHEEL_CACHE]")] = None,
 ) -> None:
     """Predict over a file with BUNDLE's own runtime: same validation and model as the server, bounded memory,
     one output row per input row in input order (`prediction`, or `METHOD_0..k` for several values per row).
@@ -427,7 +430,7 @@ def predict_batch(
                           hint="leave --engine out to predict on this machine")
     if engine == "spark":
         _predict_spark(bundle, str(input_path), str(output), method=method, master=master, conf=conf or [],
-                       env=env, id_column=id_column or [], skip_invalid=skip_invalid)
+                       env=env, id_column=id_column or [], skip_invalid=skip_invalid, wheel_cache=wheel_cache)
         return
 
     for flag, value in (("--format", output_format), ("--input-format", input_format)):
@@ -449,11 +452,12 @@ def predict_batch(
 
 
 def _predict_spark(bundle: Path, source: str, target: str, *, method: str | None, master: str | None,
-                   conf: list[str], env: str, id_column: list[str], skip_invalid: bool) -> None:
+                   conf: list[str], env: str, id_column: list[str], skip_invalid: bool,
+                   wheel_cache: Path | None) -> None:
     from .spark_job import SparkJob, parse_conf, run_spark_job
 
     job = SparkJob(bundle.resolve(), source, target, master=master, conf=parse_conf(conf), method=method,
-                   id_columns=tuple(id_column), skip_invalid=skip_invalid, env=env)
+                   id_columns=tuple(id_column), skip_invalid=skip_invalid, env=env, wheel_cache=wheel_cache)
     with _progress(bundle.name, quiet=False) as (_on_cell, on_step):
         result = run_spark_job(job, on_step=on_step)
     display_success(result.summary())

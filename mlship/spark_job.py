@@ -18,9 +18,7 @@ from .spark_env import environment_archive, start_session
 
 logger = logging.getLogger(__name__)
 
-# "shipped" (the bundle's locked wheels packed and sent with spark.archives, mlship/spark_env.py) is not
-# offered yet: it is not tested end to end.
-ENVS = ("executor",)
+ENVS = ("shipped", "executor")
 
 
 @dataclass(frozen=True)
@@ -33,7 +31,7 @@ class SparkJob:
     method: str | None = None
     id_columns: tuple[str, ...] = ()
     skip_invalid: bool = False
-    env: str = "executor"
+    env: str = "shipped"
     wheel_cache: Path | None = None
 
 
@@ -55,9 +53,8 @@ def run_spark_job(job: SparkJob, on_step: Callable[[str], None] | None = None) -
 
     step = on_step or (lambda message: None)
     if job.env not in ENVS:
-        raise MlshipError(f"--env must be executor, got {job.env!r}", exit_code=2,
-                          hint="--env executor (the default) runs the executors' own Python, which must have the "
-                          "bundle's requirements (docs/BATCH.md); shipping the bundle's environment is not offered yet")
+        raise MlshipError(f"--env must be shipped or executor, got {job.env!r}", exit_code=2,
+                          hint="--env shipped (the default) ships the bundle's wheels; --env executor does not")
     open_bundle(job.bundle)
     environment = None
     if job.env == "shipped":

@@ -7,7 +7,8 @@ again, load it once, replay its golden cases once, then score Arrow batches with
 array<double> for a row of several values (probabilities).
 
 pyspark is imported inside the functions only: this module is copied into every bundle, which never needs it.
-The executors' Python must have the bundle's requirements (`mlship predict --engine spark --env executor`).
+The environment the executors' Python runs in is the session's: `mlship predict --engine spark` ships the
+bundle's locked wheels with spark.archives (mlship/spark_env.py) unless told `--env executor`.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def bundle_udf(
     method: str | None = None,
     columns: Sequence[str] | None = None,
     skip_invalid: bool = False,
-    env: str = "executor",
+    env: str = "shipped",
     ids: Sequence[str] = (),
 ) -> Any:
     """A pandas UDF that scores rows with the bundle's `method` (default: predict, else the first).
@@ -143,7 +144,7 @@ def predict_frame(
     method: str | None = None,
     id_columns: Sequence[str] = (),
     skip_invalid: bool = False,
-    env: str = "executor",
+    env: str = "shipped",
 ) -> Any:
     """`frame`'s id columns and the prediction (plus `error` with `skip_invalid`), as `mlship predict` writes
     them; the model's columns are found in `frame` as in a parquet file (BatchError when some are missing)."""
@@ -188,7 +189,7 @@ def predict_parquet(
     method: str | None = None,
     id_columns: Sequence[str] = (),
     skip_invalid: bool = False,
-    env: str = "executor",
+    env: str = "shipped",
 ) -> SparkResult:
     """Score the parquet files `source` (a path or glob Spark reads) into the parquet folder `target`; raise
     BatchError naming the executor and the row or golden case when the job fails."""

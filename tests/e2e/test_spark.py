@@ -1,15 +1,19 @@
 """`mlship predict --engine spark` and mlship.runtime.spark on a real Spark (local[2], Java from Debian).
 
-Everything runs in this process, so it all shares one JVM; each CLI job starts and stops its own SparkContext,
-with `--env executor`: the executors run this test venv's Python (PYSPARK_PYTHON), which has the bundle's
-requirements.
+Everything runs in this process, so it all shares one JVM. The CLI's jobs (first in this file) start and stop
+their own SparkContext each, with `--env executor` (no environment to unpack: quick); then one session with the
+shipped environment serves the rest of the module. The executors' own Python is a venv without scikit-learn:
+the shipped environment must make the jobs work, and `--env executor` must say why it cannot.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+import tarfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,7 @@ pytestmark = [
 ]
 
 COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+MILLION = 1_000_000
 
 
 def write_iris_parquet(path: Path, rows: int, *, nulls: tuple[int, ...] = ()) -> Path:
@@ -60,9 +65,49 @@ def bundle(sample_bundle: Callable[[str], Path]) -> Path:
     return sample_bundle("iris_frame")
 
 
+@pytest.fixture(scope="module")
+def environment(bundle: Path, wheel_cache: Path) -> Any:
+    from mlship.spark_env import environment_archive
+
+    return environment_archive(bundle, cache_dir=wheel_cache)
+
+
+@pytest.fixture(scope="module")
+def no_sklearn(environment: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Python for the executors without scikit-learn: the shipped environment itself (pandas, pyarrow,
+    numpy: what a pandas UDF needs), unpacked, with scikit-learn taken out."""
+    root = tmp_path_factory.mktemp("executor-python") / "venv"
+    with tarfile.open(environment.archive) as tar:
+        tar.extractall(root, filter="tar")
+    site = next((root / "lib").glob("python3.*/site-packages"))
+    for path in [*site.glob("sklearn"), *site.glob("scikit_learn-*")]:
+        shutil.rmtree(path)
+    python = root / "bin" / "python"
+    check = subprocess.run([python, "-c", "import pandas, pyarrow; import sklearn"], capture_output=True, text=True)
+    assert "No module named 'sklearn'" in check.stderr, check.stderr
+    return python
+
+
 def spark_predict(cli: Cli, bundle: Path, source: Path | str, target: Path, *args: str) -> Any:
     return cli("predict", bundle, "--engine", "spark", "--master", "local[2]", "--input", source, "--output", target,
                "--conf", "spark.ui.enabled=false", *args)
+
+
+# -- the CLI, each job in its own context (before the module's session starts: getOrCreate would return it) -----
+
+
+def test_the_executors_own_python_without_scikit_learn_is_refused_by_name(
+    cli: Cli, bundle: Path, no_sklearn: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYSPARK_PYTHON", str(no_sklearn))
+    source = write_iris_parquet(tmp_path / "in.parquet", 300)
+    result = spark_predict(cli, bundle, source, tmp_path / "out.parquet", "--env", "executor")
+    assert result.exit_code == 1, result.output
+    assert f"(Python {'.'.join(map(str, sys.version_info[:2]))}" in result.output
+    assert f"at {no_sklearn}) cannot load the bundle: predictor.py failed to import" in result.output
+    assert "No module named 'sklearn'" in result.output
+    assert "leave out --env executor" in result.output
+    assert not (tmp_path / "out.parquet").exists()
 
 
 def test_golden_cases_that_do_not_replay_on_the_executor_fail_the_job(
@@ -102,26 +147,84 @@ def test_skip_invalid_gives_null_and_the_error(
     assert all(row["prediction"] in (0, 1, 2) for row in rows if row["id"] not in bad)
 
 
-ROWS = 200_000  # smaller than the issue's million: CI's budget for these tests is ~2 minutes on 2 cores
+# -- one session with the shipped environment, on executors whose own Python lacks scikit-learn -----------------
 
 
-def test_rows_match_mlship_predict_row_by_row_with_the_executors_python(
-    cli: Cli, bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.fixture(scope="module")
+def shipped(environment: Any, no_sklearn: Path) -> Iterator[Any]:
+    from mlship.spark_env import start_session
+
+    old = os.environ.get("PYSPARK_PYTHON")
+    os.environ["PYSPARK_PYTHON"] = str(no_sklearn)
+    try:
+        spark = start_session(environment, master="local[2]", conf={"spark.ui.enabled": "false"})
+    finally:
+        if old is None:
+            os.environ.pop("PYSPARK_PYTHON", None)
+        else:
+            os.environ["PYSPARK_PYTHON"] = old
+    assert spark.sparkContext.pythonExec.endswith("/mlship_env/bin/python")
+    yield spark
+    spark.stop()
+
+
+@pytest.fixture(scope="module")
+def million(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_iris_parquet(tmp_path_factory.mktemp("data") / "iris.parquet", MILLION)
+
+
+def test_a_million_rows_match_mlship_predict_row_by_row(
+    shipped: Any, bundle: Path, million: Path, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)  # the executors' Python: this venv, scikit-learn and all
-    source = write_iris_parquet(tmp_path / "in.parquet", ROWS)
+    from mlship.runtime.spark import predict_parquet
+
     local = tmp_path / "local.parquet"
-    done = subprocess.run([sys.executable, "-m", "mlship", "predict", str(bundle), "-i", str(source), "-o",
+    done = subprocess.run([sys.executable, "-m", "mlship", "predict", str(bundle), "-i", str(million), "-o",
                            str(local), "--id-column", "id"], env=clean_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    target = tmp_path / "spark.parquet"
-    result = spark_predict(cli, bundle, source, target, "--id-column", "id", "--env", "executor")
-    assert result.exit_code == 0, result.output
-    assert f"predict: {ROWS:,} rows in " in result.output
-    ours, theirs = read_sorted(target), read_sorted(local)
+
+    result = predict_parquet(shipped, bundle, str(million.parent / "*.parquet"), str(tmp_path / "spark.parquet"),
+                             id_columns=["id"])
+    assert result.rows == MILLION
+    ours, theirs = read_sorted(tmp_path / "spark.parquet"), read_sorted(local)
     assert ours.column_names == ["id", "prediction"] == theirs.column_names
     assert str(ours.schema.field("prediction").type) == "int64"
-    assert ours.num_rows == ROWS
+    assert ours.num_rows == MILLION
     assert ours.column("id").equals(theirs.column("id"))
     assert ours.column("prediction").equals(theirs.column("prediction"))
-    assert set(ours.column("prediction").to_pylist()) == {0, 1, 2}
+
+
+def test_a_bad_row_fails_the_job_naming_it(shipped: Any, bundle: Path, tmp_path: Path) -> None:
+    from mlship.runtime._batch_input import BatchError
+    from mlship.runtime.spark import predict_parquet
+
+    source = write_iris_parquet(tmp_path / "in.parquet", 1000, nulls=(417,))
+    with pytest.raises(BatchError) as caught:
+        predict_parquet(shipped, bundle, str(source), str(tmp_path / "out.parquet"), id_columns=["id"])
+    message = caught.value.message
+    assert message.startswith("executor "), message
+    assert 'column "petal width (cm)"' in message and "null" in message, message
+    assert '"id": 417' in message, message
+    assert caught.value.hint is None
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_bundle_udf_returns_probabilities_as_arrays(shipped: Any, bundle: Path, tmp_path: Path) -> None:
+    from mlship.runtime._bundle import load_bundle
+    from mlship.runtime._codec import to_jsonable
+    from mlship.runtime._schema import decode_request
+    from mlship.runtime.spark import bundle_udf
+
+    source = write_iris_parquet(tmp_path / "in.parquet", 150)
+    frame = shipped.read.parquet(str(source))
+    udf = bundle_udf(shipped, bundle, method="predict_proba")
+    scored = frame.withColumn("proba", udf(*[frame[name] for name in COLUMNS]))
+    assert scored.schema["proba"].dataType.simpleString() == "array<double>"
+    got = {row["id"]: row["proba"] for row in scored.select("id", "proba").collect()}
+    loaded = load_bundle(bundle)
+    try:
+        rows = [{name: row[name] for name in COLUMNS} for row in frame.orderBy("id").collect()]
+        expected = to_jsonable(loaded.methods["predict_proba"](decode_request({"instances": rows}, loaded.schema)))
+    finally:
+        sys.modules.pop("mlship_predictor", None)
+    assert [got[index] for index in range(150)] == expected
