@@ -20,8 +20,8 @@ SCHEMA = {
 EXPECTED = pd.DataFrame({0: [0.5, 1.5], 1: [2.0, 3.0], 60: [7, 8]})
 
 
-def decode(body: Any) -> Any:
-    return decode_request(body, InputSchema.from_json(SCHEMA))
+def decode(body: Any, strict: bool = False) -> Any:
+    return decode_request(body, InputSchema.from_json(SCHEMA), strict=strict)
 
 
 @pytest.mark.parametrize("body", [
@@ -42,8 +42,12 @@ def test_every_payload_form_gives_the_frame_with_integer_labels(body: Any) -> No
 def test_requests_still_name_the_columns_the_schema_has() -> None:
     with pytest.raises(InputError, match='missing columns "60"'):
         decode({"instances": [{"0": 0.5, "1": 2.0}]})
-    with pytest.raises(InputError, match='missing columns "60"; unexpected columns "61"'):
+    extra = {"dataframe_split": {"columns": [0, 1, 60, 61], "data": [[0.5, 2.0, 7, 9]]}}
+    assert list(decode(extra).columns) == [0, 1, 60]  # an extra integer label is an extra column: dropped
+    with pytest.raises(InputError, match='missing columns "60"'):
         decode({"dataframe_split": {"columns": [0, 1, 61], "data": [[0.5, 2.0, 7]]}})
+    with pytest.raises(InputError, match='unexpected columns "61"'):
+        decode(extra, strict=True)
 
 
 def test_string_labels_are_the_default_and_old_schemas_read_unchanged() -> None:
