@@ -7,10 +7,6 @@ a fresh interpreter), then served over real HTTP, where a client sending the not
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.servers import free_port, wait_until_ready
+from tests.support.servers import serving
 
 pytestmark = pytest.mark.e2e
 
@@ -51,26 +47,8 @@ def packaged(cli: Any, samples: Path, tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture(scope="module")
 def urls(packaged: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     logs = tmp_path_factory.mktemp("pickle-logs")
-    running: dict[str, tuple[subprocess.Popen[bytes], str, Path]] = {}
-    try:
-        for name, bundle in packaged.items():
-            port, log = free_port(), logs / f"{name}.log"
-            with log.open("wb") as out:
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "mlship", "serve", str(bundle), "--port", str(port), "--workers", "1"],
-                    stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "MLSHIP_PLAIN": "1"})
-            running[name] = (process, f"http://127.0.0.1:{port}", log)
-        for process, url, log in running.values():
-            wait_until_ready(f"{url}/readyz", process, log=log, interval=0.2)
-        yield {name: url for name, (_, url, _) in running.items()}
-    finally:
-        for process, _, _ in running.values():
-            process.send_signal(signal.SIGTERM)
-        for process, _, _ in running.values():
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    with serving(packaged, logs) as urls:
+        yield urls
 
 
 @pytest.mark.parametrize("name", sorted(CHOSEN))

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
 import subprocess
 import sys
 import urllib.error
@@ -19,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.servers import free_port, wait_until_ready
+from tests.support.servers import serving
 
 pytestmark = pytest.mark.e2e
 
@@ -52,27 +50,8 @@ def packaged(cli: Any, samples: Path, tmp_path_factory: pytest.TempPathFactory) 
 def urls(packaged: dict[str, tuple[Path, Any]], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """One server per bundle, all started at once (they load in parallel), stopped when the module ends."""
     logs = tmp_path_factory.mktemp("shape-logs")
-    running: dict[str, tuple[subprocess.Popen[bytes], str, Path]] = {}
-    try:
-        for name, (bundle, _) in packaged.items():
-            port = free_port()
-            log = logs / f"{name}.log"
-            with log.open("wb") as out:
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "mlship", "serve", str(bundle), "--port", str(port), "--workers", "1"],
-                    stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "MLSHIP_PLAIN": "1"})
-            running[name] = (process, f"http://127.0.0.1:{port}", log)
-        for process, url, log in running.values():
-            wait_until_ready(f"{url}/readyz", process, log=log, interval=0.2)
-        yield {name: url for name, (_, url, _) in running.items()}
-    finally:
-        for process, _, _ in running.values():
-            process.send_signal(signal.SIGTERM)
-        for process, _, _ in running.values():
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    with serving({name: bundle for name, (bundle, _) in packaged.items()}, logs) as urls:
+        yield urls
 
 
 def post(url: str, body: Any, content_type: str = "application/json") -> tuple[int, Any]:

@@ -11,13 +11,16 @@ from __future__ import annotations
 import http.client
 import os
 import re
+import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -133,3 +136,29 @@ def _get(url: str, media_type: str, loaded: dict[str, int]) -> bytes:
         assert response.headers.get_content_type() == media_type, f"{url}: {response.headers['content-type']}"
     loaded[urllib.parse.urlsplit(url).path] = len(body)
     return body
+
+
+@contextmanager
+def serving(bundles: dict[str, Path], logs: Path) -> Iterator[dict[str, str]]:
+    """`mlship serve` (one worker) for each of `bundles`, all started at once (they load in parallel) and stopped
+    (SIGTERM, then kill) when the block ends: {name: base URL}. Each server's output goes to logs/NAME.log."""
+    running: dict[str, tuple[subprocess.Popen[bytes], str, Path]] = {}
+    try:
+        for name, bundle in bundles.items():
+            port, log = free_port(), logs / f"{name}.log"
+            with log.open("wb") as out:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "mlship", "serve", str(bundle), "--port", str(port), "--workers", "1"],
+                    stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "MLSHIP_PLAIN": "1"})
+            running[name] = (process, f"http://127.0.0.1:{port}", log)
+        for process, url, log in running.values():
+            wait_until_ready(f"{url}/readyz", process, log=log, interval=0.2)
+        yield {name: url for name, (_, url, _) in running.items()}
+    finally:
+        for process, _, _ in running.values():
+            process.send_signal(signal.SIGTERM)
+        for process, _, _ in running.values():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
