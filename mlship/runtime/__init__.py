@@ -31,6 +31,7 @@ server from the outside. Modules, one job each:
 - ``_batch``    predict_file(bundle, input, output): batch predictions over a file, chunk by chunk, in order
 - ``_batch_input``, ``_batch_output``  CSV/JSONL/parquet in request-shaped chunks; predictions and rejects out
 - ``_progress`` the plain-text progress line of batch jobs
+- ``_service``  the service file (several bundles behind one server): Service, read_service, write_service
 - ``__main__``  ``python -m mlship_runtime serve|verify|predict BUNDLE``
 """
 
