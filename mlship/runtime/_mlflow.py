@@ -10,7 +10,6 @@ works unchanged (tests/e2e/test_mlflow_client.py drives it).
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from starlette.requests import Request
@@ -30,10 +29,8 @@ from ._mlflow_input import CsvFieldTooLong, check_mlflow_body, check_mlflow_csv,
 from ._model import ModelHandle
 from ._openapi import get_operation, json_content, responses
 from ._protocol import Endpoint, Handler, Protocol
-from ._schema import Checked, InputError
+from ._schema import Checked
 from ._state import AppState
-
-logger = logging.getLogger(__name__)
 
 _ERROR_CODES = {
     400: "BAD_REQUEST",
@@ -140,24 +137,17 @@ def _check_input(state: AppState, model: ModelHandle, media_type: str, raw: byte
         if b"NaN" in raw:  # only then can there be one: orjson refuses the token, the standard library reads it
             body = nan_to_null(body)
     strict = model.limits.strict_columns
-    try:
-        if media_type == "text/csv":
-            checked = check_mlflow_csv(raw, model.schema, max_rows=max_rows, max_field=settings.max_csv_field_chars,
-                                       strict=strict)
-        else:
-            checked = check_mlflow_body(body, model.schema, max_rows=max_rows, strict=strict)
-    except CsvFieldTooLong as exc:
-        raise HttpError(413, exc.message) from None
-    except InputError as exc:
-        raise HttpError(400, exc.message) from None
-    except Exception as exc:
-        # As ModelHandle.check_body: checking depends only on the request and the schema, so whatever fails here
-        # is the client's input.
-        logger.warning("could not decode a request", exc_info=True)
-        raise HttpError(400, f"cannot decode the input: {type(exc).__name__}: {exc}") from None
-    model.note_ignored(checked)
-    return checked
 
+    def check() -> Checked:
+        if media_type != "text/csv":
+            return check_mlflow_body(body, model.schema, max_rows=max_rows, strict=strict)
+        try:
+            return check_mlflow_csv(raw, model.schema, max_rows=max_rows, max_field=settings.max_csv_field_chars,
+                                    strict=strict)
+        except CsvFieldTooLong as exc:  # an InputError, but too long rather than malformed
+            raise HttpError(413, exc.message) from None
+
+    return model.check_with(check)
 
 def _content_type(request: Request) -> str:
     value = request.headers.get("content-type") or "application/json"

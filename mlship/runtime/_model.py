@@ -136,9 +136,17 @@ class ModelHandle:
 
         Columns the schema does not take are dropped (named in Checked.ignored and, see note_ignored, the log),
         or a 400 in strict mode (MLSHIP_STRICT_COLUMNS=1)."""
+        return self.check_with(lambda: check_request(body, self.schema, max_rows=self.limits.max_rows,
+                                                     strict=self.limits.strict_columns))
+
+    def check_with(self, check: Callable[[], Checked]) -> Checked:
+        """Run a protocol's input check: an InputError becomes a 400 naming the problem, an HttpError the check
+        raises itself (say a 413) passes unchanged, and any other failure is a 400 "cannot decode the input".
+        Then note the columns the model ignores."""
         try:
-            checked = check_request(body, self.schema, max_rows=self.limits.max_rows,
-                                    strict=self.limits.strict_columns)
+            checked = check()
+        except HttpError:
+            raise
         except InputError as exc:
             raise HttpError(400, exc.message) from None
         except Exception as exc:
