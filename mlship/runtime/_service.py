@@ -3,8 +3,10 @@
 Standard library only (tomllib), because it travels with the runtime: the multi-model front reads it inside an
 image or a tarball, and the host (mlship/service.py, the targets) imports it from here. The API:
 
-    ServiceModel(name, version, bundle, python=None)    one model version: bundle is absolute; python is the
-                                                         interpreter of its environment (None: the serving one)
+    ServiceModel(name, version, bundle, python=None, workers=None)
+                                                         one model version: bundle is absolute; python is the
+                                                         interpreter of its environment (None: the serving one);
+                                                         workers its worker processes (None: the service's)
     Service(name, models, defaults, source)              .model(name, version=None) -> ServiceModel (LookupError
                                                          naming what exists), .names, .versions(name)
     ServiceError(message, hint)                          every refusal: names the key/table/bundle, says the fix
@@ -22,6 +24,7 @@ The file:
     bundle = "dist/fraud-1"          # required; relative to the file's folder
     name = "fraud"                   # optional: serve it under another name (default: the bundle's mlship.json)
     python = "envs/a/bin/python"     # optional: its environment's interpreter (relative paths: to the file)
+    workers = 2                      # optional: its worker processes (default: `mlship serve --workers`)
 
     [routes.fraud]
     default = "1.0.0"                # what an unversioned request gets; required when a name has several versions
@@ -53,7 +56,7 @@ SERVICE_SUFFIX = ".toml"
 # unknown keys like any other.
 _TOP_KEYS = ("service", "models", "routes")
 _SERVICE_KEYS = ("name",)
-_MODEL_KEYS = ("bundle", "name", "python")
+_MODEL_KEYS = ("bundle", "name", "python", "workers")
 _ROUTE_KEYS = ("default",)
 
 # A model name and a version are path segments of the routes (/models/{name}/versions/{version}/...).
@@ -81,6 +84,7 @@ class ServiceModel:
     version: str
     bundle: Path
     python: str | None = None
+    workers: int | None = None
 
 
 @dataclass(frozen=True)
@@ -228,11 +232,16 @@ def _model_entry(entry: Mapping[str, Any], index: int, source: Path) -> ServiceM
                            'add bundle = "dist/NAME", the folder `mlship package` wrote')
     rename = _optional_str(entry, "name", where, label)
     python = _optional_str(entry, "python", where, label)
+    workers = entry.get("workers")
+    if workers is not None and (type(workers) is not int or workers < 1):
+        raise ServiceError(f"{where}: 'workers' in {label} must be a positive integer, got {workers!r}",
+                           "write e.g. workers = 2, or leave it out to use `mlship serve --workers`")
     folder = source.parent
-    return _model(_relative_to(folder, bundle), rename, _python_path(folder, python), f"{where}: {label}")
+    return _model(_relative_to(folder, bundle), rename, _python_path(folder, python), f"{where}: {label}", workers)
 
 
-def _model(bundle: Path, rename: str | None, python: str | None, where: str) -> ServiceModel:
+def _model(bundle: Path, rename: str | None, python: str | None, where: str,
+           workers: int | None = None) -> ServiceModel:
     root = bundle.absolute()
     if not root.is_dir():
         problem = "does not exist" if not root.exists() else "is not a folder"
@@ -256,7 +265,7 @@ def _model(bundle: Path, rename: str | None, python: str | None, where: str) -> 
     if not _VERSION.fullmatch(manifest.version):
         raise ServiceError(f"{where}: the version {manifest.version!r} of {root} cannot be part of a URL",
                            "package it again with --version, e.g. --version 1.0.0")
-    return ServiceModel(name, manifest.version, root.resolve(), python)
+    return ServiceModel(name, manifest.version, root.resolve(), python, workers)
 
 
 def _written_by_newer(root: Path) -> bool:
@@ -343,6 +352,8 @@ def write_service(service: Service, path: str | os.PathLike[str]) -> None:
         if model.python is not None:
             python = model.python if "/" not in model.python else _written_path(folder, Path(model.python))
             lines.append(f"python = {_toml_string(python)}")
+        if model.workers is not None:
+            lines.append(f"workers = {model.workers}")
     for name in service.names:
         if len(service.versions(name)) > 1:
             lines += ["", f"[routes.{_toml_key(name)}]", f"default = {_toml_string(service.defaults[name])}"]

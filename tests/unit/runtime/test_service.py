@@ -109,6 +109,7 @@ def test_name_renames_and_python_is_kept_per_model(tmp_path: Path, three: list[P
 bundle = "dist/fraud-1"
 name = "fraud-legacy"
 python = "envs/old/bin/python"
+workers = 3
 
 [[models]]
 bundle = "dist/fraud-2"
@@ -118,6 +119,7 @@ python = "python3.11"
     legacy, current = service.models
     assert (legacy.name, legacy.version, legacy.python) == ("fraud-legacy", "1.0.0", str(tmp_path / "envs/old/bin/python"))
     assert (current.name, current.python) == ("fraud", "python3.11")
+    assert (legacy.workers, current.workers) == (3, None)
     assert dict(service.defaults) == {"fraud-legacy": "1.0.0", "fraud": "2.0.0"}
 
 
@@ -220,6 +222,8 @@ def test_a_damaged_manifest(tmp_path: Path, bundle_as: MakeModel) -> None:
     ("", "lists no models"),
     ("[[models]]\nname = 'x'\n", "[[models]] #1 has no 'bundle'"),
     ("[[models]]\nbundle = 3\n", "'bundle' in [[models]] #1 must be a non-empty string, got 3"),
+    ("[[models]]\nbundle = 'dist/churn'\nworkers = 0\n", "'workers' in [[models]] #1 must be a positive integer"),
+    ("[[models]]\nbundle = 'dist/churn'\nworkers = '2'\n", "'workers' in [[models]] #1 must be a positive integer"),
     ("models = 'dist/churn'\n", "'models' must be an array of tables"),
     ("[service]\nname = 'a b'\n[[models]]\nbundle = 'dist/churn'\n", "the service name 'a b' is not a valid name"),
     ("[[models]]\nbundle = 'dist/churn'\nname = 'a/b'\n", "the model name 'a/b'"),
@@ -240,13 +244,13 @@ def test_a_missing_service_file(tmp_path: Path) -> None:
 def test_write_service_round_trips(tmp_path: Path, three: list[Path]) -> None:
     service = read_service(service_file(tmp_path, ISSUE_EXAMPLE.replace(
         'bundle = "dist/churn"', 'bundle = "dist/churn"\nname = "churn-renamed"\npython = "envs/a \\"q\\" \\\\ \\u007f é/bin/python"')
-        .replace('bundle = "dist/fraud-2"', 'bundle = "dist/fraud-2"\npython = "python3"')))
+        .replace('bundle = "dist/fraud-2"', 'bundle = "dist/fraud-2"\npython = "python3"\nworkers = 2')))
     written = tmp_path / "out" / "mlship.toml"
     written.parent.mkdir()
     write_service(service, written)
     again = read_service(written)
     assert (again.name, again.models, again.defaults) == (service.name, service.models, service.defaults)
-    assert again.models[0].name == "churn-renamed"
+    assert again.models[0].name == "churn-renamed" and again.models[2].workers == 2
     assert again.models[0].python == str(tmp_path / 'envs/a "q" \\ \x7f é/bin/python')
     assert list(written.parent.iterdir()) == [written]
 
