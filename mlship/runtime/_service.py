@@ -282,13 +282,13 @@ def _load_toml(path: Path) -> dict[str, Any]:
         text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise ServiceError(f"the service file {path} does not exist",
-                           "write one (docs/SERVICE.md), or pass bundle directories instead") from None
+                           "write one ([[models]] tables with bundle = \"dist/NAME\"), or pass bundle directories instead") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ServiceError(f"the service file {path} cannot be read: {exc}", "check the path") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ServiceError(f"{path} is not valid TOML: {exc}", "fix the syntax (docs/SERVICE.md shows a file)") \
+        raise ServiceError(f"{path} is not valid TOML: {exc}", "fix the syntax at the line and column named") \
             from None
 
 
@@ -297,7 +297,7 @@ def _reject_unknown(table: Mapping[str, Any], known: tuple[str, ...], where: str
     if unknown:
         keys = ", ".join(repr(key) for key in unknown)
         raise ServiceError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {keys} in {label}",
-                           f"{label} takes {_listing(known)} (docs/SERVICE.md)")
+                           f"{label} takes {_listing(known)}; check the spelling, or remove the key")
 
 
 def _table(data: Mapping[str, Any], key: str, where: str, label: str) -> dict[str, Any]:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from mlship.runtime._contract import FORMAT, MANIFEST_NAME
+from mlship.runtime._contract import FORMAT
 from mlship.runtime._service import (
     Service,
     ServiceError,
@@ -20,6 +19,7 @@ from mlship.runtime._service import (
     version_key,
     write_service,
 )
+from tests.support.services import bundle_copy
 
 MakeModel = Callable[..., Path]
 
@@ -30,12 +30,7 @@ def bundle_as(sample_bundle: Callable[[str], Path], tmp_path: Path) -> MakeModel
     (only mlship.json is read by the service file's checks)."""
 
     def make(folder: str, name: str, version: str = "0.1.0", **manifest: object) -> Path:
-        dest = tmp_path / "dist" / folder
-        shutil.copytree(sample_bundle("iris_frame"), dest)
-        data = json.loads((dest / MANIFEST_NAME).read_text())
-        data.update(name=name, version=version, **manifest)
-        (dest / MANIFEST_NAME).write_text(json.dumps(data))
-        return dest
+        return bundle_copy(sample_bundle("iris_frame"), tmp_path / "dist" / folder, name, version, **manifest)
 
     return make
 
@@ -182,7 +177,7 @@ def test_not_a_bundle_directory(tmp_path: Path, three: list[Path]) -> None:
 def test_an_unknown_key(tmp_path: Path, three: list[Path], text: str, message: str) -> None:
     error = refusal(service_file(tmp_path, text))
     assert message in error.message
-    assert "takes" in error.hint and "docs/SERVICE.md" in error.hint
+    assert "takes" in error.hint and "check the spelling" in error.hint
 
 
 def test_a_default_naming_a_version_that_does_not_exist(tmp_path: Path, three: list[Path]) -> None:
