@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,6 +37,10 @@ class _HelpLikeClick:
         for param in params:
             if getattr(param, "is_flag", False) and param.metavar is None:
                 param.metavar = ""
+            if param.param_type_name == "argument" and param.nargs != 1:
+                # typer shows a list argument's type as `<list[Path]>`; click says `<path>...`.
+                shown = re.sub(r"list\[(\w+)\]", lambda m: m[1].lower(), param.display_type(ctx))
+                param.display_type_rich = lambda ctx, shown=shown: f"{shown}..."
         return params
 
 
@@ -217,12 +222,19 @@ def _notebook_in(path: Path) -> Path:
 # -- serve / verify --------------------------------------------------------------------------------------------
 
 BundleArg = Annotated[Path, typer.Argument(metavar="BUNDLE", help="A bundle directory written by `mlship package`.", show_default=False)]
+VerifyArg = Annotated[Path, typer.Argument(metavar="BUNDLE", help="A bundle directory written by `mlship package`, "
+                                           "or a service file (mlship.toml, docs/SERVICE.md).", show_default=False)]
+
+
+ServeArg = Annotated[list[Path], typer.Argument(
+    metavar="BUNDLE...", help="One or more bundle directories written by `mlship package`, or one service file "
+    "(mlship.toml, docs/SERVICE.md).", show_default=False)]
 
 
 @app.command(cls=_Command)
 @_boundary
 def serve(
-    bundle: BundleArg,
+    bundles: ServeArg,
     host: Annotated[str, typer.Option("--host", help="Interface to listen on. [env var: MLSHIP_HOST]",
                                       envvar="MLSHIP_HOST")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port. [env var: MLSHIP_PORT]",
@@ -231,8 +243,21 @@ def serve(
                                                 "available). [env var: MLSHIP_WORKERS]", envvar="MLSHIP_WORKERS")] = None,
     key: Annotated[Path | None, typer.Option("--key", "-k", help="Serve only if BUNDLE/mlship.sig is a signature of "
                                              "its mlship.json by this Minisign public key.")] = None,
+    default: Annotated[list[str] | None, typer.Option(
+        "--default", metavar="NAME=VERSION", help="With several bundles of one name: the version an unversioned "
+        "request gets (default: the highest).")] = None,
 ) -> None:
-    """Serve BUNDLE over HTTP with the same runtime the container and the on-prem install use."""
+    """Serve BUNDLE over HTTP with the same runtime the container and the on-prem install use; several bundles,
+    or a service file, behind one server (/models/NAME/...)."""
+    from .runtime._service import is_service_file
+
+    if len(bundles) == 1 and not is_service_file(bundles[0]) and not default:
+        _serve_bundle(bundles[0], host, port, workers, key)
+    else:
+        _serve_service(bundles, host, port, workers, key, default or [])
+
+
+def _serve_bundle(bundle: Path, host: str, port: int, workers: int | None, key: Path | None) -> None:
     from .bundle.manifest import open_bundle
 
     if key is not None:
@@ -249,6 +274,23 @@ def serve(
     if workers is not None:
         args += ["--workers", str(workers)]
     _exec_runtime(path, args)
+
+
+def _serve_service(paths: list[Path], host: str, port: int, workers: int | None, key: Path | None,
+                   defaults: list[str]) -> None:
+    from .service import describe_models, front_command, prepare_service, service_file
+
+    service = prepare_service(paths, defaults=defaults, key=key)
+    _check_port(host, port)
+    source = service_file(service)
+    console.print(f"serving {service.name} on http://{host}:{port}: {describe_models(service)} "
+                  f"(POST /models/NAME/predict, GET /models, GET /readyz; Ctrl-C stops)")
+    argv = front_command(source, host=host, port=port, workers=workers)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(argv[0], argv, env)
 
 
 def _check_port(host: str, port: int) -> None:
@@ -353,7 +395,7 @@ def _password_if_needed(key: Path) -> str | None:
 @app.command(cls=_Command)
 @_boundary
 def verify(
-    bundle: BundleArg,
+    bundle: VerifyArg,
     url: Annotated[str | None, typer.Option("--url", help="Replay against a running server instead, e.g. "
                                             "http://localhost:8080.")] = None,
     python: Annotated[str | None, typer.Option("--python", help="Interpreter to load the bundle with "
@@ -362,10 +404,15 @@ def verify(
     key: Annotated[Path | None, typer.Option("--key", "-k", help="Check first that BUNDLE/mlship.sig is a signature "
                                              "of its mlship.json by this Minisign public key.")] = None,
 ) -> None:
-    """Replay the notebook's own predictions (golden cases) through BUNDLE and compare."""
+    """Replay the notebook's own predictions (golden cases) through BUNDLE and compare; BUNDLE may be a service
+    file (mlship.toml): every model's cases, each model in a fresh interpreter, or against the server at --url."""
     from .bundle.verify import verify_bundle
     from .report import print_cases
+    from .runtime._service import is_service_file
 
+    if is_service_file(bundle):
+        _verify_service(bundle, url=url, python=python, as_json=as_json, key=key)
+        return
     if key is not None:
         from .bundle.signing import check_signature
 
@@ -383,6 +430,31 @@ def verify(
                           hint="the table above shows expected and actual values")
     if not as_json:
         display_success(f"{len(results)} golden cases match the notebook" + (f" at {url}" if url else ""))
+
+
+def _verify_service(path: Path, *, url: str | None, python: str | None, as_json: bool, key: Path | None) -> None:
+    from .report import print_model_verifications
+    from .service import open_service, verify_service
+
+    service = open_service([path])
+    if key is not None:
+        from .bundle.signing import check_signature
+
+        for model in service.models:
+            check_signature(model.bundle, key)
+    results = verify_service(service, url=url, python=python)
+    failed = [result for result in results if not result.ok]
+    if as_json:
+        console.print(json.dumps({"ok": not failed, "models": [r.to_json() for r in results]}), soft_wrap=True)
+    else:
+        print_model_verifications(results)
+    if failed:
+        raise MlshipError(f"{len(failed)} of {len(results)} models fail verification: "
+                          + ", ".join(f"{r.model.name} {r.model.version}" for r in failed),
+                          hint="the lines above say which cases differ, or why a model could not be verified; "
+                          f"mlship verify {failed[0].model.bundle} shows one model's cases in full")
+    if not as_json:
+        display_success(f"{len(results)} models match the notebooks' golden cases" + (f" at {url}" if url else ""))
 
 
 @app.command("predict", cls=_Command)

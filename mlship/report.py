@@ -10,6 +10,7 @@ from .bundle.builder import PackageResult
 from .console import console, display_success, display_warning
 from .notebook.inspector import GoldenRecord
 from .runtime._contract import CaseResult, InputSchema
+from .service import ModelVerification
 
 
 def describe_schema(schema: InputSchema) -> str:
@@ -144,3 +145,20 @@ def print_rows(rows: list[tuple[str, str]]) -> None:
     for key, value in rows:
         table.add_row(key, value)
     console.print(table)
+
+
+def print_model_verifications(results: list[ModelVerification]) -> None:
+    """One line per model version of a service: PASS/FAIL, how many cases match, the first difference."""
+    for result in results:
+        model = result.model
+        label = f"{'PASS' if result.ok else 'FAIL'}  {model.name} {model.version}"
+        if result.error is not None:
+            console.print(f"{label}: not verified: {result.error}", soft_wrap=True)
+            continue
+        failed = [case for case in result.cases if not case.ok]
+        if not failed:
+            console.print(f"{label}: {len(result.cases)} golden cases match", soft_wrap=True)
+        else:
+            first = failed[0]
+            console.print(f"{label}: {len(failed)} of {len(result.cases)} golden cases differ (first: {first.id}: "
+                          f"{first.detail})", soft_wrap=True)

@@ -124,7 +124,7 @@ def test_predict_bad_format_has_a_hint(cli: Any, sample_bundle: Callable[[str], 
 USAGE = {
     "package": "Usage: mlship package [OPTIONS] NOTEBOOK",
     "inspect": "Usage: mlship inspect [OPTIONS] NOTEBOOK",
-    "serve": "Usage: mlship serve [OPTIONS] BUNDLE",
+    "serve": "Usage: mlship serve [OPTIONS] BUNDLE...",
     "verify": "Usage: mlship verify [OPTIONS] BUNDLE",
     "predict": "Usage: mlship predict [OPTIONS] BUNDLE",
     "sign": "Usage: mlship sign [OPTIONS] BUNDLE",
