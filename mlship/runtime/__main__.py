@@ -41,10 +41,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "predict":
         return predict(Path(args.bundle), args.input, args.output, _batch_options(args))
     if args.command == "serve":
-        workers = args.workers or _server.available_cpus()
-        return serve(
-            Path(args.bundle), host=args.host, port=args.port, workers=workers, log_level=args.log_level
-        )
+        workers = len(args.listen_fd) or args.workers or _server.available_cpus()
+        return _server.serve(Path(args.bundle), host=args.host, port=args.port, workers=workers,
+                             log_level=args.log_level, listen_fds=tuple(args.listen_fd),
+                             lifeline_fd=args.lifeline_fd)
+    if args.command == "serve-service":
+        from . import _front
+
+        return _front.serve_service(Path(args.service), host=args.host, port=args.port, workers=args.workers,
+                                    log_level=args.log_level, pid_file=args.pid_file)
     return verify(Path(args.bundle), url=args.url, as_json=args.json)
 
 
@@ -179,6 +184,34 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve_cmd.add_argument("--log-level", choices=_LOG_LEVELS, default=_env_choice("MLSHIP_LOG_LEVEL", _LOG_LEVELS, "info"),
                            help="(default: %(default)s) [env var: MLSHIP_LOG_LEVEL]")
+    # How a multi-model front starts a model's backend (see _backends): sockets it bound, one per worker, and the
+    # read end of a pipe whose end-of-file means the front is gone. Not for people.
+    serve_cmd.add_argument("--listen-fd", type=int, action="append", default=[], help=argparse.SUPPRESS)
+    serve_cmd.add_argument("--lifeline-fd", type=int, default=None, help=argparse.SUPPRESS)
+
+    service_cmd = commands.add_parser(
+        "serve-service",
+        help="serve every model of a service file behind one address",
+        description="Serve the models of a service file (docs/SERVICE.md): one backend process per model (its "
+        "bundle's own server, run by its own Python), behind one front that routes /models/{name}[/versions/"
+        "{version}]/... and /v2/models/{name}[/versions/{version}]/... to it, and answers GET /models, POST "
+        "/v2/repository/index, /openapi.json (every model's routes), /metrics (labelled by model and version), "
+        "/readyz (ready when every model is) and GET / (a page listing the models).",
+    )
+    service_cmd.add_argument("service", help="the service file (mlship.toml)")
+    service_cmd.add_argument("--host", default=os.environ.get("MLSHIP_HOST", "127.0.0.1"),
+                             help="interface to bind (default: %(default)s) [env var: MLSHIP_HOST]")
+    service_cmd.add_argument("--port", type=int, default=_env_int("MLSHIP_PORT", 8080),
+                             help="port to bind (default: %(default)s) [env var: MLSHIP_PORT]")
+    service_cmd.add_argument("--workers", type=_positive, default=_env_int("MLSHIP_WORKERS", None),
+                             help="worker processes per model, unless the service file says (default: the CPUs "
+                             f"available, {_server.available_cpus()} here) [env var: MLSHIP_WORKERS]")
+    service_cmd.add_argument("--log-level", choices=_LOG_LEVELS,
+                             default=_env_choice("MLSHIP_LOG_LEVEL", _LOG_LEVELS, "info"),
+                             help="(default: %(default)s) [env var: MLSHIP_LOG_LEVEL]")
+    service_cmd.add_argument("--pid-file", type=Path, default=os.environ.get("MLSHIP_PID_FILE") or None,
+                             help="where to write the front's pid, for `mlship reload` (default: one per service "
+                             "file in $XDG_RUNTIME_DIR or the temporary directory) [env var: MLSHIP_PID_FILE]")
 
     verify_cmd = commands.add_parser(
         "verify",
@@ -269,6 +302,10 @@ def _positive(text: str) -> int:
 if __name__ == "__main__":
     from . import _boot
 
+    if sys.argv[1:2] == ["serve-service"]:
+        # No bundle to check: the front imports no bundle's code. Each model's backend is started through this
+        # runtime's _boot.py, which checks that bundle before any of it runs (see _backends).
+        sys.exit(main())
     try:
         _boot.check_started(sys.modules[__package__ or "mlship_runtime"])
     except _boot.BundleLoadError as exc:

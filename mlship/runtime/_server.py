@@ -19,6 +19,7 @@ import http
 import logging
 import math
 import os
+import select
 import signal
 import socket
 import threading
@@ -349,7 +350,7 @@ class WorkerServer(uvicorn.Server):
             yield
             return
         previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
-        if _LIFELINE.fd is None:  # serving alone: no supervisor to restart workers (under one, SIGHUP is its)
+        if not _LIFELINE.supervised:  # serving alone: no supervisor to restart workers (under one, SIGHUP is its)
             previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, _ignore_hangup)
         try:
             yield
@@ -368,7 +369,7 @@ class WorkerServer(uvicorn.Server):
         assert _LIFELINE.fd is not None
         asyncio.get_running_loop().remove_reader(_LIFELINE.fd)
         _LIFELINE.orphaned = True
-        logger.error("the supervisor is gone; this worker stops")
+        logger.error("the %s is gone; this worker stops", "supervisor" if _LIFELINE.supervised else "front")
         self.handle_exit(signal.SIGTERM, None)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -429,6 +430,7 @@ class _Lifeline:
         self.fd: int | None = None
         self.orphaned = False
         self.owns_metrics = False  # the metrics directory is the supervisor's own, not PROMETHEUS_MULTIPROC_DIR
+        self.supervised = False  # a worker forked by a Supervisor (else it serves alone, maybe under a front)
 
 
 _LIFELINE = _Lifeline()
@@ -467,8 +469,10 @@ class Supervisor:
     """Forks `workers` processes running `work()`, replaces those that die, and stops them all on a signal."""
 
     def __init__(
-        self, work: Callable[[socket.socket], int], settings: Settings, listeners: list[socket.socket]
+        self, work: Callable[[socket.socket], int], settings: Settings, listeners: list[socket.socket],
+        front_lifeline: int | None = None,
     ) -> None:
+        self.front_lifeline = front_lifeline  # a multi-model front's pipe: end-of-file stops us (see serve)
         self.workers = len(listeners)
         self.work = work
         self.settings = settings
@@ -544,6 +548,10 @@ class Supervisor:
         while self.children:
             if self.restart_requested and not self.stopping:
                 self._restart()
+            if self.front_lifeline is not None and not self.stopping and _at_end(self.front_lifeline):
+                logger.error("the front is gone; stopping")
+                self.front_lifeline = None
+                self._on_signal(signal.SIGTERM, None)
             if self.stopping and give_up_at is None:
                 give_up_at = time.monotonic() + self.settings.drain_delay + self.settings.grace_period + 5
             if give_up_at is not None and time.monotonic() > give_up_at:
@@ -607,6 +615,7 @@ class Supervisor:
             # the whole process group, must not kill the workers under it.
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
+            _LIFELINE.supervised = True
             if self.lifeline is not None:
                 os.close(self.lifeline[1])  # only the supervisor may hold the write end
                 _LIFELINE.fd = self.lifeline[0]
@@ -621,12 +630,23 @@ class Supervisor:
             os._exit(code)
 
 
+def _at_end(fd: int) -> bool:
+    """Whether the pipe `fd` reads end-of-file (its writer is gone); never blocks."""
+    readable, _, _ = select.select([fd], [], [], 0)
+    return bool(readable) and os.read(fd, 1) == b""
+
+
 def _describe(code: int) -> str:
     return f"signal {signal.Signals(-code).name}" if code < 0 else f"status {code}"
 
 
-def serve(bundle_dir: Path, *, host: str, port: int, workers: int, log_level: str) -> int:
-    """Load the bundle, then serve it until SIGINT/SIGTERM; return 1 after one log line if it cannot start."""
+def serve(bundle_dir: Path, *, host: str, port: int, workers: int, log_level: str,
+          listen_fds: tuple[int, ...] = (), lifeline_fd: int | None = None) -> int:
+    """Load the bundle, then serve it until SIGINT/SIGTERM; return 1 after one log line if it cannot start.
+
+    `listen_fds`: listening sockets handed down by a multi-model front (one per worker; host and port are then
+    unused), and `lifeline_fd` the read end of its pipe: end-of-file there stops this server as SIGTERM does.
+    """
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
@@ -638,7 +658,10 @@ def serve(bundle_dir: Path, *, host: str, port: int, workers: int, log_level: st
         limit_native_threads(workers)
     try:
         bundle = load_bundle(bundle_dir)
-        sockets = bind_sockets(host, port, workers)
+        if listen_fds:
+            sockets = [socket.socket(fileno=fd) for fd in listen_fds]
+        else:
+            sockets = bind_sockets(host, port, workers)
     except BundleLoadError as exc:
         logger.error("cannot serve %s: %s", bundle_dir, exc)
         return 1
@@ -646,20 +669,19 @@ def serve(bundle_dir: Path, *, host: str, port: int, workers: int, log_level: st
         logger.error("cannot listen on %s port %d: %s", host, port, exc)
         return 1
     name, version = bundle.manifest.name, bundle.manifest.version
-    shown = f"[{host}]" if ":" in host else host
-    logger.info(
-        "serving %s %s on http://%s:%d with %d worker%s",
-        name,
-        version,
-        shown,
-        sockets[0].getsockname()[1],
-        workers,
-        "" if workers == 1 else "s",
-    )
+    plural = "" if workers == 1 else "s"
+    if listen_fds:
+        logger.info("serving %s %s on %d inherited socket%s with %d worker%s", name, version, len(sockets),
+                    "" if len(sockets) == 1 else "s", workers, plural)
+    else:
+        shown = f"[{host}]" if ":" in host else host
+        logger.info("serving %s %s on http://%s:%d with %d worker%s", name, version, shown,
+                    sockets[0].getsockname()[1], workers, plural)
 
     def work(sock: socket.socket) -> int:
         return run_worker(bundle_dir, bundle, settings, sock, log_level)
 
     if workers == 1:
+        _LIFELINE.fd = lifeline_fd  # serving alone: this process watches the front itself
         return work(sockets[0])
-    return Supervisor(work, settings, sockets).run()
+    return Supervisor(work, settings, sockets, front_lifeline=lifeline_fd).run()

@@ -16,7 +16,8 @@ from mlship.bundle.manifest import RUNTIME_REQUIREMENTS
 RUNTIME_DIR = Path(__file__).resolve().parents[3] / "mlship" / "runtime"
 SOURCES = sorted(RUNTIME_DIR.glob("*.py"))
 # The runtime's own dependencies, pinned into every bundle's requirements.txt (import names of the distributions).
-TOP_LEVEL_ALLOWED = {"starlette", "uvicorn", "orjson", "prometheus_client"}
+# httptools: uvicorn's parser, which the multi-model front's client to its backends uses too (_upstream).
+TOP_LEVEL_ALLOWED = {"starlette", "uvicorn", "orjson", "prometheus_client", "httptools"}
 # pyarrow only for batch jobs on parquet files, and optional: without it they say `pip install pyarrow`.
 LAZY_ALLOWED = {"numpy", "pandas", "pyarrow"}
 # pyspark only where Spark scoring runs (the driver's spark.py, the executors' bootstrap), inside functions: a

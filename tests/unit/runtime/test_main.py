@@ -42,7 +42,8 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
         return 0
 
     class Supervisor:
-        def __init__(self, work: Any, settings: Any, listeners: list[socket.socket]) -> None:
+        def __init__(self, work: Any, settings: Any, listeners: list[socket.socket],
+                     front_lifeline: int | None = None) -> None:
             calls.append({"supervisor": [sock.getsockname() for sock in listeners],
                           "reuse_port": [_reuse_port(sock) for sock in listeners]})
             for sock in listeners:
