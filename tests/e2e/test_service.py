@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from mlship.runtime._contract import FORMAT
+from tests.support.servers import free_port, wait_until_ready
 from tests.support.services import bundle_copy
 
 
@@ -74,6 +79,70 @@ def test_verify_a_service_file_says_which_model_fails(service_dir: Path, tmp_pat
     assert "artifact predictor.py has sha256" in report["models"][1]["error"]
     assert "error: 1 of 2 models fail verification: churn 2.0.0" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@contextmanager
+def mlship_serve(*args: str | Path, cwd: Path, log: Path) -> Iterator[str]:
+    """A real `mlship serve ARGS` (one worker per model), ready; its base URL. Stopped with SIGTERM."""
+    port = free_port()
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "mlship", "serve", *map(str, args), "--port", str(port),
+                                    "--workers", "1"], cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "MLSHIP_PLAIN": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(f"{url}/readyz", process, log=log, timeout=180, interval=0.3)
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def models(url: str) -> dict[str, dict[str, object]]:
+    with urllib.request.urlopen(f"{url}/models", timeout=10) as response:
+        listing = json.load(response)
+    entries = listing["models"] if isinstance(listing, dict) else listing
+    return {entry["name"]: entry for entry in entries}
+
+
+def test_serve_a_service_file_and_verify_it_over_http(service_dir: Path, tmp_path: Path) -> None:
+    with mlship_serve("mlship.toml", cwd=service_dir, log=tmp_path / "serve.log") as url:
+        result = mlship("verify", "mlship.toml", "--url", url, cwd=service_dir)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert [line.split(":")[0] for line in result.stdout.splitlines()[:3]] == [
+            "PASS  iris 0.1.0", "PASS  churn 0.1.0", "PASS  iris 2.0.0"]
+        assert f"3 models match the notebooks' golden cases at {url}" in result.stdout + result.stderr
+        # One bundle's cases against its routes on the multi-model server: the single-bundle --url mode.
+        single = mlship("verify", "dist/churn", "--url", f"{url}/models/churn", cwd=service_dir)
+        assert single.returncode == 0, single.stdout + single.stderr
+        # A model the server does not have: a FAIL line naming the answer, exit 1.
+        (tmp_path / "other.toml").write_text(f'[[models]]\nbundle = "{service_dir}/dist/iris"\n'
+                                             f'[[models]]\nbundle = "{service_dir}/dist/iris-2"\nname = "iris-new"\n')
+        missing = mlship("verify", tmp_path / "other.toml", "--url", url, cwd=tmp_path)
+        assert missing.returncode == 1
+        lines = missing.stdout.splitlines()
+        assert lines[0].startswith("PASS  iris 0.1.0") and lines[1].startswith("FAIL  iris-new 2.0.0: "), lines
+        assert "HTTP 404" in lines[1]
+        assert "error: 1 of 2 models fail verification: iris-new 2.0.0" in missing.stderr
+    assert "serving scoring on " in (tmp_path / "serve.log").read_text()
+
+
+def test_serve_bundle_directories_behind_one_server(service_dir: Path, tmp_path: Path) -> None:
+    with mlship_serve("dist/iris", "dist/iris-2", "dist/churn", cwd=service_dir, log=tmp_path / "serve.log") as url:
+        served = models(url)
+        assert set(served) == {"iris", "churn"}
+        body = json.dumps({"instances": json.loads((service_dir / "dist/iris/golden.json").read_text())["cases"][0]
+                           ["instances"]}).encode()
+        for path in ("/models/iris/predict", "/models/iris/versions/0.1.0/predict", "/models/iris/versions/2.0.0/predict"):
+            request = urllib.request.Request(url + path, data=body, headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=30) as response:
+                assert response.status == 200 and "predictions" in json.load(response)
+    log = (tmp_path / "serve.log").read_text()
+    assert "serving mlship on " in log and "iris 0.1.0, 2.0.0 (default); churn 0.1.0" in log
 
 
 # -- bad input: each a real `mlship serve` / `mlship verify` that refuses before anything starts ------------------
