@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._paths import BUNDLE_RUNTIME_NAME
 from .bundle.manifest import RUNTIME_REQUIREMENTS, canonical
 from .errors import MlshipError
 from .runtime._contract import CaseResult, Manifest, read_manifest
@@ -74,8 +75,31 @@ def prepare_service(paths: Sequence[Path], *, defaults: Sequence[str] = (), key:
 
             check_signature(model.bundle, key)
         open_bundle(model.bundle)
+        check_backend_runtime(model)
     check_environments(service)
     return service
+
+
+# What a bundle's own runtime must accept to run behind the front: the sockets the front binds for it.
+_BACKEND_OPTION = "--listen-fd"
+
+
+def check_backend_runtime(model: ServiceModel) -> None:
+    """Each model runs on its bundle's own copy of the runtime (mlship_runtime/, digest-checked), so a bundle
+    packaged before multi-model serving existed cannot be a backend: say so now rather than let its model be
+    UNAVAILABLE once the server runs."""
+    main = model.bundle / BUNDLE_RUNTIME_NAME / "__main__.py"
+    try:
+        text = main.read_text(encoding="utf-8")
+    except OSError:
+        text = ""
+    if _BACKEND_OPTION not in text:
+        raise MlshipError(
+            f"model {model.name} {model.version} ({model.bundle}) was packaged by an mlship whose runtime cannot "
+            "run behind a multi-model server",
+            hint=f"package its notebook again with this mlship (mlship package NOTEBOOK -o {model.bundle}), or "
+            f"serve it alone: mlship serve {model.bundle}",
+        )
 
 
 def service_file(service: Service) -> Path:

@@ -192,3 +192,22 @@ def test_the_service_file_of_a_given_file_is_that_file(fraud: list[Path], tmp_pa
     path = tmp_path / "mlship.toml"
     path.write_text('[[models]]\nbundle = "dist/fraud-1"\n')
     assert service_file(read_service(path)) == path
+
+
+def test_serve_refuses_a_bundle_whose_runtime_predates_multi_model_serving(
+        cli: Any, fraud: list[Path], bundle_as: Make, execve: Exec) -> None:
+    import hashlib
+    import json
+
+    old = bundle_as("old", "old")
+    main = old / "mlship_runtime" / "__main__.py"
+    main.write_text(main.read_text().replace("--listen-fd", "--not-known"))
+    manifest = json.loads((old / "mlship.json").read_text())
+    manifest["artifacts"]["mlship_runtime/__main__.py"] = hashlib.sha256(main.read_bytes()).hexdigest()
+    (old / "mlship.json").write_text(json.dumps(manifest))
+    result = cli("serve", fraud[0], old, "--port", str(free_port()))
+    assert (result.exit_code, result.output) == (
+        1, f"error: model old 0.1.0 ({old}) was packaged by an mlship whose runtime cannot run behind a multi-model "
+        f"server\nhint: package its notebook again with this mlship (mlship package NOTEBOOK -o {old}), or serve it "
+        f"alone: mlship serve {old}\n")
+    assert not execve.calls
