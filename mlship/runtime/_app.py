@@ -21,7 +21,7 @@ from starlette.types import ASGIApp
 from . import _api, _mlflow, _ui, _v2
 from ._auth import Auth, required_tokens
 from ._bundle import LoadedBundle, load_bundle, read_servable
-from ._http import error_response, request_id
+from ._http import MODEL_MISS_KEY, error_response, request_id
 from ._logs import AccessLog
 from ._metrics import Metrics
 from ._model import ModelHandle
@@ -107,7 +107,9 @@ def _http_exception_handler(state: AppState) -> Callable[[Request, Exception], A
     async def handler(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         path = request.url.path
-        if exc.status_code == 404:
+        if exc.status_code == 404 and MODEL_MISS_KEY in request.scope:
+            message = f"{request.scope[MODEL_MISS_KEY]} (under /models/{state.model.name}/: {served})"
+        elif exc.status_code == 404:
             message = f"no endpoint {path}; this server has {served}; GET /openapi.json lists them all"
         elif exc.status_code == 405:
             allowed = {key.lower(): value for key, value in (exc.headers or {}).items()}.get("allow", "")

@@ -24,6 +24,8 @@ REQUEST_ID_HEADER = "x-request-id"
 REQUEST_ID_KEY = "mlship.request_id"
 # time.monotonic() when the request's first byte was read (set by the server's protocol, _server)
 RECEIVED_KEY = "mlship.received"
+# Why a /models/{name}/... path names no model this server serves (set by _observe, said by the 404 answer)
+MODEL_MISS_KEY = "mlship.model_miss"
 
 # `curl -d` sends application/x-www-form-urlencoded unless told otherwise; refusing it would fail the first
 # request nearly everyone tries, and the body is parsed as JSON whatever the type says.

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._http import (
+    MODEL_MISS_KEY,
     RECEIVED_KEY,
     REQUEST_ID_HEADER,
     REQUEST_ID_KEY,
@@ -25,10 +26,30 @@ from ._http import (
 )
 from ._inference import REQUEST_RECEIVED
 from ._protocol import FastHandler
+from ._routes import MODELS, parse_model_path
 from ._state import AppState
 
 logger = logging.getLogger(__name__)
 _REQUEST_ID = REQUEST_ID_HEADER.encode()
+MODELS_PREFIX = MODELS + "/"
+
+
+def _unprefixed(scope: Scope, state: AppState) -> Scope:
+    """A single-bundle server answers under /models/{name}/ and /models/{name}/versions/{version}/ too, as a
+    multi-model front does: the scope with the path the bundle's own routes serve. Another name or version is
+    left to the 404 answer (after the token check), which names what this server serves (MODEL_MISS_KEY)."""
+    model_path = parse_model_path(scope["path"])
+    if model_path is None or model_path.upstream is None or model_path.v2:
+        return scope
+    model = state.model
+    if model_path.name != model.name:
+        scope[MODEL_MISS_KEY] = f"no model {model_path.name!r}; this server serves {model.name!r}"
+        return scope
+    if model_path.version is not None and model_path.version != model.version:
+        scope[MODEL_MISS_KEY] = f"model {model.name!r} has no version {model_path.version!r}; it has {model.version!r}"
+        return scope
+    upstream = model_path.upstream
+    return {**scope, "path": upstream, "raw_path": upstream.encode()}
 
 
 class Observe:
@@ -53,7 +74,9 @@ class Observe:
         extra = [(_REQUEST_ID, rid.encode())]
         status = 0
         method, path = scope["method"], scope["path"]
-        fast = self.fast.get(path) if method == "POST" else None
+        if path.startswith(MODELS_PREFIX):
+            scope = _unprefixed(scope, state)
+        fast = self.fast.get(scope["path"]) if method == "POST" else None
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
@@ -93,7 +116,7 @@ class Observe:
             while state.after_response:
                 state.after_response.pop()()
             seconds = time.perf_counter() - started + waited
-            route = path if fast is not None else getattr(scope.get("route"), "path", None) or "unmatched"
+            route = scope["path"] if fast is not None else getattr(scope.get("route"), "path", None) or "unmatched"
             state.metrics.observe_request(route, method, status or 500, seconds)
             client = scope.get("client")
             state.access_log.log(
