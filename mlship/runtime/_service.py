@@ -199,8 +199,8 @@ def _service(name: str, models: list[ServiceModel], defaults: Mapping[str, str],
     names = tuple(dict.fromkeys(model.name for model in models))
     for route in routes:
         if route not in names:
-            raise ServiceError(f"{where}: [routes.{_toml_key(route)}] names no served model",
-                               f"model names served here: {_listing(names)}")
+            what = f"[routes.{_toml_key(route)}]" if source is not None else f"--default {route}={defaults[route]}"
+            raise ServiceError(f"{where}: {what} names no served model", f"model names served here: {_listing(names)}")
     chosen: dict[str, str] = {}
     for model_name in names:
         versions = tuple(model.version for model in models if model.name == model_name)
@@ -214,9 +214,10 @@ def _service(name: str, models: list[ServiceModel], defaults: Mapping[str, str],
                 )
             default = versions[0]
         elif default not in versions:
+            what = (f"[routes.{_toml_key(model_name)}] default = {default!r}" if source is not None
+                    else f"--default {model_name}={default}")
             raise ServiceError(
-                f"{where}: [routes.{_toml_key(model_name)}] default = {default!r}, but model {model_name!r} "
-                f"has no such version (it has {_listing(versions)})",
+                f"{where}: {what}, but model {model_name!r} has no such version (it has {_listing(versions)})",
                 f"set default to one of {_listing(versions)}, or add the bundle of version {default}",
             )
         chosen[model_name] = default

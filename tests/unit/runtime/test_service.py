@@ -133,6 +133,11 @@ def test_bundles_on_the_command_line_default_to_their_highest_version(three: lis
     assert dict(service.defaults) == {"churn": "0.1.0", "fraud": "10.0.0"}
     assert dict(service_from_bundles(three, defaults={"fraud": "1.0.0"}).defaults)["fraud"] == "1.0.0"
     assert version_key("1.10.0") > version_key("1.9.0")
+    with pytest.raises(ServiceError, match=r"the command line: --default fraud=3.0.0, but model 'fraud' has no such "
+                       r"version \(it has '1.0.0', '2.0.0'\)"):
+        service_from_bundles(three, defaults={"fraud": "3.0.0"})
+    with pytest.raises(ServiceError, match="the command line: --default frod=1 names no served model"):
+        service_from_bundles(three, defaults={"frod": "1"})
 
 
 def test_is_service_file(tmp_path: Path, three: list[Path]) -> None:
