@@ -192,7 +192,7 @@ def _parser() -> argparse.ArgumentParser:
     service_cmd = commands.add_parser(
         "serve-service",
         help="serve every model of a service file behind one address",
-        description="Serve the models of a service file (docs/SERVICE.md): one backend process per model (its "
+        description="Serve the models of a service file (mlship.toml): one backend process per model (its "
         "bundle's own server, run by its own Python), behind one front that routes /models/{name}[/versions/"
         "{version}]/... and /v2/models/{name}[/versions/{version}]/... to it, and answers GET /models, POST "
         "/v2/repository/index, /openapi.json (every model's routes), /metrics (labelled by model and version), "

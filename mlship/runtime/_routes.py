@@ -1,4 +1,4 @@
-"""The front's routing table and how a request path names a model (docs/SERVICE.md "Routes").
+"""The front's routing table and how a request path names a model (the routes of a multi-model server).
 
 `RouteTable` is one immutable object: every backend by (name, version) and the default version of each name.
 The front holds exactly one and replaces it whole (`Front.swap`), so a reload (start new backends, wait until
@@ -79,6 +79,9 @@ class RouteTable:
 
     def lookup(self, name: str, version: str | None) -> Backend:
         """The backend serving `name` at `version` (None: the default); LookupError naming what exists."""
+        found = self.backends.get((name, self.defaults.get(name, "") if version is None else version))
+        if found is not None:  # every request: one dictionary look-up
+            return found
         versions = self.versions(name)
         if not versions:
             raise LookupError(f"no model {name!r}; this server serves {_listing(self.names)}: "
