@@ -293,6 +293,34 @@ def _serve_service(paths: list[Path], host: str, port: int, workers: int | None,
     os.execve(argv[0], argv, env)
 
 
+@app.command(cls=_Command)
+@_boundary
+def reload(
+    service: Annotated[Path, typer.Argument(metavar="SERVICE_FILE", help="The service file a running "
+                                            "`mlship serve` serves (mlship.toml).")],
+    pid_file: Annotated[Path | None, typer.Option("--pid-file", help="The server's pid file, if it was started "
+                                                  "with one (default: the one `mlship serve` writes for this file). "
+                                                  "[env var: MLSHIP_PID_FILE]", envvar="MLSHIP_PID_FILE")] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the server to say what it did.")] = True,
+    timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds to wait.")] = 300.0,
+) -> None:
+    """Apply a changed service file to its running server without downtime: new and changed models start and
+    pass their golden cases before they take traffic; removed ones drain and stop. One that fails never takes
+    traffic and the version before it keeps serving."""
+    from .reload import reload_service
+
+    result = reload_service(service, pid_file=pid_file, wait=wait, timeout=timeout)
+    if result.status is None:
+        display_success(f"asked the server of {service} (pid {result.pid}) to reload it")
+        return
+    summary = str(result.status.get("summary", result.status.get("result")))
+    if not result.ok:
+        raise MlshipError(f"reload of {service}: {summary}",
+                          hint="the models that failed never took traffic (the versions before them keep serving); "
+                          "POST /v2/repository/index shows each model's state and the server's log says more")
+    display_success(f"reloaded {service}: {summary} ({result.status.get('seconds', 0):.1f} s)")
+
+
 def _check_port(host: str, port: int) -> None:
     """Fail before announcing anything when the runtime could not listen on HOST:PORT (it binds the same way:
     SO_REUSEADDR, so a port left in TIME_WAIT by a server just stopped is free, one another process listens on

@@ -83,6 +83,7 @@ class Backend:
         self.openapi: dict[str, Any] | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self.restarts = 0
+        self.inflight = 0  # the front's requests routed here and not answered yet (a reload drains by it)
         self.stopping = False
         self._task: asyncio.Task[None] | None = None
         self._became_ready = asyncio.Event()
@@ -91,6 +92,11 @@ class Backend:
     @property
     def state(self) -> str:
         return READY if self.ready else UNAVAILABLE
+
+    @property
+    def gave_up(self) -> bool:
+        """Whether its process exited before it was ever ready (it is not started again)."""
+        return self._task is not None and self._task.done()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"backend {self.label}")

@@ -58,6 +58,8 @@ from ._http import (
 from ._logs import configure_logging
 from ._openapi import ANY_JSON, get_operation
 from ._protocol import Endpoint
+from ._reload import DEFAULT_TIMEOUT as DEFAULT_RELOAD_TIMEOUT
+from ._reload import Reloader, fingerprint, reload_metrics, status_file_for
 from ._routes import ModelPath, RouteTable, parse_model_path, upstream_target
 from ._server import available_cpus, protocol_class
 from ._settings import Settings, SettingsError
@@ -93,6 +95,7 @@ class Front:
         self.failures: dict[tuple[str, str, str], int] = {}  # (model, version, reason) -> answers the front gave
         # Called on SIGHUP (a reload: see the module docstring); None logs that there is nothing to reload.
         self.reload_hook: Callable[[], Coroutine[Any, Any, None]] | None = None
+        self.reloader: Reloader | None = None  # set with reload_hook by serve_service (_reload)
         self.timeout = settings.timeout + _UPSTREAM_SLACK
         endpoints = self._endpoints()
         self.auth = Auth(settings, endpoints)
@@ -147,6 +150,14 @@ class Front:
         if model_path.upstream is None:
             await self._model_entry(scope, send, table, backend, model_path)
             return
+        backend.inflight += 1  # from routing to answer: a reload stops a backend it replaced only when idle
+        try:
+            await self._forward(scope, receive, send, backend, model_path, rid)
+        finally:
+            backend.inflight -= 1
+
+    async def _forward(self, scope: Scope, receive: Receive, send: Send, backend: Backend, model_path: ModelPath,
+                       rid: str) -> None:
         if not backend.ready:
             self._count(backend, "unavailable")
             raise HttpError(503, f"model {backend.name!r} version {backend.version!r} is unavailable: "
@@ -272,7 +283,14 @@ class Front:
             with contextlib.suppress(ValueError):
                 body = json.loads(raw)
                 ready_only = isinstance(body, dict) and body.get("ready") is True
-        return json_response(_catalog.repository_index(self.table, ready_only))
+        table = self.table
+        index = _catalog.repository_index(table, ready_only)
+        if self.reloader is not None:
+            for entry in index:  # a version whose new bundle failed a reload: it serves, and says why
+                entry["reason"] = self.reloader.reason_for(entry["name"], entry["version"]) or entry["reason"]
+            if not ready_only:
+                index += self.reloader.index_entries(table)
+        return json_response(index)
 
     async def _models(self, request: Request) -> Response:
         return json_response(_catalog.models_listing(self.table, self.service))
@@ -304,7 +322,7 @@ class Front:
             restarts.add_metric([backend.name, backend.version], float(backend.restarts))
         for (name, version, reason), count in sorted(self.failures.items()):
             failures.add_metric([name, version, reason], float(count))
-        return [ready, restarts, failures]
+        return [ready, restarts, failures, *reload_metrics(self.reloader)]
 
     async def _page(self, request: Request) -> Response:
         return Response(_catalog.page(self.table, self.service, self.settings.ui), media_type="text/html",
@@ -342,6 +360,8 @@ class Front:
     async def stop_all(self) -> None:
         limit = self.settings.drain_delay + self.settings.grace_period + 5
         await asyncio.gather(*(backend.stop(limit) for backend in self.table.backends.values()))
+        if self.reloader is not None:
+            await self.reloader.drain_all()
 
 
 def _operations(endpoints: list[Endpoint], protected: set[str]) -> dict[str, Any]:
@@ -410,16 +430,47 @@ class FrontServer(uvicorn.Server):
 
 def build_table(service: Any, *, workers: int, log_level: str, boot: Path) -> RouteTable:
     """A backend (not started) for every model of `service` (a _service.Service), and its defaults."""
-    backends = {}
-    for model in service.models:
-        count = model.workers or workers
-        backends[(model.name, model.version)] = Backend(
-            model.name, model.version, Path(model.bundle), python=model.python or sys.executable, workers=count,
-            boot=boot, log_level=log_level, env=os.environ)
+    backends = {(model.name, model.version): make_backend(model, workers=workers, log_level=log_level, boot=boot)
+                for model in service.models}
     defaults = {name: service.defaults.get(name) or versions[0]
                 for name in dict.fromkeys(m.name for m in service.models)
                 for versions in [[m.version for m in service.models if m.name == name]]}
     return RouteTable(backends, defaults)
+
+
+def make_backend(model: Any, *, workers: int, log_level: str, boot: Path) -> Backend:
+    """The backend (not started) of one _service.ServiceModel: its Python (else ours), its workers (else the
+    service's)."""
+    return Backend(model.name, model.version, Path(model.bundle), python=model.python or sys.executable,
+                   workers=model.workers or workers, boot=boot, log_level=log_level, env=os.environ)
+
+
+def _reloader(front: Front, service_file: Path, *, workers: int, log_level: str, boot: Path,
+              pid_file: Path | None) -> Reloader:
+    """The reload of SIGHUP (_reload), building backends exactly as the start did."""
+    def fingerprint_of(model: Any) -> tuple[str, str, str, int]:
+        return fingerprint(Path(model.bundle), model.python or sys.executable, model.workers or workers)
+
+    timeout = front.settings.drain_delay + front.settings.grace_period + 5
+    reload_timeout = _env_seconds("MLSHIP_RELOAD_TIMEOUT", DEFAULT_RELOAD_TIMEOUT)
+    return Reloader(front, service_file,
+                    make_backend=lambda model: make_backend(model, workers=workers, log_level=log_level, boot=boot),
+                    fingerprint_of=fingerprint_of, stop_timeout=timeout,
+                    status_file=status_file_for(pid_file) if pid_file is not None else None, timeout=reload_timeout)
+
+
+def _env_seconds(name: str, default: float) -> float:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < math.inf:
+        logger.warning("%s=%r is not a positive number of seconds; using %g", name, text, default)
+        return default
+    return value
 
 
 def serve_service(service_file: Path, *, host: str, port: int, workers: int | None, log_level: str,
@@ -440,15 +491,21 @@ def serve_service(service_file: Path, *, host: str, port: int, workers: int | No
         logger.error("cannot serve %s: %s (%s)", service_file, exc.message, exc.hint)
         return 1
     boot = Path(__file__).resolve().with_name("_boot.py")
-    table = build_table(service, workers=workers or available_cpus(), log_level=log_level, boot=boot)
+    count = workers or available_cpus()
+    table = build_table(service, workers=count, log_level=log_level, boot=boot)
     front = Front(service.name, table, settings)
+    pid_file = pid_file or pid_file_for(service_file)
+    front.reloader = _reloader(front, service_file, workers=count, log_level=log_level, boot=boot,
+                               pid_file=pid_file)
+    front.reloader.remember(service)
+    front.reload_hook = front.reloader.reload
     config = uvicorn.Config(
         front, host=host, port=port, loop="auto", http=protocol_class(settings), lifespan="on",
         timeout_keep_alive=settings.keepalive_timeout,  # type: ignore[arg-type]  # uvicorn takes a float too
         h11_max_incomplete_event_size=settings.max_header_bytes, log_config=None, log_level=log_level,
         access_log=False, server_header=False, timeout_graceful_shutdown=math.ceil(settings.grace_period))
     server = FrontServer(config, front)
-    written = _write_pid(pid_file or pid_file_for(service_file))
+    written = _write_pid(pid_file)
     models = ", ".join(f"{name} {version}" for name, version in table.backends)
     logger.info("serving %s (%s) on http://%s:%d", service.name, models, host, port)
     try:
@@ -456,6 +513,7 @@ def serve_service(service_file: Path, *, host: str, port: int, workers: int | No
     finally:
         if written is not None:
             written.unlink(missing_ok=True)
+            front.reloader.forget_status()
     return 0 if server.started else 1
 
 

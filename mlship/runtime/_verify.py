@@ -11,10 +11,11 @@ from typing import Any
 
 from ._bundle import LoadedBundle, load_bundle, read_servable
 from ._codec import outputs_match, replace_non_finite, to_jsonable
-from ._contract import CaseResult, GoldenCase
+from ._contract import CaseResult, Golden, GoldenCase
 from ._schema import InputError, decode_request
 
-__all__ = ["CaseResult", "ServerUnreachable", "replay_case", "replay_golden", "verify_bundle", "verify_url"]
+__all__ = ["CaseResult", "ServerUnreachable", "check_answer", "read_golden", "replay_case", "replay_golden",
+           "verify_bundle", "verify_url"]
 
 
 class ServerUnreachable(Exception):
@@ -53,19 +54,28 @@ def verify_url(url: str, bundle_dir: str | os.PathLike[str], *, timeout: float =
     this works from a machine that could not run the model. Raises BundleLoadError, or ServerUnreachable when
     no HTTP answer comes back at all.
     """
-    golden = read_servable(bundle_dir).golden
+    golden = read_golden(bundle_dir)
     results = []
     for case in golden.cases:
         status, answer = _post(f"{url.rstrip('/')}/{case.method}", {"instances": case.instances}, timeout)
-        if status != 200 or not isinstance(answer, dict) or "predictions" not in answer:
-            error = answer.get("error", answer) if isinstance(answer, dict) else answer
-            results.append(_failed(case, f"HTTP {status}: {error}"))
-            continue
-        # The server writes NaN and Infinity as null (they are not JSON), so compare with what it must send.
-        expected = replace_non_finite(case.expected)
-        ok, detail = outputs_match(answer["predictions"], expected, golden.rtol, golden.atol)
-        results.append(CaseResult(case.id, case.method, ok, detail, expected, answer["predictions"]))
+        results.append(check_answer(case, golden, status, answer))
     return results
+
+
+def read_golden(bundle_dir: str | os.PathLike[str]) -> Golden:
+    """The bundle's golden cases (its manifest and digests checked, predictor.py not imported)."""
+    return read_servable(bundle_dir).golden
+
+
+def check_answer(case: GoldenCase, golden: Golden, status: int, answer: Any) -> CaseResult:
+    """A server's answer (`status`, decoded JSON body) to `case`, compared with what the notebook computed."""
+    if status != 200 or not isinstance(answer, dict) or "predictions" not in answer:
+        error = answer.get("error", answer) if isinstance(answer, dict) else answer
+        return _failed(case, f"HTTP {status}: {error}")
+    # The server writes NaN and Infinity as null (they are not JSON), so compare with what it must send.
+    expected = replace_non_finite(case.expected)
+    ok, detail = outputs_match(answer["predictions"], expected, golden.rtol, golden.atol)
+    return CaseResult(case.id, case.method, ok, detail, expected, answer["predictions"])
 
 
 def _post(url: str, body: Any, timeout: float) -> tuple[int, Any]:
