@@ -1,8 +1,9 @@
 """Reloading a running service (`mlship reload mlship.toml`, SIGHUP) under continuous load: real `mlship serve`
-processes, real HTTP, real signals.
+processes, real HTTP, real signals (`mlship reload` runs in this process, through typer's runner).
 
-One server per test: it serves sample bundles with one worker each while threads post each model's golden input
-without pause; every answer must be a 2xx with the golden prediction, through every change of the file.
+One server per test: it serves sample bundles with one worker each (no access log: the load would fill it) while
+threads post each model's golden input without pause; every answer must be a 2xx with the golden prediction,
+through every change of the file.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import Cli
 from tests.support.servers import free_port, wait_until_ready
 from tests.unit.runtime.sample_bundles import edit_golden
 
@@ -112,7 +114,7 @@ def service(tmp_path: Path, bundles: list[Path]) -> Iterator[tuple[str, Path, su
     with log.open("wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "mlship", "serve", str(source), "--port", str(port),
                                     "--workers", "1"], stdout=out, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "MLSHIP_PLAIN": "1"})
+                                   env={**os.environ, "MLSHIP_PLAIN": "1", "MLSHIP_ACCESS_LOG": "0"})
     try:
         base = f"http://127.0.0.1:{port}"
         wait_until_ready(f"{base}/readyz", process, log=log, timeout=90, interval=0.2)
@@ -126,9 +128,8 @@ def service(tmp_path: Path, bundles: list[Path]) -> Iterator[tuple[str, Path, su
             process.wait()
 
 
-def reload(source: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mlship", "reload", str(source), "--timeout", "90"],
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "MLSHIP_PLAIN": "1"})
+def reload(cli: Cli, source: Path) -> Any:
+    return cli("reload", source, "--timeout", "90")
 
 
 def processes_in(root: int, folder: Path) -> list[int]:
@@ -169,7 +170,7 @@ def index(base: str) -> list[dict[str, str]]:
 
 
 def test_reload_under_load_adds_changes_and_removes_models_with_no_failed_request(
-    samples: dict[str, Path], tmp_path: Path
+    samples: dict[str, Path], tmp_path: Path, cli: Cli
 ) -> None:
     a, b, c = samples["a"], samples["b"], samples["c"]
     changed_a = Path(shutil.copytree(a, tmp_path / "a-rebuilt"))  # the same name and version, another bundle
@@ -178,29 +179,21 @@ def test_reload_under_load_adds_changes_and_removes_models_with_no_failed_reques
         load.start(a)
         load.start(b)
         try:
-            write_service(source, [a, b, c])
-            added = reload(source)
-            assert added.returncode == 0, added.stdout + added.stderr
-            assert f"added {manifest(c)['name']} 0.1.0" in added.stdout
+            time.sleep(0.5)
+            assert processes_in(process.pid, a) and processes_in(process.pid, b)
+            load.stop(manifest(b)["name"])  # b is removed below: its last requests end first
+            time.sleep(0.3)
+            write_service(source, [changed_a, c])  # a rebuilt, b removed, c added: one reload
+            result = reload(cli, source)
+            assert result.exit_code == 0, result.output
             load.start(c)
-
-            old_a = processes_in(process.pid, a)
-            assert old_a, "the first bundle of a runs"
-            write_service(source, [changed_a, b, c])
-            changed = reload(source)
-            assert changed.returncode == 0, changed.stdout + changed.stderr
-            assert f"changed {manifest(a)['name']} 0.1.0" in changed.stdout
-            wait_for(lambda: not processes_in(process.pid, a), 30, "the replaced backend's processes still run")
-            assert processes_in(process.pid, changed_a)
-
-            assert processes_in(process.pid, b)
-            load.stop(manifest(b)["name"])
-            time.sleep(0.5)  # the threads of b finish their last request
-            write_service(source, [changed_a, c])
-            removed = reload(source)
-            assert removed.returncode == 0, removed.stdout + removed.stderr
-            assert f"removed {manifest(b)['name']} 0.1.0" in removed.stdout
-            wait_for(lambda: not processes_in(process.pid, b), 30, "the removed backend's processes still run")
+            for change in (f"added {manifest(c)['name']} 0.1.0", f"changed {manifest(a)['name']} 0.1.0",
+                           f"removed {manifest(b)['name']} 0.1.0"):
+                assert change in result.output
+            for gone in (a, b):
+                wait_for(lambda gone=gone: not processes_in(process.pid, gone), 30,
+                         f"the processes of {gone.name} still run")
+            assert processes_in(process.pid, changed_a) and processes_in(process.pid, c)
             time.sleep(1.0)  # more load on the new table
         finally:
             load.stop_all()
@@ -209,12 +202,12 @@ def test_reload_under_load_adds_changes_and_removes_models_with_no_failed_reques
         served = {(entry["name"], entry["state"]) for entry in index(base)}
         assert served == {(manifest(a)["name"], "READY"), (manifest(c)["name"], "READY")}
         metrics = get_text(f"{base}/metrics")
-        assert 'mlship_reloads_total{result="ok"} 3.0' in metrics
+        assert 'mlship_reloads_total{result="ok"} 1.0' in metrics
         assert f'mlship_reload_models_total{{action="remove",model="{manifest(b)["name"]}",result="ok",' in metrics
 
 
 def test_a_failing_new_bundle_never_takes_traffic_and_a_broken_file_changes_nothing(
-    samples: dict[str, Path], tmp_path: Path
+    samples: dict[str, Path], tmp_path: Path, cli: Cli
 ) -> None:
     a = samples["a"]
     name = manifest(a)["name"]
@@ -231,19 +224,19 @@ def test_a_failing_new_bundle_never_takes_traffic_and_a_broken_file_changes_noth
         try:
             source.write_text(source.read_text().replace(str(a), str(bad)) + f'\n[[models]]\nbundle = "{bad_new}"\n'
                               f'\n[routes.{name}]\ndefault = "0.2.0"\n')
-            failed = reload(source)
-            assert failed.returncode == 1, failed.stdout + failed.stderr
-            assert f"{name} 0.1.0 FAILED (golden case" in failed.stderr
-            assert f"{name} 0.2.0 FAILED (golden case" in failed.stderr
-            assert "never took traffic" in failed.stderr
+            failed = reload(cli, source)
+            assert failed.exit_code == 1, failed.output
+            assert f"{name} 0.1.0 FAILED (golden case" in failed.output
+            assert f"{name} 0.2.0 FAILED (golden case" in failed.output
+            assert "never took traffic" in failed.output
             wait_for(lambda: not processes_in(process.pid, bad) and not processes_in(process.pid, bad_new), 30,
                      "the failed candidates' processes still run")
             assert processes_in(process.pid, a), "the version before keeps serving"
 
             source.write_text("[service\nname = ")
-            broken = reload(source)
-            assert broken.returncode == 1
-            assert "refused" in broken.stderr and "nothing changed" in broken.stderr
+            broken = reload(cli, source)
+            assert broken.exit_code == 1
+            assert "refused" in broken.output and "nothing changed" in broken.output
             time.sleep(0.5)
         finally:
             load.stop_all()
@@ -267,7 +260,8 @@ def test_a_failing_new_bundle_never_takes_traffic_and_a_broken_file_changes_noth
 def test_reload_without_a_running_server_says_so(samples: dict[str, Path], tmp_path: Path) -> None:
     source = tmp_path / "mlship.toml"
     write_service(source, [samples["a"]])
-    result = reload(source)
+    result = subprocess.run([sys.executable, "-m", "mlship", "reload", str(source)], capture_output=True, text=True,
+                            timeout=60, env={**os.environ, "MLSHIP_PLAIN": "1"})
     assert result.returncode == 1
     assert f"no mlship server is running for {source.resolve()}" in result.stderr
     assert "mlship serve" in result.stderr
