@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client.core import CounterMetricFamily
+
 from ._routes import RouteTable
 
 if TYPE_CHECKING:
@@ -314,8 +316,6 @@ class Reloader:
 
 def reload_metrics(reloader: Reloader | None) -> list[Any]:
     """mlship_reloads_total{result} and mlship_reload_models_total{model,version,action,result} for /metrics."""
-    from prometheus_client.core import CounterMetricFamily
-
     reloads = CounterMetricFamily("mlship_reloads", "Reloads of the service file (SIGHUP, mlship reload), by "
                                   "result: ok, unchanged, partial (some new versions failed), failed, invalid "
                                   "(the file did not read; nothing changed).", labels=["result"])
