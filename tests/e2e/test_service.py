@@ -69,7 +69,9 @@ def test_verify_a_service_file_says_which_model_fails(service_dir: Path, tmp_pat
         (tmp_path / "dist" / name).symlink_to(service_dir / "dist" / name)
     bundle_copy(service_dir / "dist" / "churn", tmp_path / "dist" / "churn-2", "churn", "2.0.0")
     (tmp_path / "dist" / "churn-2" / "predictor.py").write_text("raise SystemExit('changed')\n")
-    (tmp_path / "mlship.toml").write_text('[[models]]\nbundle = "dist/iris"\n[[models]]\nbundle = "dist/churn-2"\n')
+    # iris on a Python named in the file (this one): verified in that interpreter.
+    (tmp_path / "mlship.toml").write_text(f'[[models]]\nbundle = "dist/iris"\npython = "{sys.executable}"\n'
+                                          '[[models]]\nbundle = "dist/churn-2"\n')
     result = mlship("verify", "mlship.toml", "--json", cwd=tmp_path)
     assert result.returncode == 1
     report = json.loads(result.stdout)
