@@ -16,11 +16,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from mlship.runtime import _contract as contract
 from mlship.runtime._codec import outputs_match, replace_non_finite
 from mlship.runtime._contract import read_manifest
 from mlship.runtime._tensors import input_tensors
@@ -72,14 +74,9 @@ def front(example_bundles: dict[str, Path], sample_bundle: Callable[[str], Path]
         '[service]\nname = "scoring"\n\n'
         f'[[models]]\nbundle = "{example_bundles["iris"]}"\nworkers = 2\n\n'
         f'[[models]]\nbundle = "{example_bundles["churn"]}"\n\n'
-        f'[[models]]\nbundle = "{damaged}"\n')
-    port, log = free_port(), folder / "front.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-B", "-m", "mlship.runtime", "serve-service", str(service), "--port", str(port),
-             "--workers", "1", "--pid-file", str(folder / "front.pid")],
-            stdout=out, stderr=subprocess.STDOUT, env=clean_env())
-    url = f"http://127.0.0.1:{port}"
+        f'[[models]]\nbundle = "{damaged}"\n\n'
+        f'[[models]]\nbundle = "{_wrong_golden(sample_bundle("text"), folder / "wrong")}"\n')
+    url, process, log = _start_front(service, folder)
     try:
         wait_until_ready(f"{url}/livez", process, log=log)
         _wait_for(lambda: all(_index(url).get(name, {}).get("state") == "READY" for name in GOOD), "ready")
@@ -93,6 +90,26 @@ def front(example_bundles: dict[str, Path], sample_bundle: Callable[[str], Path]
             raise
     assert process.returncode == 0, log.read_text()
     assert not (folder / "front.pid").exists()
+
+
+def _start_front(service: Path, folder: Path) -> tuple[str, subprocess.Popen[bytes], Path]:
+    port, log = free_port(), folder / "front.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-B", "-m", "mlship.runtime", "serve-service", str(service), "--port", str(port),
+             "--workers", "1", "--pid-file", str(folder / "front.pid")],
+            stdout=out, stderr=subprocess.STDOUT, env=clean_env())
+    return f"http://127.0.0.1:{port}", process, log
+
+
+def _wrong_golden(bundle: Path, copy: Path) -> Path:
+    """A copy of `bundle` whose golden outputs the model does not give (digests rewritten: it loads, then fails
+    the golden case its server replays before it is ready)."""
+    shutil.copytree(bundle, copy)
+    read = contract.read(copy)
+    cases = tuple(replace(case, expected=[f"not {value}" for value in case.expected]) for case in read.golden.cases)
+    contract.write(copy, read.manifest, replace(read.golden, cases=cases))
+    return copy
 
 
 def test_every_protocol_answers_each_models_golden_cases(
@@ -134,9 +151,11 @@ def test_the_catalog_routes_and_a_damaged_model_unavailable_with_its_reason(
     index = _index(url)
     assert index["iris-columns"]["state"] == "UNAVAILABLE"
     assert "sha256" in index["iris-columns"]["reason"], index["iris-columns"]
+    _wait_for(lambda: "golden" in _index(url)["text"]["reason"], "failing its golden case")
+    assert _index(url)["text"]["state"] == "UNAVAILABLE"
     status, ready = _request(f"{url}/readyz")
-    assert status == 503 and "iris-columns" in ready["error"]
-    assert [entry["name"] for entry in ready["unavailable"]] == ["iris-columns"]
+    assert status == 503 and "iris-columns" in ready["error"] and "text" in ready["error"]
+    assert [entry["name"] for entry in ready["unavailable"]] == ["iris-columns", "text"]
     status, answer = _request(f"{url}/models/iris-columns/predict", {"instances": [{}]})
     assert status == 503 and "unavailable" in answer["error"]
 
@@ -265,3 +284,23 @@ def test_kill_9_of_one_models_processes_under_load(
     assert _request(f"{url}/models/churn/predict", json.loads(bodies["churn"]))[0] == 200
     with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
         assert 'mlship_backend_restarts_total{model="churn",version="0.1.0"} 1.0' in response.read().decode()
+
+
+def test_backends_stop_when_the_front_is_killed(sample_bundle: Callable[[str], Path], tmp_path: Path) -> None:
+    service = tmp_path / "mlship.toml"
+    service.write_text(f'[[models]]\nbundle = "{sample_bundle("series")}"\n')
+    url, process, log = _start_front(service, tmp_path)
+    try:
+        wait_until_ready(f"{url}/readyz", process, log=log)
+        backend = _backend_group(process.pid, sample_bundle("series"))
+    finally:
+        process.kill()  # kill -9: no chance to stop its backends
+        process.wait()
+    _wait_for(lambda: not Path(f"/proc/{backend}").exists() or _zombie(backend), "stopped", timeout=20)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
