@@ -228,9 +228,11 @@ def load(wrk: str, workdir: Path, running: Running, connections: int, seconds: f
 def measure(wrk: str, workdir: Path, running: Running, args: argparse.Namespace) -> dict[str, Any]:
     if args.warmup:
         load(wrk, workdir, running, args.connections, min(args.warmup, args.duration))
-    runs = load(wrk, workdir, running, args.connections, args.duration)
+    with serving.OthersCpu(running.proc.pid) as others:
+        runs = load(wrk, workdir, running, args.connections, args.duration)
     pss = tree_pss_mb(running.proc.pid)
     result = {
+        "others_cpu_cores": others.cores,
         "ready_s": running.ready_s,
         "processes": tree_size(running.proc.pid),
         "pss_mb": pss,
@@ -331,7 +333,8 @@ def run_server(ctx: Ctx, wrk: str, label: str, starter: Callable[[], Running]) -
         ctx.groups.stop(running.proc)
     rates = ", ".join(f"{n} {r['req_per_s']:,.0f} req/s" for n, r in result["runs"].items())
     say(f"  {label:<14} ready {result['ready_s']:.1f} s; {rates}; PSS {result['pss_mb']:,.0f} MB over "
-        f"{result['processes']} processes; errors {result['errors']}")
+        f"{result['processes']} processes; errors {result['errors']}; others' CPU {result['others_cpu_cores']:.2f} "
+        "cores")
     return result
 
 
@@ -426,6 +429,11 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
               if "errors" in entry}
     out.append("errors (non-2xx + socket errors + timeouts): " + (", ".join(f"{k} {v}" for k, v in errors.items())
                                                                    or "n/a"))
+    busy = max((e.get("others_cpu_cores", 0.0) for e in [*results["alone"].values(), service,
+                                                          results.get("mlserver", {})]), default=0.0)
+    if busy > 0.2:
+        out.append(f"WARNING: other processes took up to {busy:.2f} of the {os.cpu_count()} cores during the load "
+                   "runs: the req/s figures are not reliable (memory is); run again on a quiet machine")
     return "\n\n".join(out)
 
 
