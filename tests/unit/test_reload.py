@@ -1,0 +1,73 @@
+"""`mlship reload`'s refusals before any signal is sent, and what the front's reload decides without processes
+(the reloads themselves: tests/e2e/test_service_reload.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlship.errors import MlshipError
+from mlship.reload import reload_service
+from mlship.runtime._reload import Outcome, _defaults
+from mlship.runtime._routes import RouteTable
+
+
+def refusal(tmp_path: Path, pid_text: str | None, *, explicit: bool = True) -> MlshipError:
+    service = tmp_path / "mlship.toml"
+    service.write_text("")
+    pid_file = tmp_path / "server.pid"
+    if pid_text is not None:
+        pid_file.write_text(pid_text)
+    with pytest.raises(MlshipError) as caught:
+        reload_service(service, pid_file=pid_file if explicit else None, timeout=1)
+    return caught.value
+
+
+def test_a_missing_pid_file_means_no_server(tmp_path: Path) -> None:
+    error = refusal(tmp_path, None)
+    assert error.message.startswith(f"no mlship server is running for {tmp_path / 'mlship.toml'} (no pid file")
+    assert error.hint is not None and "--pid-file" in error.hint
+
+
+def test_a_pid_file_without_a_number_is_named(tmp_path: Path) -> None:
+    error = refusal(tmp_path, "not-a-pid\n")
+    assert error.message == f"the pid file {tmp_path / 'server.pid'} does not hold a process id ('not-a-pid')"
+
+
+def test_a_stale_pid_file_names_the_process_that_is_gone(tmp_path: Path) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    error = refusal(tmp_path, f"{gone.pid}\n")
+    assert f"the pid file names process {gone.pid}, which is not running" in error.message
+
+
+def test_a_pid_that_is_not_a_front_is_never_signalled(tmp_path: Path) -> None:
+    error = refusal(tmp_path, f"{os.getpid()}\n")  # this test process: alive, and no mlship server
+    assert f"the pid file names process {os.getpid()}, which is not an mlship server" in error.message
+
+
+class _Backend:
+    def __init__(self, name: str, version: str) -> None:
+        self.name, self.version = name, version
+
+
+def test_a_default_that_failed_to_start_keeps_the_previous_default() -> None:
+    old = RouteTable({("fraud", "1.0.0"): _Backend("fraud", "1.0.0")}, {"fraud": "1.0.0"})  # type: ignore[dict-item]
+    served = {("fraud", "1.0.0"): old.backends[("fraud", "1.0.0")],
+              ("churn", "0.2.0"): _Backend("churn", "0.2.0"), ("churn", "0.3.0"): _Backend("churn", "0.3.0")}
+    # fraud 2.0.0 was declared the default but failed; churn's default is served
+    defaults = _defaults({"fraud": "2.0.0", "churn": "0.3.0"}, served, old)  # type: ignore[arg-type]
+    assert defaults == {"fraud": "1.0.0", "churn": "0.3.0"}
+
+
+def test_the_summary_says_what_changed_and_what_failed() -> None:
+    outcome = Outcome(3, "partial", added=["churn 0.2.0"], removed=["fraud 0.9.0"],
+                      failed={"fraud 2.0.0": "golden case predict-0 does not match: at [0]: expected 1, got 0"})
+    assert outcome.summary() == ("added churn 0.2.0; removed fraud 0.9.0; fraud 2.0.0 FAILED (golden case "
+                                 "predict-0 does not match: at [0]: expected 1, got 0); nothing of it takes traffic")
+    assert Outcome(4, "invalid", error="bad TOML").summary() == "refused: bad TOML; nothing changed"
+    assert Outcome(5, "unchanged").summary() == "nothing changed"
