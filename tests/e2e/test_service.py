@@ -61,6 +61,9 @@ def test_verify_a_service_file_replays_every_model_in_its_own_process(service_di
     assert [line.split(":")[0] for line in lines[:3]] == ["PASS  iris 0.1.0", "PASS  churn 0.1.0", "PASS  iris 2.0.0"]
     assert all(line.endswith("golden cases match") for line in lines[:3])
     assert "3 models match the notebooks' golden cases" in result.stdout + result.stderr
+    # The service contract travels in every bundle's runtime, digest-listed like the rest of it.
+    artifacts = json.loads((service_dir / "dist/iris/mlship.json").read_text())["artifacts"]
+    assert "mlship_runtime/_service.py" in artifacts
 
 
 def test_verify_a_service_file_says_which_model_fails(service_dir: Path, tmp_path: Path) -> None:
