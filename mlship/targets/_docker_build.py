@@ -7,6 +7,7 @@ container of the new image replays the golden cases over HTTP (_docker_smoke.py)
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -16,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BuildError, bundle_errors
+from ..errors import BuildError, DockerUnavailable, bundle_errors
 from ..runtime import _contract as contract
 from ..runtime._contract import MANIFEST_NAME, Manifest, sha256_file
-from ._docker_context import ImageMetadata, write_context
+from ._docker_context import CONTEXT_HASH_LABEL, ImageMetadata, write_context
 from ._docker_engine import (
     BasePython,
     BuildLog,
@@ -34,9 +35,17 @@ from ._docker_engine import (
     tag_image,
 )
 from ._docker_smoke import SmokeResult, smoke_test
-from .wheelhouse import Platform, build_wheelhouse, bundle_python, bundle_requirements, parse_platform
+from .wheelhouse import (
+    Platform,
+    Wheelhouse,
+    build_wheelhouse,
+    bundle_python,
+    bundle_requirements,
+    parse_platform,
+)
 
 if TYPE_CHECKING:
+    from ._native_build import NativeImage
     from .docker import DockerOptions
 
 # A docker image reference: [registry[:port]/]path[:tag] with a lowercase path (distribution/reference).
@@ -86,6 +95,8 @@ class DockerResult:
     stage: BuildStage | None = None
     digests: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    builder: str = "engine"
+    native: NativeImage | None = None
 
     @property
     def ok(self) -> bool:
@@ -94,10 +105,14 @@ class DockerResult:
     def rows(self) -> list[tuple[str, str]]:
         rows = [("bundle", str(self.bundle)), ("base image", self._base())]
         rows.append(("wheels", f"{self.wheels} locked in {self.lock_file}"))
-        rows.append(("context hash", self.context_hash))
+        rows.append(("context hash" if self.native is None else "build hash", self.context_hash))
+        if self.native is not None:
+            from ._native_build import describe
+
+            rows.extend(describe(self.native))
         if self.context_dir is not None:
             rows.append(("context", f"{self.context_dir} (build it with: docker build {self.context_dir})"))
-        if self.image_id:
+        if self.image_id and self.native is None:
             state = "" if self.kept else " (removed: it failed its smoke test; --keep-failed keeps it)"
             rows.append(("image", f"{self.image_id}{state}"))
             rows.append(("tags", ", ".join(self.tags)))
@@ -111,7 +126,8 @@ class DockerResult:
             if self.stage.removed:
                 rows.append(("removed", f"{len(self.stage.removed)} earlier build stage(s) of this model"))
         rows.extend(self._smoke_rows())
-        rows.extend((f"pushed {tag}", digest) for tag, digest in self.digests.items())
+        if self.native is None:
+            rows.extend((f"pushed {tag}", digest) for tag, digest in self.digests.items())
         rows.append(("time", ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items())))
         return rows
 
@@ -128,6 +144,9 @@ class DockerResult:
 
     def _smoke_rows(self) -> list[tuple[str, str]]:
         smoke = self.smoke
+        if smoke is None and self.native is not None:
+            return [("smoke test", "not run: the native builder runs nothing (the golden cases were replayed when "
+                                   "the bundle was packaged; `docker run IMAGE verify /app` replays them in the image)")]
         if smoke is None:
             return [("smoke test", "skipped")] if self.image_id else []
         rows = []
@@ -150,6 +169,8 @@ class DockerResult:
         smoke = self.smoke
         return {
             "ok": self.ok,
+            "builder": self.builder,
+            "native": None if self.native is None else _native_json(self.native),
             "bundle": str(self.bundle),
             "platform": self.platform,
             "base_image": self.base_image,
@@ -185,16 +206,28 @@ class DockerResult:
 def build_docker(bundle: Path, options: DockerOptions) -> DockerResult:
     """Build BUNDLE into an image (or only its build context), smoke-test it, push it (docs/DOCKER.md)."""
     started = time.perf_counter()
+    from ._native_build import check_options
+
+    check_options(options.builder, output=options.output, context_only=options.context_only)
     plan = _Plan.from_bundle(Path(bundle).resolve(), options)
     if options.context_only is not None:
         result = plan.write_context(options.context_only.resolve(), client=None, base=None)
         result.context_dir = options.context_only.resolve()
+    elif options.builder == "native" or (options.builder == "auto" and options.output is not None):
+        result = plan.build_native()
     else:
-        client = connect()  # before any download: no daemon fails in a second, with its hint
         try:
-            result = plan.build(client)
-        finally:
-            client.close()
+            client = connect()  # before any download: no daemon fails in a second, with its hint
+        except DockerUnavailable as unavailable:
+            if options.builder == "engine":
+                raise
+            plan.step(f"{unavailable.message}: building natively (--builder native)")
+            result = plan.build_native()
+        else:
+            try:
+                result = plan.build(client)
+            finally:
+                client.close()
     result.timings["total"] = time.perf_counter() - started
     return result
 
@@ -272,15 +305,44 @@ class _Plan:
             return BuildStage(leaf, size, kept=False, reason="--no-build-cache", removed=removed)
         return BuildStage(leaf, size, kept=True, reason="", removed=removed)
 
+    def wheelhouse(self, tmp: Path) -> Wheelhouse:
+        """Resolve the wheels on the host into tmp and record the lock in the bundle."""
+        mark = time.perf_counter()
+        wheelhouse = build_wheelhouse(bundle_requirements(self.bundle, self.manifest), python=self.python,
+                                      platform=self.platform, dest=tmp / "wheelhouse",
+                                      cache_dir=self.options.wheel_cache, on_step=self.step)
+        wheelhouse.write_lock(self.bundle)
+        self.timings["wheels"] = time.perf_counter() - mark
+        return wheelhouse
+
+    def build_native(self) -> DockerResult:
+        """The image written by mlship itself: --output FILE (default beside the bundle) and/or --push."""
+        from ._native_build import build_native
+
+        options = self.options
+        output = options.output
+        if output is None and not options.push:
+            output = self.bundle.parent / f"{default_tag(self.manifest.name, self.manifest.version).replace(':', '-')}.image.tar"
+        with tempfile.TemporaryDirectory(prefix="mlship-wheels-") as tmp:
+            wheelhouse = self.wheelhouse(Path(tmp))
+            native = build_native(self, wheelhouse, image_metadata(self.bundle, self.manifest),
+                                  output=output.resolve() if output else None, push=options.push,
+                                  auth=options.registry_auth)
+        image = native.image
+        labels = json.loads(image.store.read(image.config.digest))["config"]["Labels"]
+        return DockerResult(bundle=self.bundle, base_image=self.base_image, platform=self.platform.docker,
+                            context_hash=labels[CONTEXT_HASH_LABEL],
+                            lock_file=self.bundle.joinpath(*wheelhouse.lock_path.split("/")),
+                            wheels=len(wheelhouse.lock), image_id=image.config.digest, tags=self.tags,
+                            size=image.size, base_python=native.base_python,
+                            layers=[layer.diff_id for layer in (*native.base.layers, *native.new_layers)],
+                            digests=dict(native.pushed), timings=self.timings, builder="native", native=native)
+
     def write_context(self, context: Path, *, client: Any, base: BasePython | None) -> DockerResult:
         """Resolve the wheels, record the lock in the bundle, write the context; build it if given a client."""
-        mark = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="mlship-wheels-") as tmp:
-            wheelhouse = build_wheelhouse(bundle_requirements(self.bundle, self.manifest), python=self.python,
-                                          platform=self.platform, dest=Path(tmp) / "wheelhouse",
-                                          cache_dir=self.options.wheel_cache, on_step=self.step)
-            lock_file = wheelhouse.write_lock(self.bundle)
-            self.timings["wheels"] = time.perf_counter() - mark
+            wheelhouse = self.wheelhouse(Path(tmp))
+            lock_file = self.bundle.joinpath(*wheelhouse.lock_path.split("/"))
             mark = time.perf_counter()
             self.step(f"writing the build context ({len(wheelhouse.lock)} wheels)")
             digest = write_context(context, self.bundle, wheelhouse, image_metadata(self.bundle, self.manifest),
@@ -294,6 +356,23 @@ class _Plan:
             result.build_log = build_image(client, context, self.tags[0], self.platform, self.step)
             self.timings["build"] = time.perf_counter() - mark
         return result
+
+
+def _native_json(native: NativeImage) -> dict[str, Any]:
+    image = native.image
+    return {
+        "manifest_digest": image.digest,
+        "config_digest": image.config.digest,
+        "base": {"reference": native.base.reference, "digest": native.base.digest,
+                 "layers": [layer.descriptor.digest for layer in native.base.layers]},
+        "layers": [{"digest": layer.digest, "size": layer.size, "media_type": layer.media_type}
+                   for layer in image.layers],
+        "reused": native.reused,
+        "output": str(native.output) if native.output else None,
+        "pushed": native.pushed,
+        "uploads": {tag: {"uploaded": c.uploaded, "existing": c.existing, "mounted": c.mounted,
+                          "uploaded_bytes": c.uploaded_bytes} for tag, c in native.uploads.items()},
+    }
 
 
 def default_tag(name: str, version: str) -> str:

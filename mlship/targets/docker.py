@@ -25,6 +25,9 @@ class DockerOptions(WheelOptions):
     test: bool = True
     keep_failed: bool = False
     build_cache: bool = True  # keep the build stage's image as the layer cache for rebuilds
+    builder: str = "auto"  # native | engine | auto (the engine if reachable, else native)
+    output: Path | None = None  # native: the image as one tar (docker load, podman load, skopeo)
+    registry_auth: str | None = None  # USER:PASSWORD for the native builder's registry requests
 
 
 def build_docker(bundle: Path, options: DockerOptions) -> DockerResult:
@@ -44,7 +47,9 @@ TARGET = Target(
         PLATFORM,
         WHEEL_CACHE,
         Option("base_image", ("--base-image",), str | None,
-               "Base image with python3.X (default python:X.Y-slim).", envvar="MLSHIP_BASE_IMAGE"),
+               "Base image with python3.X (default python:X.Y-slim); for the native builder a registry "
+               "reference, oci-archive:FILE, docker-archive:FILE or an OCI layout folder.",
+               envvar="MLSHIP_BASE_IMAGE"),
         Option("tags", ("--tag",), list[str] | None, "Image tag (repeatable; default NAME:VERSION).",
                convert=lambda v: list(v or [])),
         Option("push", ("--push",), bool, "Push the tags after the smoke test.", default=False),
@@ -53,6 +58,15 @@ TARGET = Target(
         Option("test", ("--no-test",), bool, "Skip the smoke test of the image.", default=False,
                convert=lambda v: not v),
         Option("keep_failed", ("--keep-failed",), bool, "Keep an image that failed its smoke test.", default=False),
+        Option("builder", ("--builder",), str, "Who builds the image: native (mlship itself, no engine: "
+               "docs/DOCKER.md \"The native builder\"), engine (the Docker engine) or auto (the engine if "
+               "reachable, else native; native with --output).", default="auto", envvar="MLSHIP_BUILDER"),
+        Option("output", ("-o", "--output"), Path, "Native builder: write the image as one tar that docker load, "
+               "podman load and skopeo (oci-archive: and docker-archive:) read (default, without --push: "
+               "NAME-VERSION.image.tar beside the bundle)."),
+        Option("registry_auth", ("--registry-auth",), str | None, "Native builder: USER:PASSWORD for the "
+               "registries of --base-image and --push (default: ~/.docker/config.json).",
+               envvar="MLSHIP_REGISTRY_AUTH"),
         Option("build_cache", ("--no-build-cache",), bool, "Remove the build stage's image (wheels and pip "
                "install) after the build; the next build then installs the dependencies again.", default=False,
                convert=lambda v: not v),

@@ -1,0 +1,262 @@
+"""The native builder of `--target docker`: the image written by mlship itself, no engine anywhere (docs/DOCKER.md
+"The native builder").
+
+base layers (reused as they are) + the venv (the locked wheels installed by _native_venv.py) + the runtime and
+served code (and /etc/passwd with the service's user) + the model (mlship.json, golden cases, artifacts, lock):
+so a model-only change makes one new layer. The config carries what the Dockerfile's final stage says (user,
+entrypoint, env, port, healthcheck, labels), taken from the same DockerfileContext, so both builders make the
+same image. The image is written as one tar (--output) and/or pushed (--push) by the registry client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BuildError
+from ._docker_context import APP_DIR, VENV, DockerfileContext, dockerfile_context
+from ._native_venv import make_venv, venv_key
+from ._oci import (
+    BlobStore,
+    Descriptor,
+    Entry,
+    Image,
+    Layer,
+    make_image,
+    tree_entries,
+    write_archive,
+    write_layer,
+)
+from ._oci_base import BaseImage, check_python, resolve_base
+from ._registry import Counters, RegistryClient, find_credentials, split_reference
+from .wheelhouse import Wheelhouse
+
+if TYPE_CHECKING:
+    from ._docker_build import _Plan
+
+# In the code layer: what changes with mlship or the notebook's code, not with a retrained model.
+_CODE = ("mlship_runtime", "code")
+_SKIP = ("__pycache__", ".DS_Store")
+BASE_DIGEST_LABEL = "org.opencontainers.image.base.digest"
+
+
+def default_oci_cache() -> Path:
+    env = os.environ.get("MLSHIP_OCI_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mlship" / "oci"
+
+
+@dataclass
+class NativeImage:
+    """What the native builder made: the image, its base, the layers it wrote, where it went."""
+
+    image: Image
+    base: BaseImage
+    base_python: str
+    new_layers: list[Layer]
+    reused: list[str]  # comments of our layers taken from the cache
+    output: Path | None = None
+    pushed: dict[str, str] = field(default_factory=dict)  # tag -> manifest digest
+    uploads: dict[str, Counters] = field(default_factory=dict)
+
+
+def image_extras(plan: _Plan, base: BaseImage) -> tuple[dict[str, bytes], dict[str, str]]:
+    """Files (absolute path in the image -> bytes) for the last layer and labels for the config, added by other
+    features (the SBOM, issue 14): none yet."""
+    return {}, {}
+
+
+def build_native(plan: _Plan, wheelhouse: Wheelhouse, meta: Any, *, output: Path | None, push: bool,
+                 auth: str | None) -> NativeImage:
+    store = BlobStore(default_oci_cache())
+    mark = time.perf_counter()
+    base = resolve_base(plan.base_image, store, plan.platform, auth=auth, on_step=plan.step)
+    executable, version = check_python(base, plan.python, plan.platform)
+    plan.timings["base"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    files, labels = image_extras(plan, base)
+    ctx = dockerfile_context(meta, base_image=plan.base_image, python=plan.python, wheelhouse=wheelhouse)
+    venv, cached = _venv_layer(store, wheelhouse, python=plan.python, executable=executable, version=version,
+                               step=plan.step)
+    code = write_layer(store, [*_passwd(base, ctx), *_bundle_entries(plan.bundle, code=True)],
+                       f"COPY {plan.bundle.name}/ {APP_DIR}/ (runtime and code) # mlship")
+    model = write_layer(store, [*_bundle_entries(plan.bundle, code=False), *_extra_entries(files)],
+                        f"COPY {plan.bundle.name}/ {APP_DIR}/ (model) # mlship")
+    ours = [venv, code, model]
+    # The engine build's label holds the hash of its context; here, of the layers mlship adds.
+    build_hash = "sha256:" + hashlib.sha256("".join(layer.diff_id for layer in ours).encode()).hexdigest()
+    ctx = dockerfile_context(meta, base_image=plan.base_image, python=plan.python, wheelhouse=wheelhouse,
+                             context_hash=build_hash)
+    config = image_config(base, ctx, ours, {**dict(ctx.labels), BASE_DIGEST_LABEL: base.digest, **labels})
+    image = make_image(store, config, [layer.descriptor for layer in (*base.layers, *ours)])
+    plan.timings["layers"] = time.perf_counter() - mark
+    result = NativeImage(image, base, version, ours, ["venv"] if cached else [])
+    if output is not None:
+        mark = time.perf_counter()
+        plan.step(f"writing {output}")
+        result.output = write_archive(image, output, plan.tags)
+        plan.timings["output"] = time.perf_counter() - mark
+    if push:
+        mark = time.perf_counter()
+        for tag in plan.tags:
+            result.pushed[tag], result.uploads[tag] = push_image(image, tag, base, auth=auth, step=plan.step)
+        plan.timings["push"] = time.perf_counter() - mark
+    return result
+
+
+def _venv_layer(store: BlobStore, wheelhouse: Wheelhouse, *, python: str, executable: str, version: str,
+                step: Any) -> tuple[Layer, bool]:
+    key = hashlib.sha256(venv_key(wheelhouse, venv=VENV, executable=executable, version=version).encode()).hexdigest()
+    known = store.root / "layers" / f"{key}.json"
+    comment = f"installed {len(wheelhouse.lock)} locked wheels into {VENV} # mlship"
+    if known.is_file():
+        data = json.loads(known.read_text(encoding="utf-8"))
+        layer = Layer(Descriptor.from_json(data["descriptor"]), data["diff_id"], comment)
+        if store.has(layer.descriptor.digest):
+            step(f"venv layer from the cache ({len(wheelhouse.lock)} wheels)")
+            return layer, True
+    step(f"installing {len(wheelhouse.lock)} wheels into {VENV} (installer, no engine)")
+    with tempfile.TemporaryDirectory(prefix="mlship-venv-") as tmp:
+        root = Path(tmp)
+        prefix = make_venv(wheelhouse, root, venv=VENV, python=python, executable=executable, version=version)
+        step("writing the venv layer")
+        layer = write_layer(store, tree_entries(prefix, VENV), comment)
+    known.parent.mkdir(exist_ok=True)
+    known.write_text(json.dumps({"descriptor": layer.descriptor.to_json(), "diff_id": layer.diff_id}),
+                     encoding="utf-8")
+    return layer, False
+
+
+def _passwd(base: BaseImage, ctx: DockerfileContext) -> list[Entry]:
+    passwd = base.passwd()
+    if ctx.passwd_line not in passwd.splitlines():
+        passwd = passwd + ("" if passwd.endswith("\n") or not passwd else "\n") + ctx.passwd_line + "\n"
+    return [Entry("etc", "dir", 0o755), Entry("etc/passwd", "file", 0o644, data=passwd.encode())]
+
+
+def _bundle_entries(bundle: Path, *, code: bool) -> list[Entry]:
+    """The bundle's members under /app: the code layer's (runtime, code/, top-level .py) or the model's (the rest)."""
+    entries = []
+    app = APP_DIR.strip("/")
+    for entry in tree_entries(bundle, app):
+        parts = entry.path.split("/")
+        if any(part in _SKIP or part.endswith((".pyc", ".tmp")) or part.startswith(".mlship-") for part in parts):
+            continue
+        if len(parts) == 1:
+            entries.append(entry)  # /app itself, in both layers
+            continue
+        top = parts[1]
+        in_code = top in _CODE or (len(parts) == 2 and entry.kind == "file" and top.endswith(".py"))
+        if in_code == code:
+            entries.append(entry)
+    return entries
+
+
+def _extra_entries(files: dict[str, bytes]) -> list[Entry]:
+    entries = []
+    for path, data in sorted(files.items()):
+        parts = path.strip("/").split("/")
+        entries += [Entry("/".join(parts[:depth]), "dir", 0o755) for depth in range(1, len(parts))]
+        entries.append(Entry("/".join(parts), "file", 0o644, data=data))
+    return entries
+
+
+def image_config(base: BaseImage, ctx: DockerfileContext, layers: list[Layer], labels: dict[str, str]) -> dict[str, Any]:
+    """The image config the Dockerfile's final stage gives, on the base's own config."""
+    base_config = dict(base.config.get("config") or {})
+    env = list(base_config.get("Env") or [])
+    path = next((e.split("=", 1)[1] for e in env if e.startswith("PATH=")), "")
+    for name, value in (("PATH", f"{ctx.venv}/bin:{path}" if path else f"{ctx.venv}/bin"),
+                        ("PYTHONPATH", ctx.app_dir), ("PYTHONDONTWRITEBYTECODE", "1"), ("PYTHONUNBUFFERED", "1"),
+                        ("HOME", ctx.home)):
+        # As Docker's ENV: a variable the base sets is replaced where it stands, a new one is appended.
+        entry = f"{name}={value}"
+        at = next((i for i, e in enumerate(env) if e.split("=", 1)[0] == name), None)
+        if at is None:
+            env.append(entry)
+        else:
+            env[at] = entry
+    second = 1_000_000_000
+    config = {
+        **{k: v for k, v in base_config.items() if k not in ("Healthcheck", "OnBuild")},
+        "User": f"{ctx.uid}:0",
+        "ExposedPorts": {**(base_config.get("ExposedPorts") or {}), f"{ctx.port}/tcp": {}},
+        "Env": env,
+        "Entrypoint": list(ctx.entrypoint),
+        "Cmd": list(ctx.cmd),
+        "WorkingDir": ctx.app_dir,
+        "Labels": {**(base_config.get("Labels") or {}), **labels},
+        "StopSignal": "SIGTERM",
+        "Healthcheck": {"Test": ["CMD", *ctx.healthcheck], "Interval": 10 * second, "Timeout": 5 * second,
+                        "StartPeriod": ctx.start_period * second, "Retries": 3},
+    }
+    created = labels.get("org.opencontainers.image.created") or base.config.get("created") or "1980-01-01T00:00:00Z"
+    history = list(base.config.get("history") or [])
+    history += [{"created": created, "created_by": layer.comment} for layer in layers]
+    image: dict[str, Any] = {
+        "architecture": base.architecture,
+        "os": base.config.get("os", "linux"),
+        "created": created,
+        "config": config,
+        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in (*base.layers, *layers)]},
+        "history": history,
+    }
+    if base.config.get("variant"):
+        image["variant"] = base.config["variant"]
+    return image
+
+
+def push_image(image: Image, tag: str, base: BaseImage, *, auth: str | None, step: Any) -> tuple[str, Counters]:
+    """Upload the blobs the repository lacks (the base's mounted from its repository on the same registry), then
+    put the manifest under the tag; returns its digest and what was uploaded."""
+    ref = split_reference(tag)
+    client = RegistryClient(ref, find_credentials(ref.registry, auth))
+    base_ref = base.registry_ref
+    base_digests = {layer.descriptor.digest for layer in base.layers}
+    step(f"pushing {ref.full} to {client.host}")
+    for blob in (*image.layers, image.config):
+        mount = base_ref.repository if base_ref and base_ref.registry == ref.registry and \
+            blob.digest in base_digests and base_ref.repository != ref.repository else None
+        client.push_blob(image.store, blob.digest, mount_from=mount)
+    from ._oci import MANIFEST_TYPE
+
+    digest = client.put_manifest(image.manifest, MANIFEST_TYPE, ref.tag)
+    counters = client.counters
+    step(f"pushed {ref.full}@{digest}: {len(counters.uploaded)} blob(s) uploaded "
+         f"({counters.uploaded_bytes / 1e6:.1f} MB), {len(counters.existing) + len(counters.mounted)} already there")
+    return digest, counters
+
+
+def describe(result: NativeImage) -> list[tuple[str, str]]:
+    image = result.image
+    rows = [("builder", "native (no engine)"),
+            ("base digest", result.base.digest),
+            ("image", f"{image.digest} (manifest), config {image.config.digest}"),
+            ("layers", f"{len(result.base.layers)} of the base + venv, code, model"
+                       + (f" ({', '.join(result.reused)} from the cache)" if result.reused else "")),
+            ("size", f"{image.size / 1e6:.1f} MB compressed")]
+    if result.output:
+        rows.append(("output", f"{result.output} (docker load -i FILE, podman load, skopeo oci-archive:/docker-archive:)"))
+    for tag, digest in result.pushed.items():
+        counters = result.uploads[tag]
+        rows.append((f"pushed {tag}", f"{digest} ({len(counters.uploaded)} blob(s) uploaded, "
+                                      f"{len(counters.existing) + len(counters.mounted)} already there)"))
+    return rows
+
+
+def check_options(builder: str, *, output: Path | None, context_only: Path | None) -> None:
+    if builder not in ("auto", "native", "engine"):
+        raise BuildError(f"--builder {builder!r} is not a builder", hint="use --builder native, engine or auto")
+    if builder == "engine" and output is not None:
+        raise BuildError("--output is written by the native builder", hint="drop --builder engine, or --output")
+    if builder == "native" and context_only is not None:
+        raise BuildError("--context-only writes a build context for another builder, not --builder native",
+                         hint="drop one of them")
