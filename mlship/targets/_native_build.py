@@ -68,7 +68,7 @@ class NativeImage:
     uploads: dict[str, Counters] = field(default_factory=dict)
 
 
-def image_extras(plan: _Plan, base: BaseImage) -> tuple[dict[str, bytes], dict[str, str]]:
+def image_extras(plan: _Plan, wheelhouse: Wheelhouse, base: BaseImage) -> tuple[dict[str, bytes], dict[str, str]]:
     """Files (absolute path in the image -> bytes) for the last layer and labels for the config, added by other
     features (the SBOM, issue 14): none yet."""
     return {}, {}
@@ -82,7 +82,7 @@ def build_native(plan: _Plan, wheelhouse: Wheelhouse, meta: Any, *, output: Path
     executable, version = check_python(base, plan.python, plan.platform)
     plan.timings["base"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    files, labels = image_extras(plan, base)
+    files, labels = image_extras(plan, wheelhouse, base)
     ctx = dockerfile_context(meta, base_image=plan.base_image, python=plan.python, wheelhouse=wheelhouse)
     venv, cached = _venv_layer(store, wheelhouse, python=plan.python, executable=executable, version=version,
                                step=plan.step)

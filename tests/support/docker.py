@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -28,13 +29,14 @@ from .servers import free_port, wait_until_ready
 ROOT = Path(__file__).resolve().parents[2]
 BASE_TAG = f"mlship-base:bookworm-py{sys.version_info.major}{sys.version_info.minor}"
 
-# Debian's docker-registry defaults to htpasswd auth; this config serves anonymously on loopback only.
+# Debian's docker-registry defaults to htpasswd auth; this config serves anonymously on loopback only (or with
+# the htpasswd file given to start_registry).
 _REGISTRY_CONFIG = """\
 version: 0.1
 log:
-  level: warn
+  level: {level}
   accesslog:
-    disabled: true
+    disabled: {quiet}
 storage:
   filesystem:
     rootdirectory: {root}
@@ -42,6 +44,12 @@ storage:
     enabled: true
 http:
   addr: 127.0.0.1:{port}
+"""
+_HTPASSWD_AUTH = """\
+auth:
+  htpasswd:
+    realm: mlship-test
+    path: {path}
 """
 
 
@@ -55,8 +63,10 @@ METHODS = {"predict": predict}
 """
 
 
-def write_tiny_bundle(dest: Path, *, name: str = "tiny", expected: list[int] | None = None) -> Path:
-    """A bundle (docs/BUNDLE.md) serving len() over a list of strings; `expected` overrides the golden outputs."""
+def write_tiny_bundle(dest: Path, *, name: str = "tiny", expected: list[int] | None = None,
+                      values: dict[str, int] | None = None) -> Path:
+    """A bundle (docs/BUNDLE.md) serving len() over a list of strings; `expected` overrides the golden outputs,
+    `values` the pickled artifact (another "model" with the same code)."""
     from mlship import __version__
     from mlship.bundle.manifest import runtime_pins
     from mlship.runtime import RUNTIME_VERSION
@@ -67,7 +77,7 @@ def write_tiny_bundle(dest: Path, *, name: str = "tiny", expected: list[int] | N
     runtime = ROOT / "mlship" / "runtime"
     shutil.copytree(runtime, dest / "mlship_runtime", ignore=shutil.ignore_patterns("__pycache__"))
     (dest / "artifacts").mkdir()
-    (dest / "artifacts" / "values.pkl").write_bytes(pickle.dumps({}))
+    (dest / "artifacts" / "values.pkl").write_bytes(pickle.dumps(values or {}))
     (dest / "predictor.py").write_text(_TINY_PREDICTOR)
     requirements = sorted(f"{name}=={version}" for name, version in runtime_pins().items())
     (dest / "requirements.txt").write_text("".join(f"{line}\n" for line in requirements))
@@ -126,19 +136,31 @@ def registry_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     The Docker engine trusts loopback registries without TLS, so `docker push 127.0.0.1:PORT/...` just works.
     """
+    with start_registry(tmp_path_factory.mktemp("registry")) as address:
+        yield address
+
+
+@contextmanager
+def start_registry(root: Path, *, access_log: bool = False, htpasswd: Path | None = None) -> Iterator[str]:
+    """Run a registry storing its data in ROOT/data, logging to ROOT/registry.log (every request, with
+    `access_log`); with `htpasswd` it asks for basic auth (a 401 without it). Yields "127.0.0.1:PORT"."""
     binary = shutil.which("docker-registry")
     if binary is None:
         _missing("docker-registry is not installed (apt-get install -y docker-registry)")
         raise AssertionError  # unreachable: _missing raises
-    root = tmp_path_factory.mktemp("registry")
     port = free_port()
     config = root / "config.yml"
-    config.write_text(_REGISTRY_CONFIG.format(root=root / "data", port=port))
+    text = _REGISTRY_CONFIG.format(root=root / "data", port=port, level="info" if access_log else "warn",
+                                   quiet="false" if access_log else "true")
+    config.write_text(text + (_HTPASSWD_AUTH.format(path=htpasswd) if htpasswd else ""))
     log = (root / "registry.log").open("wb")
     proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL)
     try:
-        wait_until_ready(f"http://127.0.0.1:{port}/v2/", proc, log=root / "registry.log", timeout=30, interval=0.2)
+        # /v2/ answers 401 to anyone under auth: wait for the port then.
+        ready = f"http://127.0.0.1:{port}/v2/"
+        wait_until_ready(ready, proc, log=root / "registry.log", timeout=30, interval=0.2,
+                         status=401 if htpasswd else 200)
         yield f"127.0.0.1:{port}"
     finally:
         proc.terminate()

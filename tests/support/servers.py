@@ -56,8 +56,9 @@ def wait_until_ready(
     timeout: float = 60.0,
     interval: float = 0.1,
     until: Callable[[], bool] | None = None,
+    status: int = 200,
 ) -> float:
-    """Poll `url` until it answers 200 (and `until()`, if given, holds); return the seconds that took.
+    """Poll `url` until it answers `status` (and `until()`, if given, holds); return the seconds that took.
 
     Raises AssertionError when `process` (a Popen or a docker container) ends first, or after `timeout` seconds;
     the message has the exit status and the server's output: the `log` file it writes to, a piped stdout (the
@@ -65,7 +66,7 @@ def wait_until_ready(
     """
     start = time.monotonic()
     while True:
-        if _answers_200(url) and (until is None or until()):
+        if _answers(url, status) and (until is None or until()):
             return time.monotonic() - start
         ended = _ended(process)
         if ended:
@@ -75,13 +76,13 @@ def wait_until_ready(
         time.sleep(interval)
 
 
-def _answers_200(url: str) -> bool:
+def _answers(url: str, status: int = 200) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
+            return bool(response.status == status)
     except urllib.error.HTTPError as error:  # e.g. 503 while it loads: close it, or a ResourceWarning follows
         error.close()
-        return False
+        return error.code == status
     except (OSError, http.client.HTTPException):  # refused or reset while the server starts
         return False
 
