@@ -317,15 +317,16 @@ class _Plan:
 
     def build_native(self) -> DockerResult:
         """The image written by mlship itself: --output FILE (default beside the bundle) and/or --push."""
-        from ._native_build import build_native
+        from ._native_build import build_native, prepare_base
 
         options = self.options
         output = options.output
         if output is None and not options.push:
             output = self.bundle.parent / f"{default_tag(self.manifest.name, self.manifest.version).replace(':', '-')}.image.tar"
+        base = prepare_base(self, options.registry_auth)
         with tempfile.TemporaryDirectory(prefix="mlship-wheels-") as tmp:
             wheelhouse = self.wheelhouse(Path(tmp))
-            native = build_native(self, wheelhouse, image_metadata(self.bundle, self.manifest),
+            native = build_native(self, base, wheelhouse, image_metadata(self.bundle, self.manifest),
                                   output=output.resolve() if output else None, push=options.push,
                                   auth=options.registry_auth)
         image = native.image

@@ -39,9 +39,9 @@ def connect() -> Any:
         raise DockerUnavailable(
             f"no Docker daemon is reachable at {host}: {_first_line(exc)}",
             hint="start the Docker engine (`sudo systemctl start docker`, or `sudo dockerd &`), or check "
-            "DOCKER_HOST and your permission on the socket; without Docker, write the build context with "
-            "--context-only DIR (for kaniko, buildah or a remote CI) or build an offline installer with "
-            "--target onprem",
+            "DOCKER_HOST and your permission on the socket; without Docker, build the image with --builder "
+            "native (mlship writes it: docs/DOCKER.md), write the build context with --context-only DIR (for "
+            "kaniko, buildah or a remote CI) or build an offline installer with --target onprem",
         ) from None
     return client
 

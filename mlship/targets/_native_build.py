@@ -74,13 +74,26 @@ def image_extras(plan: _Plan, wheelhouse: Wheelhouse, base: BaseImage) -> tuple[
     return {}, {}
 
 
-def build_native(plan: _Plan, wheelhouse: Wheelhouse, meta: Any, *, output: Path | None, push: bool,
-                 auth: str | None) -> NativeImage:
-    store = BlobStore(default_oci_cache())
+@dataclass(frozen=True)
+class CheckedBase:
+    image: BaseImage
+    executable: str  # the base's pythonX.Y on its PATH, e.g. /usr/bin/python3.11
+    version: str  # its full version, e.g. 3.11.2
+
+
+def prepare_base(plan: _Plan, auth: str | None) -> CheckedBase:
+    """The base read into the cache and checked (Python, architecture): first, so a wrong base fails at once."""
     mark = time.perf_counter()
-    base = resolve_base(plan.base_image, store, plan.platform, auth=auth, on_step=plan.step)
+    base = resolve_base(plan.base_image, BlobStore(default_oci_cache()), plan.platform, auth=auth, on_step=plan.step)
     executable, version = check_python(base, plan.python, plan.platform)
     plan.timings["base"] = time.perf_counter() - mark
+    return CheckedBase(base, executable, version)
+
+
+def build_native(plan: _Plan, checked: CheckedBase, wheelhouse: Wheelhouse, meta: Any, *, output: Path | None,
+                 push: bool, auth: str | None) -> NativeImage:
+    base, executable, version = checked.image, checked.executable, checked.version
+    store = base.store
     mark = time.perf_counter()
     files, labels = image_extras(plan, wheelhouse, base)
     ctx = dockerfile_context(meta, base_image=plan.base_image, python=plan.python, wheelhouse=wheelhouse)

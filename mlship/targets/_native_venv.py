@@ -10,10 +10,11 @@ the image (a read-only root never writes a .pyc) and the same bytes on every bui
 
 from __future__ import annotations
 
-import compileall
 import os
-import py_compile
 import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .. import __version__
@@ -67,11 +68,31 @@ def make_venv(wheelhouse: Wheelhouse, root: Path, *, venv: str, python: str, exe
 
 
 def _compile(site_dir: Path, root: Path) -> None:
+    """Bytecode for every module, the same bytes on every build.
+
+    marshal's output depends on the compiling process's state (which strings are interned and shared by what it
+    compiled before, the hash seed's set order), so one process reused for several packages, or a pool whose
+    chunks vary, gives other bytes. Each top-level entry of site-packages is compiled in a fresh interpreter with
+    PYTHONHASHSEED=0, the loose modules together in one: fixed jobs, run two at a time.
+    """
     epoch = source_date_epoch()
     for dirpath, _, filenames in os.walk(site_dir):
         for name in filenames:
             os.utime(Path(dirpath, name), (epoch, epoch), follow_symlinks=False)
-    # co_filename is the path in the image (stripdir/prependdir), as pip's compile inside the image records it.
-    # A module that does not compile (a Python 2 leftover in some packages) is skipped, as pip skips it.
-    compileall.compile_dir(str(site_dir), quiet=2, stripdir=str(root), prependdir="/", workers=0,
-                           invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP)
+    entries = sorted(site_dir.iterdir())
+    jobs = [[str(path)] for path in entries if path.is_dir() and not path.name.endswith((".dist-info", ".data"))]
+    loose = [str(path) for path in entries if path.is_file() and path.suffix == ".py"]
+    if loose:
+        jobs.append(loose)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")} | {"PYTHONHASHSEED": "0"}
+    # co_filename is the path in the image (-s/-p), as pip's compile inside the image records it. A module that
+    # does not compile (a Python 2 leftover in some packages) is skipped, as pip skips it.
+    command = [sys.executable, "-m", "compileall", "-q", "-s", str(root), "-p", "/",
+               "--invalidation-mode", "timestamp"]
+
+    def run(paths: list[str]) -> None:
+        subprocess.run([*command, *paths], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=False)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1))) as pool:
+        list(pool.map(run, jobs))

@@ -58,9 +58,9 @@ TARGET = Target(
         Option("test", ("--no-test",), bool, "Skip the smoke test of the image.", default=False,
                convert=lambda v: not v),
         Option("keep_failed", ("--keep-failed",), bool, "Keep an image that failed its smoke test.", default=False),
-        Option("builder", ("--builder",), str, "Who builds the image: native (mlship itself, no engine: "
-               "docs/DOCKER.md \"The native builder\"), engine (the Docker engine) or auto (the engine if "
-               "reachable, else native; native with --output).", default="auto", envvar="MLSHIP_BUILDER"),
+        Option("builder", ("--builder",), str, "Who builds the image: native (mlship writes it itself, no "
+               "engine needed), engine (the Docker engine) or auto (the engine if reachable, else native; native "
+               "with --output).", default="auto", envvar="MLSHIP_BUILDER"),
         Option("output", ("-o", "--output"), Path, "Native builder: write the image as one tar that docker load, "
                "podman load and skopeo (oci-archive: and docker-archive:) read (default, without --push: "
                "NAME-VERSION.image.tar beside the bundle)."),

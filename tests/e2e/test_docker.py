@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from mlship.bundle.verify import verify_bundle
-from tests.support.docker import write_tiny_bundle
-from tests.support.servers import check_page, free_port, wait_until_ready
+from tests.support.docker import run_ready, write_tiny_bundle
+from tests.support.servers import check_page, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.requires_docker]
 
@@ -83,19 +83,6 @@ def built(bundles: dict[str, Path], base_image: str, wheel_cache: Path, token: s
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A bundle needing only the runtime's dependencies: for tests of the machinery rather than of a model."""
     return write_tiny_bundle(tmp_path_factory.mktemp("tiny") / "tiny")
-
-
-def run_ready(client: Any, image: str, timeout: float = 60, **options: Any) -> tuple[Any, str]:
-    """Start IMAGE on a free loopback port and wait for /readyz; returns (container, base URL)."""
-    container = client.containers.run(image, detach=True, ports={"8080/tcp": ("127.0.0.1", None)}, **options)
-    container.reload()
-    url = f"http://127.0.0.1:{container.attrs['NetworkSettings']['Ports']['8080/tcp'][0]['HostPort']}"
-    try:
-        wait_until_ready(f"{url}/readyz", container, timeout=timeout, interval=0.2)
-    except AssertionError as error:
-        container.remove(force=True)
-        pytest.fail(f"{image} did not get ready: {error}")
-    return container, url
 
 
 @pytest.mark.parametrize("name", EXAMPLES)

@@ -21,6 +21,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,6 +94,19 @@ def write_tiny_bundle(dest: Path, *, name: str = "tiny", expected: list[int] | N
     )
     contract.write(dest, manifest, contract.Golden(cases, rtol=1e-6, atol=1e-9))
     return dest
+
+
+def run_ready(client: Any, image: str, timeout: float = 60, **options: Any) -> tuple[Any, str]:
+    """Start IMAGE on a free loopback port and wait for /readyz; returns (container, base URL)."""
+    container = client.containers.run(image, detach=True, ports={"8080/tcp": ("127.0.0.1", None)}, **options)
+    container.reload()
+    url = f"http://127.0.0.1:{container.attrs['NetworkSettings']['Ports']['8080/tcp'][0]['HostPort']}"
+    try:
+        wait_until_ready(f"{url}/readyz", container, timeout=timeout, interval=0.2)
+    except AssertionError as error:
+        container.remove(force=True)
+        pytest.fail(f"{image} did not get ready: {error}")
+    return container, url
 
 
 def _missing(what: str) -> None:

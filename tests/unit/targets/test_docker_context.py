@@ -234,9 +234,11 @@ def test_context_only_through_the_cli(bundle: Path, tmp_path: Path, cli: Any,
 
 
 def test_no_daemon_is_a_clear_error(bundle: Path, cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # With --builder engine; --builder auto (the default) builds natively instead (tests/e2e/test_native_build.py).
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-    result = cli("build", "--target", "docker", "--bundle", bundle)
+    result = cli("build", "--target", "docker", "--bundle", bundle, "--builder", "engine")
     assert result.exit_code == 1
     assert "error: no Docker daemon is reachable at unix:///nonexistent/docker.sock" in result.output
+    assert "--builder native" in result.output
     assert "--context-only" in result.output and "--target onprem" in result.output
     assert "Traceback" not in result.output
