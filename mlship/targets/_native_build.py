@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from ._oci import (
 )
 from ._oci_base import BaseImage, check_python, resolve_base
 from ._registry import Counters, RegistryClient, find_credentials, split_reference
+from .options import cache_dir
 from .wheelhouse import Wheelhouse
 
 if TYPE_CHECKING:
@@ -47,11 +47,7 @@ BASE_DIGEST_LABEL = "org.opencontainers.image.base.digest"
 
 
 def default_oci_cache() -> Path:
-    env = os.environ.get("MLSHIP_OCI_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mlship" / "oci"
+    return cache_dir("MLSHIP_OCI_CACHE", "oci")
 
 
 @dataclass

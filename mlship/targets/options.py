@@ -18,12 +18,17 @@ from ..errors import BuildError
 StepCallback = Callable[[str], None]
 
 
-def default_wheel_cache() -> Path:
-    env = os.environ.get("MLSHIP_WHEEL_CACHE")
+def cache_dir(env_var: str, name: str) -> Path:
+    """$ENV_VAR, else ~/.cache/mlship/NAME (XDG_CACHE_HOME respected)."""
+    env = os.environ.get(env_var)
     if env:
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mlship" / "wheels"
+    return Path(base) / "mlship" / name
+
+
+def default_wheel_cache() -> Path:
+    return cache_dir("MLSHIP_WHEEL_CACHE", "wheels")
 
 
 @dataclass

@@ -266,24 +266,19 @@ def bad_bases(base_ref: str, reg: str, tmp_path_factory: pytest.TempPathFactory)
             "damaged": f"{reg}/mlship/damaged:1", "damaged_config": damaged.config.digest}
 
 
-def test_a_base_for_another_architecture_is_refused(bad_bases: dict[str, Any], cli: Any, tiny: Path,
-                                                    wheel_cache: Path,
-                                                    tmp_path: Path) -> None:
-    base = f"oci-archive:{bad_bases['arm64']}"
+@pytest.mark.parametrize(("bad", "message", "hint"), [
+    ("arm64", "is for linux/arm64, but the target platform is linux/amd64", "pass --platform to match the base"),
+    ("nopython", "has no python3.11 on its PATH (no python3 at all)",
+     "pickled model loads only under the same major.minor"),
+])
+def test_a_base_for_another_architecture_or_without_python_is_refused(
+        bad_bases: dict[str, Any], cli: Any, tiny: Path, wheel_cache: Path, tmp_path: Path, bad: str, message: str,
+        hint: str) -> None:
+    base = f"oci-archive:{bad_bases[bad]}"
     code, _, output = native(cli, tiny, base, wheel_cache, tmp_path / "oci", "--builder", "native")
     assert code == 1
-    assert f"error: the base image {base} is for linux/arm64, but the target platform is linux/amd64" in output
-    assert "pass --platform to match the base" in output and "Traceback" not in output
-
-
-def test_a_base_without_the_bundles_python_is_refused(bad_bases: dict[str, Any], cli: Any, tiny: Path,
-                                                      wheel_cache: Path,
-                                                      tmp_path: Path) -> None:
-    base = f"oci-archive:{bad_bases['nopython']}"
-    code, _, output = native(cli, tiny, base, wheel_cache, tmp_path / "oci", "--builder", "native")
-    assert code == 1
-    assert f"error: the base image {base} has no python3.11 on its PATH (no python3 at all)" in output
-    assert "pickled model loads only under the same major.minor" in output and "Traceback" not in output
+    assert f"error: the base image {base} {message}" in output
+    assert hint in output and "Traceback" not in output
 
 
 def test_a_blob_whose_digest_does_not_match_is_refused(bad_bases: dict[str, Any], registry_dir: Path, cli: Any,
