@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,6 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from ._contract import read_manifest
+from ._metrics import MULTIPROC_ENV
+from ._metrics import new_directory as new_metrics_directory
+from ._settings import Settings, SettingsError
 from ._upstream import Pool, UpstreamError, UpstreamResponse
 
 logger = logging.getLogger(__name__)
@@ -72,6 +76,15 @@ class Backend:
         self.label = f"{name} {version}"
         self.python, self.workers, self.boot, self.log_level = python, workers, boot, log_level
         self.env = backend_env(env, f"{name}-{version}")
+        # Metrics of its workers in a directory of the front's, emptied by each start of the backend and removed
+        # with it: a backend killed with its workers cannot remove its own.
+        self.metrics_dir: Path | None = None
+        if MULTIPROC_ENV not in self.env:
+            with contextlib.suppress(OSError):
+                self.metrics_dir = Path(new_metrics_directory())
+                self.env[MULTIPROC_ENV] = str(self.metrics_dir)
+        # The front's own requests to it (its description, its metrics) carry the tokens it requires, if any.
+        self.api_headers, self.metrics_headers = _token_headers(self.env)
         token = secrets.token_hex(6)
         self.addresses = [f"\0mlship-{os.getpid()}-{token}-{slot}" for slot in range(workers)]
         self.sockets = [_listen(address) for address in self.addresses]
@@ -144,6 +157,8 @@ class Backend:
         self.pool.close()
         for sock in self.sockets:
             sock.close()
+        if self.metrics_dir is not None:
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
     # -- the process ------------------------------------------------------------------------------------------
 
@@ -225,7 +240,7 @@ class Backend:
         for path in ("metadata", "openapi"):
             with contextlib.suppress(UpstreamError, TimeoutError, ValueError):
                 answer = await self.pool.request("GET", f"/{path}{'.json' if path == 'openapi' else ''}".encode(),
-                                                 [], b"", timeout=10.0)
+                                                 self.api_headers, b"", timeout=10.0)
                 if answer.status == 200:
                     setattr(self, path, json.loads(answer.body))
 
@@ -261,6 +276,18 @@ class Backend:
             message = _error_message(line)
             if message:
                 self._last_errors.append(message)
+
+
+def _token_headers(env: Mapping[str, str]) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
+    """The Authorization headers of the front's requests for the API and for /metrics (none without tokens)."""
+    try:
+        settings = Settings.from_env(env)
+    except SettingsError:  # the backend will say so when it starts
+        return [], []
+    def bearer(token: str) -> list[tuple[bytes, bytes]]:
+        return [(b"authorization", b"Bearer " + token.encode("latin-1"))] if token else []
+
+    return bearer(settings.api_token), bearer(settings.metrics_token)
 
 
 def _manifest_summary(bundle: Path) -> dict[str, Any]:

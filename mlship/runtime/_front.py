@@ -301,7 +301,8 @@ class Front:
     async def _metrics(self, request: Request) -> Response:
         table = self.table
         ready = [backend for backend in table.backends.values() if backend.ready]
-        answers = await asyncio.gather(*(backend.request("GET", b"/metrics", [], b"", 5.0) for backend in ready),
+        answers = await asyncio.gather(*(backend.request("GET", b"/metrics", backend.metrics_headers, b"", 5.0)
+                                         for backend in ready),
                                        return_exceptions=True)
         scraped = [(backend, answer.body.decode("utf-8", "replace")) for backend, answer in zip(ready, answers, strict=True)
                    if not isinstance(answer, BaseException) and answer.status == 200]

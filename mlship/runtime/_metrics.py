@@ -59,7 +59,7 @@ def enable_multiprocess(directory: str | None = None) -> Path | None:
             path = Path(chosen)
             path.mkdir(parents=True, exist_ok=True)
         else:
-            path = Path(_new_directory())
+            path = Path(new_directory())
         for stale in path.glob("*.db"):  # samples of an earlier run would be added to ours
             stale.unlink()
     except OSError:
@@ -69,7 +69,7 @@ def enable_multiprocess(directory: str | None = None) -> Path | None:
     return path
 
 
-def _new_directory() -> str:
+def new_directory() -> str:
     for parent in ("/dev/shm", None):
         try:
             return tempfile.mkdtemp(prefix="mlship-metrics-", dir=parent)

@@ -92,13 +92,13 @@ def front(example_bundles: dict[str, Path], sample_bundle: Callable[[str], Path]
     assert not (folder / "front.pid").exists()
 
 
-def _start_front(service: Path, folder: Path) -> tuple[str, subprocess.Popen[bytes], Path]:
+def _start_front(service: Path, folder: Path, **env: str) -> tuple[str, subprocess.Popen[bytes], Path]:
     port, log = free_port(), folder / "front.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-B", "-m", "mlship.runtime", "serve-service", str(service), "--port", str(port),
              "--workers", "1", "--pid-file", str(folder / "front.pid")],
-            stdout=out, stderr=subprocess.STDOUT, env=clean_env())
+            stdout=out, stderr=subprocess.STDOUT, env=clean_env(**env))
     return f"http://127.0.0.1:{port}", process, log
 
 
@@ -286,13 +286,39 @@ def test_kill_9_of_one_models_processes_under_load(
         assert 'mlship_backend_restarts_total{model="churn",version="0.1.0"} 1.0' in response.read().decode()
 
 
-def test_backends_stop_when_the_front_is_killed(sample_bundle: Callable[[str], Path], tmp_path: Path) -> None:
+def test_tokens_and_backends_stop_when_the_front_is_killed(sample_bundle: Callable[[str], Path],
+                                                            tmp_path: Path) -> None:
+    bundle = sample_bundle("series")
     service = tmp_path / "mlship.toml"
-    service.write_text(f'[[models]]\nbundle = "{sample_bundle("series")}"\n')
-    url, process, log = _start_front(service, tmp_path)
+    service.write_text(f'[[models]]\nbundle = "{bundle}"\n')
+    api, metrics = "a" * 32, "m" * 32
+    url, process, log = _start_front(service, tmp_path, MLSHIP_API_TOKEN=api, MLSHIP_METRICS_TOKEN=metrics)
     try:
         wait_until_ready(f"{url}/readyz", process, log=log)
-        backend = _backend_group(process.pid, sample_bundle("series"))
+        body = json.dumps({"instances": json.loads((bundle / "golden.json").read_text())["cases"][0]["instances"]})
+
+        def status(path: str, token: str | None, data: str | None = None) -> int:
+            headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+            req = urllib.request.Request(url + path, data=data.encode() if data else None, headers=headers)
+            try:
+                with urllib.request.urlopen(req, timeout=10) as response:
+                    return int(response.status)
+            except urllib.error.HTTPError as exc:
+                exc.close()
+                return exc.code
+
+        assert status("/models/series/predict", None, body) == 401
+        assert status("/models/series/predict", api, body) == 200
+        assert status("/models", None) == 401 and status("/models/nope/predict", None, body) == 401
+        assert status("/models/nope/predict", api, body) == 404
+        assert status("/metrics", api) == 401 and status("/readyz", None) == 200
+        req = urllib.request.Request(f"{url}/metrics", headers={"Authorization": f"Bearer {metrics}"})
+        with urllib.request.urlopen(req, timeout=10) as response:  # the front scraped its backend with the token
+            assert 'model="series"' in response.read().decode()
+        req = urllib.request.Request(f"{url}/openapi.json", headers={"Authorization": f"Bearer {api}"})
+        with urllib.request.urlopen(req, timeout=10) as response:  # and read its document with the other one
+            assert "/models/series/predict" in json.loads(response.read())["paths"]
+        backend = _backend_group(process.pid, bundle)
     finally:
         process.kill()  # kill -9: no chance to stop its backends
         process.wait()
