@@ -1,0 +1,190 @@
+"""The native builder's pieces without an engine or a registry: reproducible layers, the tar that is both an OCI
+layout and a docker-archive, reading a base's files through whiteouts, finding its Python, references and
+credentials, the venv made by `installer` from a wheel written here, the config and the layer split."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import gzip
+import hashlib
+import io
+import json
+import tarfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlship.errors import BuildError
+from mlship.targets._docker_context import ImageMetadata, dockerfile_context
+from mlship.targets._native_build import _bundle_entries, image_config
+from mlship.targets._native_venv import make_venv
+from mlship.targets._oci import BlobStore, Entry, Layer, make_image, write_archive, write_layer
+from mlship.targets._oci_base import BaseImage, check_python, resolve_base
+from mlship.targets._registry import find_credentials, split_reference
+from mlship.targets.wheelhouse import LockedWheel, Wheelhouse, parse_platform
+
+AMD64 = parse_platform("linux/amd64")
+FILES = [Entry("etc", "dir", 0o755), Entry("etc/passwd", "file", data=b"root:x:0:0:root:/root:/bin/sh\n"),
+         Entry("usr/bin/python3.11", "file", 0o755, data=b"#"), Entry("usr", "dir", 0o755),
+         Entry("usr/bin", "dir", 0o755), Entry("usr/bin/python3", "symlink", 0o777, target="python3.11")]
+
+
+def members(store: BlobStore, layer: Layer) -> list[tarfile.TarInfo]:
+    with tarfile.open(store.path(layer.descriptor.digest)) as tar:
+        return tar.getmembers()
+
+
+def test_a_layer_is_the_same_bytes_every_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    one, two = BlobStore(tmp_path / "a"), BlobStore(tmp_path / "b")
+    first, second = write_layer(one, FILES, "x"), write_layer(two, list(reversed(FILES)), "x")
+    assert first == second
+    data = one.read(first.descriptor.digest)
+    assert data[4:8] == b"\0\0\0\0"  # gzip header mtime
+    assert first.diff_id == "sha256:" + hashlib.sha256(gzip.decompress(data)).hexdigest()
+    listed = members(one, first)
+    assert [m.name for m in listed] == ["etc", "etc/passwd", "usr", "usr/bin", "usr/bin/python3", "usr/bin/python3.11"]
+    assert {(m.uid, m.gid, m.uname, m.gname, m.mtime) for m in listed} == {(0, 0, "", "", 315532800)}
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")
+    other = write_layer(one, FILES, "x")
+    assert other.descriptor.digest != first.descriptor.digest
+    assert {m.mtime for m in members(one, other)} == {0}
+
+
+def fake_base(tmp_path: Path, layers: list[list[Entry]], env: list[str] | None = None,
+              arch: str = "amd64") -> tuple[BlobStore, Path]:
+    """A base image as an oci-archive tar, written by the builder's own functions."""
+    store = BlobStore(tmp_path / "base-store")
+    written = [write_layer(store, entries, f"layer {i}") for i, entries in enumerate(layers)]
+    config = {"architecture": arch, "os": "linux", "config": {"Env": env or [], "Labels": {"base": "yes"}},
+              "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in written]}}
+    image = make_image(store, config, [layer.descriptor for layer in written])
+    return store, write_archive(image, tmp_path / "base.tar", ["base:1"])
+
+
+def test_the_archive_is_an_oci_layout_and_a_docker_archive(tmp_path: Path) -> None:
+    store, tar_path = fake_base(tmp_path, [FILES])
+    with tarfile.open(tar_path) as tar:
+        names = set(tar.getnames())
+        index = json.loads(tar.extractfile("index.json").read())  # type: ignore[union-attr]
+        docker = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+    assert {"oci-layout", "index.json", "manifest.json"} <= names
+    ref = index["manifests"][0]
+    assert ref["annotations"] == {"org.opencontainers.image.ref.name": "1",
+                                  "io.containerd.image.name": "docker.io/library/base:1"}
+    assert f"blobs/sha256/{ref['digest'][7:]}" in names
+    assert docker[0]["RepoTags"] == ["docker.io/library/base:1"]
+    assert {docker[0]["Config"], *docker[0]["Layers"]} <= names
+
+
+def test_the_bases_files_are_read_through_whiteouts(tmp_path: Path) -> None:
+    later = [Entry("usr/bin/.wh.python3.11", "file"), Entry("usr/local/bin/python3.12", "file", 0o755, data=b"#"),
+             Entry("etc/.wh..wh..opq", "file"), Entry("etc/passwd", "file", data=b"root:x:0:0::/:/bin/sh\nx:x:1:1::/:\n")]
+    _, tar_path = fake_base(tmp_path, [FILES, later])
+    base = resolve_base(f"oci-archive:{tar_path}", BlobStore(tmp_path / "store"), AMD64)
+    assert base.passwd().endswith("x:x:1:1::/:\n")
+    assert sorted(base.files().pythons) == ["usr/local/bin/python3.12"]
+    with pytest.raises(BuildError) as caught:
+        check_python(base, "3.11", AMD64)
+    assert "has no python3.11 on its PATH (only python3.12 (/usr/local/bin/python3.12))" in caught.value.message
+
+
+def test_the_pythons_path_follows_the_bases_path(tmp_path: Path) -> None:
+    local = [Entry("usr/local/bin/python3.11", "file", 0o755, data=b"#")]
+    _, tar_path = fake_base(tmp_path, [FILES, local], env=["PATH=/usr/local/bin:/usr/bin", "PYTHON_VERSION=3.11.9"])
+    base = resolve_base(f"oci-archive:{tar_path}", BlobStore(tmp_path / "store"), AMD64)
+    assert check_python(base, "3.11", AMD64) == ("/usr/local/bin/python3.11", "3.11.9")
+    with pytest.raises(BuildError, match="is for linux/amd64, but the target platform is linux/arm64"):
+        check_python(base, "3.11", parse_platform("linux/arm64"))
+
+
+def test_references_are_normalized_as_docker_does() -> None:
+    assert split_reference("python:3.11-slim").full == "docker.io/library/python:3.11-slim"
+    ref = split_reference("127.0.0.1:5000/team/iris@sha256:" + "a" * 64)
+    assert (ref.registry, ref.repository, ref.tag, ref.reference) == ("127.0.0.1:5000", "team/iris", "latest",
+                                                                      "sha256:" + "a" * 64)
+    assert split_reference("localhost/x:2").full == "localhost/x:2"
+    with pytest.raises(BuildError, match="is not a valid image reference"):
+        split_reference("Registry.local/UPPER:1")
+
+
+def test_credentials_come_from_the_flag_or_the_docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    auth = base64.b64encode(b"me:secret").decode()
+    (tmp_path / "config.json").write_text(json.dumps({"auths": {"https://registry.local:5000": {"auth": auth}}}))
+    found = find_credentials("registry.local:5000")
+    assert found is not None and (found.username, found.password) == ("me", "secret")
+    assert find_credentials("other.local") is None
+    given = find_credentials("other.local", "u:p:with-colon")
+    assert given is not None and (given.username, given.password) == ("u", "p:with-colon")
+    with pytest.raises(BuildError, match="USER:PASSWORD"):
+        find_credentials("other.local", "nopassword")
+
+
+def write_wheel(folder: Path) -> Path:
+    files = {"pkg/__init__.py": b"def main():\n    return 0\n", "pkg/tests/test_pkg.py": b"",
+             "pkg-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: pkg\nVersion: 1.0\n",
+             "pkg-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+             "pkg-1.0.dist-info/entry_points.txt": b"[console_scripts]\npkgcli = pkg:main\n"}
+    record = io.StringIO()
+    writer = csv.writer(record, lineterminator="\n")
+    for name, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        writer.writerow([name, f"sha256={digest}", len(data)])
+    writer.writerow(["pkg-1.0.dist-info/RECORD", "", ""])
+    path = folder / "pkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as wheel:
+        for name, data in files.items():
+            wheel.writestr(name, data)
+        wheel.writestr("pkg-1.0.dist-info/RECORD", record.getvalue())
+    return path
+
+
+def test_the_venv_is_made_by_installer_without_running_the_image(tmp_path: Path) -> None:
+    wheel = write_wheel(tmp_path)
+    house = Wheelhouse(tmp_path, [LockedWheel("pkg", "1.0", wheel.name, "0" * 64)], "3.11", AMD64)
+    prefix = make_venv(house, tmp_path / "root", venv="/opt/venv", python="3.11", executable="/usr/bin/python3.11",
+                       version="3.11.2")
+    assert (prefix / "pyvenv.cfg").read_text().startswith("home = /usr/bin\ninclude-system-site-packages = false\n")
+    assert [(p.name, str(p.readlink())) for p in sorted((prefix / "bin").glob("python*"))] == [
+        ("python", "python3.11"), ("python3", "python3.11"), ("python3.11", "/usr/bin/python3.11")]
+    assert (prefix / "bin" / "pkgcli").read_text().startswith("#!/opt/venv/bin/python\n")
+    site = prefix / "lib" / "python3.11" / "site-packages"
+    assert (site / "pkg-1.0.dist-info" / "INSTALLER").read_text() == "mlship\n"
+    record = (site / "pkg-1.0.dist-info" / "RECORD").read_text()
+    assert "pkg/__init__.py,sha256=" in record and "../../../bin/pkgcli" in record
+    assert not (site / "pkg" / "tests").exists()  # package test suites are dropped, as in the engine image
+    pyc = next((site / "pkg" / "__pycache__").glob("__init__.cpython-311.pyc")).read_bytes()
+    assert int.from_bytes(pyc[8:12], "little") == 315532800  # the source's mtime in the layer
+
+
+def test_the_config_is_the_dockerfiles_final_stage_on_the_bases_config(tmp_path: Path) -> None:
+    base = BaseImage("b", "sha256:" + "1" * 64, {"architecture": "amd64", "os": "linux", "config": {
+        "Env": ["PATH=/usr/bin:/bin", "LANG=C.UTF-8", "HOME=/root"], "Labels": {"base": "yes", "io.mlship.version": "0"},
+        "Cmd": ["python3"]}, "rootfs": {"diff_ids": []}}, [], BlobStore(tmp_path))
+    meta = ImageMetadata("iris", "1", "2026-01-01T00:00:00Z", "r", "s", "sha256:2", "3", "3.11.7", "1")
+    house = Wheelhouse(tmp_path, [], "3.11", AMD64)
+    ctx = dockerfile_context(meta, base_image="b", python="3.11", wheelhouse=house, context_hash="h")
+    layer = Layer(write_layer(BlobStore(tmp_path), FILES, "x").descriptor, "sha256:" + "4" * 64, "ours")
+    config: dict[str, Any] = image_config(base, ctx, [layer], dict(ctx.labels))
+    settings = config["config"]
+    assert settings["Env"] == ["PATH=/opt/venv/bin:/usr/bin:/bin", "LANG=C.UTF-8", "HOME=/tmp", "PYTHONPATH=/app",
+                               "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"]
+    assert settings["Cmd"] == ["serve", "/app", "--host", "0.0.0.0", "--port", "8080"]
+    assert settings["Labels"]["base"] == "yes" and settings["Labels"]["io.mlship.version"] != "0"
+    assert settings["Healthcheck"]["Interval"] == 10_000_000_000 and settings["User"] == "10001:0"
+    assert config["rootfs"]["diff_ids"] == [layer.diff_id] and config["created"] == "2026-01-01T00:00:00Z"
+
+
+def test_the_bundle_splits_into_a_code_layer_and_a_model_layer(tmp_path: Path) -> None:
+    for name in ("mlship_runtime/_boot.py", "code/helpers.py", "predictor.py", "mlship.json", "golden.json",
+                 "artifacts/values.pkl", "lock/linux_x86_64-py311.txt", "code/__pycache__/helpers.cpython-311.pyc"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    code = {e.path for e in _bundle_entries(tmp_path, code=True) if e.kind == "file"}
+    model = {e.path for e in _bundle_entries(tmp_path, code=False) if e.kind == "file"}
+    assert code == {"app/mlship_runtime/_boot.py", "app/code/helpers.py", "app/predictor.py"}
+    assert model == {"app/mlship.json", "app/golden.json", "app/artifacts/values.pkl", "app/lock/linux_x86_64-py311.txt"}
