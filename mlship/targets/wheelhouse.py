@@ -8,6 +8,9 @@ a complete set resolves offline, which also keeps rebuilds on the versions resol
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 import os
 import re
@@ -132,6 +135,10 @@ def build_wheelhouse(requirements: list[str], *, python: str, platform: Platform
     cache = _cache_for(cache_dir, platform, python)
     step = on_step or (lambda msg: None)
     dest.mkdir(parents=True, exist_ok=True)
+    remembered = _remembered(cache, requirements, dest)
+    if remembered is not None:
+        step(f"wheels for {platform.name} from the cache ({cache}), as resolved before")
+        return Wheelhouse(directory=dest, lock=remembered, python=python, platform=platform)
     with tempfile.TemporaryDirectory(prefix=".wheels-", dir=dest.parent) as tmp:
         staging = Path(tmp) / "wheels"
         staging.mkdir()
@@ -147,7 +154,37 @@ def build_wheelhouse(requirements: list[str], *, python: str, platform: Platform
             old.unlink()
         for wheel in wheels:
             shutil.move(str(wheel), dest / wheel.name)
+    _remember(cache, requirements, lock)
     return Wheelhouse(directory=dest, lock=lock, python=python, platform=platform)
+
+
+def _memo(cache: Path, requirements: list[str]) -> Path:
+    key = hashlib.sha256("\n".join(sorted(requirements)).encode()).hexdigest()[:32]
+    return cache / ".resolved" / f"{key}.json"
+
+
+def _remembered(cache: Path, requirements: list[str], dest: Path) -> list[LockedWheel] | None:
+    """The set these requirements resolved to last time, when the cache still holds every wheel of it unchanged:
+    the same answer pip's offline resolution over the cache gives, without its seconds of start-up."""
+    try:
+        lock = [LockedWheel(**entry) for entry in json.loads(_memo(cache, requirements).read_text(encoding="utf-8"))]
+    except (OSError, ValueError, TypeError):
+        return None
+    if not all((cache / w.filename).is_file() and sha256_file(cache / w.filename) == w.sha256 for w in lock):
+        return None
+    for old in dest.glob("*.whl"):
+        old.unlink()
+    for wheel in lock:
+        shutil.copyfile(cache / wheel.filename, dest / wheel.filename)
+    return lock
+
+
+def _remember(cache: Path, requirements: list[str], lock: list[LockedWheel]) -> None:
+    if not all((cache / w.filename).is_file() for w in lock):
+        return  # a wheel built on the host is in the cache; one only staged is not: resolve again next time
+    memo = _memo(cache, requirements)
+    memo.parent.mkdir(exist_ok=True)
+    _write_atomic(memo, json.dumps([dataclasses.asdict(w) for w in lock]).encode())
 
 
 def _cache_for(cache_dir: Path | None, platform: Platform, python: str) -> Path:

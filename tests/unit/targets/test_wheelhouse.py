@@ -229,3 +229,23 @@ def test_write_lock_into_the_bundle(tmp_path: Path) -> None:
     path = house.write_lock(tmp_path / "bundle")
     assert path == tmp_path / "bundle" / "lock" / "linux_x86_64-py311.txt"
     assert path.read_text() == house.lock_text()
+
+
+def test_a_set_resolved_before_is_reused_without_pip_while_the_cache_holds_it(index: Path, tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlship.targets.wheelhouse as wheelhouse
+
+    first = build_wheelhouse(["alpha==1.0"], python=PY, platform=X86, dest=tmp_path / "one",
+                             cache_dir=tmp_path / "cache")
+    calls: list[list[str]] = []
+    real = wheelhouse._pip_download
+    monkeypatch.setattr(wheelhouse, "_pip_download", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    again = build_wheelhouse(["alpha==1.0"], python=PY, platform=X86, dest=tmp_path / "two",
+                             cache_dir=tmp_path / "cache")
+    assert again.lock == first.lock and calls == []
+    assert sorted(p.name for p in (tmp_path / "two").glob("*.whl")) == sorted(w.filename for w in first.lock)
+    # A cached wheel whose bytes changed is not trusted: pip resolves again.
+    cached = tmp_path / "cache" / f"linux_x86_64-py{PY.replace('.', '')}" / first.lock[0].filename
+    cached.write_bytes(cached.read_bytes() + b"\0")
+    build_wheelhouse(["alpha==1.0"], python=PY, platform=X86, dest=tmp_path / "three", cache_dir=tmp_path / "cache")
+    assert calls
