@@ -379,10 +379,11 @@ def reload_under_load(ctx: Ctx, wrk: str) -> dict[str, Any]:
             runs = future.result()
     finally:
         ctx.groups.stop(running.proc)
-    result = {"runs": runs, "reloads": reloads, "errors": sum(run["errors"] for run in runs.values())}
+    result = {"runs": runs, "reloads": reloads, "errors": sum(run["errors"] for run in runs.values()),
+              "requests": sum(run["requests"] for run in runs.values())}
     steps_text = ", ".join(f"{r['change']}: exit {r['exit']}" for r in reloads)
-    say(f"  reload         {len(reloads)} reloads ({steps_text}); errors during {seconds:g} s of load: "
-        f"{result['errors']}")
+    say(f"  reload         {len(reloads)} reloads ({steps_text}); {result['requests']:,} requests to lr and rf "
+        f"in {seconds:g} s of load, errors {result['errors']}")
     return result
 
 
@@ -393,18 +394,24 @@ def reload_under_load(ctx: Ctx, wrk: str) -> dict[str, Any]:
 def report(results: dict[str, Any], args: argparse.Namespace) -> str:
     alone2 = {n: results["alone"].get(f"{n}-w{args.workers}", {}) for n in NAMES}
     alone1 = {n: results["alone"].get(f"{n}-w1", {}) for n in NAMES}
-    rows = []
+    rows, shares = [], []
     for name in NAMES:
         base = alone2[name].get("runs", {}).get(name)
-        row = [name, _rate(base)]
-        for label in ("mlship", "mlserver"):
-            run = results.get(label, {}).get("runs", {}).get(name)
-            row += [_rate(run), f"{run['req_per_s'] / base['req_per_s']:.2f}" if run and base else "n/a",
-                    f"{run['p99_ms']:.1f}" if run else "n/a"]
-        rows.append(row)
+        mine = results.get("mlship", {}).get("runs", {}).get(name)
+        theirs = results.get("mlserver", {}).get("runs", {}).get(name)
+        if mine and base:
+            shares.append(mine["req_per_s"] / base["req_per_s"])
+        rows.append([name, _rate(base), _rate(mine), _ratio(mine and mine["req_per_s"], base and base["req_per_s"]),
+                     f"{mine['p99_ms']:.1f}" if mine else "n/a", _rate(theirs),
+                     _ratio(mine and mine["req_per_s"], theirs and theirs["req_per_s"]),
+                     f"{theirs['p99_ms']:.1f}" if theirs else "n/a"])
     headers = ["model", f"alone c{args.connections} req/s", "service req/s", "service/alone", "service p99 ms",
-               "MLServer req/s", "MLServer/alone", "MLServer p99 ms"]
+               "MLServer req/s", "service/MLServer", "MLServer p99 ms"]
     out = [serving._format(headers, rows, left=1)]
+    if len(shares) == len(NAMES):
+        out.append(f"sum of service/alone: {sum(shares):.2f} (each model's share of its alone rate, added up: "
+                   "1.00 means serving the three together neither costs nor gains; above 1, one model's idle "
+                   "time goes to another)")
     summed1 = sum(a.get("pss_mb", 0.0) for a in alone1.values()) if all("pss_mb" in a for a in alone1.values()) else None
     summed2 = sum(a.get("pss_mb", 0.0) for a in alone2.values()) if all("pss_mb" in a for a in alone2.values()) else None
     mem_rows = []
