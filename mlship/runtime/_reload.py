@@ -124,6 +124,7 @@ class Reloader:
         self._lock = asyncio.Lock()
         self._again = False
         self._draining: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     def remember(self, service: Service) -> None:
         """The fingerprints of the models the front started with."""
@@ -132,6 +133,10 @@ class Reloader:
 
     async def reload(self) -> None:
         """Run one reload; a SIGHUP during it runs one more after it (never two at once)."""
+        task = asyncio.current_task()
+        if task is not None:  # the signal handler that created it keeps no reference to it
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         if self._lock.locked():
             self._again = True
             logger.info("SIGHUP during a reload: %s will be read again after it", self.service_file)
