@@ -429,8 +429,11 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
     service = results.get("mlship", {})
     if "pss_mb" in service and summed1:
         ratio = service["pss_mb"] / summed1
+        note = "" if getattr(args, "knn_mb", 300) >= 300 else (
+            " (the issue states it for models of about 300 MB; this run's KNN is smaller, so each process's own "
+            "memory weighs more)")
         out.append(f"target: service with {args.workers} workers <= 1.2x the sum alone with 1 worker: "
-                   f"{'PASS' if ratio <= 1.2 else 'FAIL'} ({ratio:.2f}x)")
+                   f"{'PASS' if ratio <= 1.2 else 'FAIL'} ({ratio:.2f}x){note}")
     errors = {label: entry.get("errors") for label, entry in
               ({"mlship": service, "mlserver": results.get("mlserver", {}), "reload": results.get("reload", {})}).items()
               if "errors" in entry}
