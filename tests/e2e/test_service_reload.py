@@ -206,7 +206,7 @@ def test_reload_under_load_adds_changes_and_removes_models_with_no_failed_reques
         assert f'mlship_reload_models_total{{action="remove",model="{manifest(b)["name"]}",result="ok",' in metrics
 
 
-def test_a_failing_new_bundle_never_takes_traffic_and_a_broken_file_changes_nothing(
+def test_new_bundles_that_fail_to_load_or_fail_golden_cases_never_take_traffic_and_a_broken_file_changes_nothing(
     samples: dict[str, Path], tmp_path: Path, cli: Cli
 ) -> None:
     a = samples["a"]
@@ -218,18 +218,23 @@ def test_a_failing_new_bundle_never_takes_traffic_and_a_broken_file_changes_noth
     bad_new = Path(shutil.copytree(bad, tmp_path / "a-bad-new"))
     data = manifest(bad_new) | {"version": "0.2.0"}
     (bad_new / "mlship.json").write_text(json.dumps(data))
+    # And one that cannot even load: its pickled values no longer match their digest.
+    unloadable = Path(shutil.copytree(a, tmp_path / "a-unloadable"))
+    (unloadable / "mlship.json").write_text(json.dumps(manifest(unloadable) | {"version": "0.3.0"}))
+    (unloadable / "artifacts" / "values.pkl").write_bytes(b"not a pickle")
     with service(tmp_path, [a]) as (base, source, process, log):
         load = Load(base)
         load.start(a, threads=3)
         try:
             source.write_text(source.read_text().replace(str(a), str(bad)) + f'\n[[models]]\nbundle = "{bad_new}"\n'
-                              f'\n[routes.{name}]\ndefault = "0.2.0"\n')
+                              f'\n[[models]]\nbundle = "{unloadable}"\n\n[routes.{name}]\ndefault = "0.2.0"\n')
             failed = reload(cli, source)
             assert failed.exit_code == 1, failed.output
             assert f"{name} 0.1.0 FAILED (golden case" in failed.output
             assert f"{name} 0.2.0 FAILED (golden case" in failed.output
+            assert f"{name} 0.3.0 FAILED (" in failed.output and "values.pkl" in failed.output
             assert "never took traffic" in failed.output
-            wait_for(lambda: not processes_in(process.pid, bad) and not processes_in(process.pid, bad_new), 30,
+            wait_for(lambda: not any(processes_in(process.pid, f) for f in (bad, bad_new, unloadable)), 30,
                      "the failed candidates' processes still run")
             assert processes_in(process.pid, a), "the version before keeps serving"
 
@@ -246,6 +251,7 @@ def test_a_failing_new_bundle_never_takes_traffic_and_a_broken_file_changes_noth
         assert "reload 1 failed: golden case" in entries[(name, "0.1.0")]["reason"]
         assert "keeps serving" in entries[(name, "0.1.0")]["reason"]
         assert entries[(name, "0.2.0")]["state"] == "UNAVAILABLE"
+        assert entries[(name, "0.3.0")]["state"] == "UNAVAILABLE" and "values.pkl" in entries[(name, "0.3.0")]["reason"]
         status, answer = post(f"{base}/models/{name}/versions/0.2.0/predict", {"instances": [[1, 2, 3, 4]]})
         assert status == 404, answer
         metrics = get_text(f"{base}/metrics")
