@@ -148,7 +148,7 @@ class Front:
                 return
             raise HttpError(404, str(exc)) from None
         if model_path.upstream is None:
-            await self._model_entry(scope, send, table, backend, model_path)
+            await self._model_entry(scope, receive, send, table, backend, model_path)
             return
         backend.inflight += 1  # from routing to answer: a reload stops a backend it replaced only when idle
         try:
@@ -181,18 +181,33 @@ class Front:
             self._count(backend, "timeout")
             raise HttpError(504, f"model {backend.name!r} version {backend.version!r} did not answer within "
                                  f"{self.timeout:g} s (request id {rid})") from None
-        content = b"" if method == "HEAD" else answer.body
+        payload = answer.body
+        if model_path.v2 and answer.status == 200 and scope["path"] == f"/v2/models/{backend.name}":
+            payload = self._all_versions(backend.name, payload)
+        content = b"" if method == "HEAD" else payload
         headers = [(name, value) for name, value in answer.headers if name not in _OWN_HEADERS]
-        headers.append((b"content-length", str(len(answer.body)).encode()))
+        headers.append((b"content-length", str(len(payload)).encode()))
         await send({"type": "http.response.start", "status": answer.status, "headers": headers})
         await send({"type": "http.response.body", "body": content})
 
-    async def _model_entry(self, scope: Scope, send: Send, table: RouteTable, backend: Backend,
+    def _all_versions(self, name: str, payload: bytes) -> bytes:
+        """The Open Inference Protocol's model metadata lists the versions a client may ask for: every one this
+        server has of the model (its backend knows only its own)."""
+        try:
+            metadata = json.loads(payload)
+        except ValueError:
+            return payload
+        if not isinstance(metadata, dict):
+            return payload
+        return encode_json({**metadata, "versions": self.table.versions(name)})
+
+    async def _model_entry(self, scope: Scope, receive: Receive, send: Send, table: RouteTable, backend: Backend,
                            model_path: ModelPath) -> None:
+        if self.auth.refusal(scope) is not None:
+            await self.local(scope, receive, send)  # its 401, with the WWW-Authenticate challenge
+            return
         if scope["method"] not in ("GET", "HEAD"):
             raise HttpError(405, f"{scope['method']} is not allowed on {scope['path']}; allowed: GET")
-        if self.auth.refusal(scope) is not None:
-            raise HttpError(401, "this endpoint requires a bearer token (Authorization: Bearer ...)")
         if model_path.version is None:
             entry = _catalog.model_entry(table, backend.name)
         else:

@@ -25,10 +25,11 @@ from typing import cast
 import httptools
 
 # Request headers that describe the client's connection to the front, not the front's to the backend (RFC 9110
-# 7.6.1), and those the front writes itself.
+# 7.6.1), and those the front writes itself. Expect too: the front has read the whole body already (uvicorn
+# answered the client's 100-continue), and a backend's interim 100 would be read as its answer.
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade",
-    b"proxy-authorization", b"proxy-authenticate", b"host", b"content-length",
+    b"proxy-authorization", b"proxy-authenticate", b"host", b"content-length", b"expect",
 })
 _MAX_IDLE = 256  # connections kept per backend; more concurrent requests open more, closed after use
 

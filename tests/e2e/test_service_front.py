@@ -75,7 +75,10 @@ def front(example_bundles: dict[str, Path], sample_bundle: Callable[[str], Path]
         f'[[models]]\nbundle = "{example_bundles["iris"]}"\nworkers = 2\n\n'
         f'[[models]]\nbundle = "{example_bundles["churn"]}"\n\n'
         f'[[models]]\nbundle = "{damaged}"\n\n'
-        f'[[models]]\nbundle = "{_wrong_golden(sample_bundle("text"), folder / "wrong")}"\n')
+        f'[[models]]\nbundle = "{_wrong_golden(sample_bundle("text"), folder / "wrong")}"\n\n'
+        f'[[models]]\nbundle = "{sample_bundle("series")}"\n\n'
+        f'[[models]]\nbundle = "{_version(sample_bundle("series"), folder / "series-2", "2.0.0")}"\n\n'
+        '[routes.series]\ndefault = "0.1.0"\n')
     url, process, log = _start_front(service, folder)
     try:
         wait_until_ready(f"{url}/livez", process, log=log)
@@ -110,6 +113,35 @@ def _wrong_golden(bundle: Path, copy: Path) -> Path:
     cases = tuple(replace(case, expected=[f"not {value}" for value in case.expected]) for case in read.golden.cases)
     contract.write(copy, read.manifest, replace(read.golden, cases=cases))
     return copy
+
+
+def _version(bundle: Path, copy: Path, version: str) -> Path:
+    """A copy of `bundle` packaged as another version of the same model."""
+    shutil.copytree(bundle, copy)
+    read = contract.read(copy)
+    contract.write(copy, replace(read.manifest, version=version), read.golden)
+    return copy
+
+
+def test_versions_of_one_model_each_routed_and_the_default_without_a_version(
+    front: tuple[str, subprocess.Popen[bytes], Path], sample_bundle: Callable[[str], Path]
+) -> None:
+    url, _, _ = front
+    _wait_for(lambda: _index(url)["series"]["state"] == "READY" and all(
+        e["state"] == "READY" for e in _request(f"{url}/v2/repository/index", {})[1] if e["name"] == "series"),
+        "both versions ready")
+    rows = json.loads((sample_bundle("series") / "golden.json").read_text())["cases"][0]["instances"]
+    body = _v2_request(read_manifest(sample_bundle("series")), rows)
+    for path, version in (("/v2/models/series/infer", "0.1.0"), ("/v2/models/series/versions/0.1.0/infer", "0.1.0"),
+                          ("/v2/models/series/versions/2.0.0/infer", "2.0.0")):
+        status, answer = _request(url + path, body)
+        assert status == 200 and answer["model_version"] == version, (path, answer)
+    status, metadata = _request(f"{url}/v2/models/series")
+    assert status == 200 and metadata["versions"] == ["0.1.0", "2.0.0"]
+    status, entry = _request(f"{url}/models/series")
+    assert entry["default"] == "0.1.0" and [v["version"] for v in entry["versions"]] == ["0.1.0", "2.0.0"]
+    status, answer = _request(f"{url}/models/series/versions/2.0.0/predict", {"instances": rows})
+    assert status == 200 and answer["predictions"]
 
 
 def test_every_protocol_answers_each_models_golden_cases(
