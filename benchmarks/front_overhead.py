@@ -81,15 +81,7 @@ class Server:
 
 
 def _wrk(wrk: str, script: Path, server: Server, connections: int, seconds: float) -> dict[str, Any]:
-    argv = [wrk, "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s", "-s", str(script),
-            f"http://127.0.0.1:{server.port}{server.path}"]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    if line is None:
-        raise RuntimeError(f"wrk failed: {proc.stderr or proc.stdout}")
-    raw = rt.json.loads(line.removeprefix("RESULT "))
-    return {"req_per_s": raw["requests"] / (raw["duration_us"] / 1e6), "p50_ms": raw["p50_us"] / 1000,
-            "p99_ms": raw["p99_us"] / 1000, "errors": raw["non200"] + raw["socket_errors"] + raw["timeouts"]}
+    return rt._wrk(wrk, script, server.port, connections, seconds, server.path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -292,9 +292,10 @@ def _first_prediction(port: int, proc: subprocess.Popen[bytes], started: float) 
     raise RuntimeError("no correct prediction within 120 s")
 
 
-def _wrk(wrk: str, script: Path, port: int, connections: int, seconds: float) -> dict[str, Any]:
+def _wrk(wrk: str, script: Path, port: int, connections: int, seconds: float,
+         path: str = "/predict") -> dict[str, Any]:
     argv = [wrk, "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s", "-s", str(script),
-            f"http://{HOST}:{port}/predict"]
+            f"http://{HOST}:{port}{path}"]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:

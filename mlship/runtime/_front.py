@@ -55,14 +55,13 @@ from ._http import (
     receive_body,
     send_json,
 )
-from ._logs import configure_logging
 from ._openapi import ANY_JSON, get_operation
 from ._protocol import Endpoint
 from ._reload import DEFAULT_TIMEOUT as DEFAULT_RELOAD_TIMEOUT
 from ._reload import Reloader, fingerprint, reload_metrics, status_file_for
 from ._routes import ModelPath, RouteTable, parse_model_path, upstream_target
-from ._server import available_cpus, protocol_class
-from ._settings import Settings, SettingsError
+from ._server import available_cpus, configured_settings, protocol_class
+from ._settings import Settings
 from ._ui import CONTENT_SECURITY_POLICY
 from ._upstream import HOP_BY_HOP, UpstreamError
 
@@ -494,13 +493,9 @@ def serve_service(service_file: Path, *, host: str, port: int, workers: int | No
     """Serve every model of `service_file` until SIGINT/SIGTERM; 1 after one log line if it cannot start."""
     from ._service import ServiceError, read_service
 
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        configure_logging(log_level)
-        logger.error("cannot serve %s: %s", service_file, exc)
+    settings = configured_settings(service_file, log_level)
+    if settings is None:
         return 1
-    configure_logging(log_level, settings.log_format)
     try:
         service = read_service(service_file)
     except ServiceError as exc:

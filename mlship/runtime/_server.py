@@ -640,6 +640,18 @@ def _describe(code: int) -> str:
     return f"signal {signal.Signals(-code).name}" if code < 0 else f"status {code}"
 
 
+def configured_settings(served: Path, log_level: str) -> Settings | None:
+    """The settings from the environment, logging configured by them; None after one error line naming `served`."""
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        configure_logging(log_level)
+        logger.error("cannot serve %s: %s", served, exc)
+        return None
+    configure_logging(log_level, settings.log_format)
+    return settings
+
+
 def serve(bundle_dir: Path, *, host: str, port: int, workers: int, log_level: str,
           listen_fds: tuple[int, ...] = (), lifeline_fd: int | None = None) -> int:
     """Load the bundle, then serve it until SIGINT/SIGTERM; return 1 after one log line if it cannot start.
@@ -647,13 +659,9 @@ def serve(bundle_dir: Path, *, host: str, port: int, workers: int, log_level: st
     `listen_fds`: listening sockets handed down by a multi-model front (one per worker; host and port are then
     unused), and `lifeline_fd` the read end of its pipe: end-of-file there stops this server as SIGTERM does.
     """
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        configure_logging(log_level)
-        logger.error("cannot serve %s: %s", bundle_dir, exc)
+    settings = configured_settings(bundle_dir, log_level)
+    if settings is None:
         return 1
-    configure_logging(log_level, settings.log_format)
     if workers > 1:
         limit_native_threads(workers)
     try:
