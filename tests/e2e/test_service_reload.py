@@ -28,6 +28,7 @@ import pytest
 
 from tests.conftest import Cli
 from tests.support.servers import free_port, wait_until_ready
+from tests.support.services import bundle_copy
 from tests.unit.runtime.sample_bundles import edit_golden
 
 SAMPLES = {"a": "iris_array", "b": "iris_columns", "c": "iris_records"}
@@ -215,12 +216,9 @@ def test_new_bundles_that_fail_to_load_or_fail_golden_cases_never_take_traffic_a
     bad = Path(shutil.copytree(a, tmp_path / "a-bad"))
     edit_golden(bad, lambda golden: golden["cases"][0].update(expected=[99]))
     # And a new version of it, broken the same way: it must not appear in the routes either.
-    bad_new = Path(shutil.copytree(bad, tmp_path / "a-bad-new"))
-    data = manifest(bad_new) | {"version": "0.2.0"}
-    (bad_new / "mlship.json").write_text(json.dumps(data))
+    bad_new = bundle_copy(bad, tmp_path / "a-bad-new", name, "0.2.0")
     # And one that cannot even load: its pickled values no longer match their digest.
-    unloadable = Path(shutil.copytree(a, tmp_path / "a-unloadable"))
-    (unloadable / "mlship.json").write_text(json.dumps(manifest(unloadable) | {"version": "0.3.0"}))
+    unloadable = bundle_copy(a, tmp_path / "a-unloadable", name, "0.3.0")
     (unloadable / "artifacts" / "values.pkl").write_bytes(b"not a pickle")
     with service(tmp_path, [a]) as (base, source, process, log):
         load = Load(base)
