@@ -605,8 +605,9 @@ def _doc(page: str) -> str:
 @_with_target_options
 def build(
     ctx: typer.Context,
-    notebook: Annotated[Path | None, typer.Argument(metavar="NOTEBOOK", help="Package this notebook first, then "
-                                                    "build its bundle (optional).",
+    notebook: Annotated[Path | None, typer.Argument(metavar="NOTEBOOK|mlship.toml", help="Package this notebook "
+                                                    "first, then build its bundle; or build a service file's "
+                                                    "models into one artifact (optional).",
                                                     show_default=False)] = None,
     target: str = "docker",  # its option is generated from the table of targets
     bundle: Annotated[Path | None, typer.Option("--bundle", help="Bundle directory (default: the newest under "
@@ -625,6 +626,9 @@ def build(
     given = {name: value for name, value in options.items() if sources[name] in ("COMMANDLINE", "ENVIRONMENT")}
     typed = [name for name in options if sources[name] == "COMMANDLINE"]
     build_options = chosen.make_options(given, typed=typed, others=TARGETS)
+    if notebook is not None and notebook.suffix == ".toml":
+        _build_service(chosen, notebook, bundle, build_options, as_json)
+        return
     if notebook is not None:
         from .bundle.builder import BundleBuilder, PackageOptions
 
@@ -635,14 +639,37 @@ def build(
     with _progress(path.name, quiet=as_json) as (_on_cell, on_step):
         build_options.on_step = on_step
         result = chosen.build(path, build_options)
+    _print_result(result, as_json)
+    if not result.ok:
+        raise MlshipError(f"the {target} build of {path.name} failed its checks", hint="see the table above")
+
+
+def _build_service(chosen: Any, service: Path, bundle: Path | None, options: Any, as_json: bool) -> None:
+    """`mlship build --target T mlship.toml`: every model of the service file in one artifact (docs/SERVICE.md)."""
+    if bundle is not None:
+        raise MlshipError(f"--bundle and the service file {service} both name what to build",
+                          hint="give one: the service file lists its bundles", exit_code=2)
+    if chosen.build_service is None:
+        from .targets import TARGETS
+
+        able = " or ".join(f"--target {t.name}" for t in TARGETS.values() if t.build_service is not None)
+        raise MlshipError(f"--target {chosen.name} builds one bundle, not a service file ({service})",
+                          hint=f"build the service with {able}, or build each bundle with --bundle DIR", exit_code=2)
+    with _progress(service.name, quiet=as_json) as (_on_cell, on_step):
+        options.on_step = on_step
+        result = chosen.build_service(service, options)
+    _print_result(result, as_json)
+    if not result.ok:
+        raise MlshipError(f"the {chosen.name} build of {service.name} failed its checks", hint="see the table above")
+
+
+def _print_result(result: Any, as_json: bool) -> None:
     if as_json:
         console.print(json.dumps(result.to_json(), indent=2), soft_wrap=True)
     else:
         from .report import print_rows
 
         print_rows(result.rows())
-    if not result.ok:
-        raise MlshipError(f"the {target} build of {path.name} failed its checks", hint="see the table above")
 
 
 @app.command("base-image", cls=_Command, help=(

@@ -34,7 +34,7 @@ from ._docker_engine import (
     superseded_stages,
     tag_image,
 )
-from ._docker_smoke import SmokeResult, smoke_test
+from ._docker_smoke import SmokeResult, parity_json, smoke_rows, smoke_test
 from .wheelhouse import (
     Platform,
     Wheelhouse,
@@ -143,27 +143,10 @@ class DockerResult:
         return text
 
     def _smoke_rows(self) -> list[tuple[str, str]]:
-        smoke = self.smoke
-        if smoke is None and self.native is not None:
+        if self.smoke is None and self.native is not None:
             return [("smoke test", "not run: the native builder runs nothing (the golden cases were replayed when "
                                    "the bundle was packaged; `docker run IMAGE verify /app` replays them in the image)")]
-        if smoke is None:
-            return [("smoke test", "skipped")] if self.image_id else []
-        rows = []
-        if smoke.ready_seconds is not None:
-            rows.append(("ready", f"/readyz answered 200 after {smoke.ready_seconds:.1f}s"))
-        if smoke.cases:
-            passed = sum(c.ok for c in smoke.cases)
-            rows.append(("golden cases", f"{passed}/{len(smoke.cases)} match over HTTP"))
-            rows.extend((f"  FAIL {c.id}", c.detail) for c in smoke.cases if not c.ok)
-        if smoke.malformed_status is not None:
-            verdict = "ok" if 400 <= smoke.malformed_status < 500 else "FAIL: expected a 4xx"
-            rows.append(("malformed request", f"HTTP {smoke.malformed_status} ({verdict})"))
-        if smoke.stop_seconds is not None:
-            rows.append(("SIGTERM", f"stopped in {smoke.stop_seconds:.1f}s, exit status {smoke.exit_code}"))
-        if smoke.failure:
-            rows.append(("smoke test", f"FAILED: {smoke.failure}"))
-        return rows
+        return smoke_rows(self.smoke, built=bool(self.image_id))
 
     def to_json(self) -> dict[str, Any]:
         smoke = self.smoke
@@ -188,17 +171,7 @@ class DockerResult:
                 "stage": self.stage.to_json() if self.stage else None,
             },
             "digests": self.digests,
-            "parity": None if smoke is None else {
-                "ok": smoke.ok,
-                "passed": sum(c.ok for c in smoke.cases),
-                "total": len(smoke.cases),
-                "cases": [c.to_json() for c in smoke.cases],
-                "malformed_status": smoke.malformed_status,
-                "ready_seconds": _round(smoke.ready_seconds),
-                "stop_seconds": _round(smoke.stop_seconds),
-                "exit_code": smoke.exit_code,
-                "failure": smoke.failure,
-            },
+            "parity": parity_json(smoke),
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
 
@@ -422,6 +395,3 @@ def _git_origin(bundle: Path) -> tuple[str | None, str | None]:
     # Never put a credential from an https://user:token@host URL into a label.
     return git("rev-parse", "HEAD"), re.sub(r"//[^/@]+@", "//", url) if url else None
 
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)

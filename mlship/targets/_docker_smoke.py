@@ -6,8 +6,8 @@ import logging
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,16 @@ logger = logging.getLogger(__name__)
 READY_TIMEOUT = 180.0
 STOP_TIMEOUT = 10
 NOT_READY_GRACE = 15.0
+
+
+@dataclass(frozen=True)
+class SmokeModel:
+    """One model of the image to replay: its label in the results, bundle, route prefix and one method."""
+
+    label: str
+    bundle: Path
+    prefix: str  # "" for a one-bundle image, "/models/NAME/versions/VERSION" for a service's
+    method: str
 
 
 @dataclass
@@ -39,9 +49,15 @@ class SmokeResult:
 
 
 def smoke_test(client: Any, image_id: str, bundle: Path, on_step: Callable[[str], None],
-               ready_timeout: float = READY_TIMEOUT) -> SmokeResult:
-    """Run the image on a free loopback port and check it; the container is always removed."""
+               ready_timeout: float = READY_TIMEOUT, models: Sequence[SmokeModel] | None = None) -> SmokeResult:
+    """Run the image on a free loopback port and check it; the container is always removed.
+
+    A service's image (several models behind one front) passes `models`: each model's golden cases are replayed
+    under its own route prefix (/models/NAME/versions/VERSION), and the malformed request goes to the first one.
+    """
     import docker
+
+    routes = list(models) if models is not None else [SmokeModel("", bundle, "", "predict")]
 
     result = SmokeResult()
     container = client.containers.run(image_id, detach=True, ports={f"{PORT}/tcp": ("127.0.0.1", None)})
@@ -55,12 +71,15 @@ def smoke_test(client: Any, image_id: str, bundle: Path, on_step: Callable[[str]
             return result
         result.ready_seconds = time.monotonic() - start
         on_step(f"smoke test: ready after {result.ready_seconds:.1f}s; replaying the golden cases")
-        try:
-            result.cases = verify_bundle(bundle, url=url)
-        except MlshipError as exc:
-            result.failure = f"replaying the golden cases failed: {exc.message}\n{_log_tail(container)}"
-            return result
-        result.malformed_status = _post_malformed(url)
+        for model in routes:
+            try:
+                cases = verify_bundle(model.bundle, url=url + model.prefix)
+            except MlshipError as exc:
+                where = f" of {model.label}" if model.label else ""
+                result.failure = f"replaying the golden cases{where} failed: {exc.message}\n{_log_tail(container)}"
+                return result
+            result.cases += [replace(c, id=f"{model.label}: {c.id}") if model.label else c for c in cases]
+        result.malformed_status = _post_malformed(f"{url}{routes[0].prefix}/{routes[0].method}")
         stopped = time.monotonic()
         container.stop(timeout=STOP_TIMEOUT)
         result.stop_seconds = time.monotonic() - stopped
@@ -109,7 +128,7 @@ def _wait_ready(container: Any, url: str, timeout: float) -> str | None:
 
 
 def _post_malformed(url: str) -> int:
-    request = urllib.request.Request(f"{url}/predict", data=b'{"instances": [', method="POST",
+    request = urllib.request.Request(url, data=b'{"instances": [', method="POST",
                                      headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -124,3 +143,45 @@ def _log_tail(container: Any, lines: int = 15) -> str:
     except Exception:  # the container may be gone already; the log is a courtesy
         return "(no container log)"
     return "container log (last lines):\n" + "\n".join(f"  {line}" for line in text.splitlines())
+
+
+def smoke_rows(smoke: SmokeResult | None, *, built: bool) -> list[tuple[str, str]]:
+    """The result table's rows about the smoke test."""
+    if smoke is None:
+        return [("smoke test", "skipped")] if built else []
+    rows = []
+    if smoke.ready_seconds is not None:
+        rows.append(("ready", f"/readyz answered 200 after {smoke.ready_seconds:.1f}s"))
+    if smoke.cases:
+        passed = sum(c.ok for c in smoke.cases)
+        rows.append(("golden cases", f"{passed}/{len(smoke.cases)} match over HTTP"))
+        rows.extend((f"  FAIL {c.id}", c.detail) for c in smoke.cases if not c.ok)
+    if smoke.malformed_status is not None:
+        verdict = "ok" if 400 <= smoke.malformed_status < 500 else "FAIL: expected a 4xx"
+        rows.append(("malformed request", f"HTTP {smoke.malformed_status} ({verdict})"))
+    if smoke.stop_seconds is not None:
+        rows.append(("SIGTERM", f"stopped in {smoke.stop_seconds:.1f}s, exit status {smoke.exit_code}"))
+    if smoke.failure:
+        rows.append(("smoke test", f"FAILED: {smoke.failure}"))
+    return rows
+
+
+def parity_json(smoke: SmokeResult | None) -> dict[str, Any] | None:
+    """The `parity` object of `--json`."""
+    if smoke is None:
+        return None
+    return {
+        "ok": smoke.ok,
+        "passed": sum(c.ok for c in smoke.cases),
+        "total": len(smoke.cases),
+        "cases": [c.to_json() for c in smoke.cases],
+        "malformed_status": smoke.malformed_status,
+        "ready_seconds": _round(smoke.ready_seconds),
+        "stop_seconds": _round(smoke.stop_seconds),
+        "exit_code": smoke.exit_code,
+        "failure": smoke.failure,
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)

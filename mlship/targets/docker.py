@@ -14,6 +14,7 @@ from .options import PLATFORM, WHEEL_CACHE, Option, Target, WheelOptions
 
 if TYPE_CHECKING:
     from ._docker_build import DockerResult
+    from ._docker_service import DockerServiceResult
 
 
 @dataclass
@@ -37,12 +38,20 @@ def build_docker(bundle: Path, options: DockerOptions) -> DockerResult:
     return build(bundle, options)
 
 
+def build_docker_service(service: Path, options: DockerOptions) -> DockerServiceResult:
+    """Build the service file SERVICE into one image serving every model in it, smoke-tested, pushed."""
+    from ._docker_service import build_docker_service as build
+
+    return build(service, options)
+
+
 TARGET = Target(
     name="docker",
     summary="a container image, smoke-tested against the golden cases",
     docs="docs/DOCKER.md",
     options_type=DockerOptions,
     build=build_docker,
+    build_service=build_docker_service,
     options=(
         PLATFORM,
         WHEEL_CACHE,

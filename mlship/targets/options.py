@@ -103,6 +103,9 @@ class Target:
     options: tuple[Option, ...]
     options_type: type[BuildOptions]
     build: Callable[[Path, Any], BuildResult]  # build(bundle_dir, options_type instance)
+    # build_service(service_file, options_type instance): one artifact serving every model of a service file
+    # (docs/SERVICE.md); None for a target that builds one bundle only.
+    build_service: Callable[[Path, Any], BuildResult] | None = None
 
     def option(self, param: str) -> Option | None:
         return next((o for o in self.options if o.param == param), None)

@@ -63,29 +63,50 @@ def predict(X):
 METHODS = {"predict": predict}
 """
 
+# A model that answers with the version of a distribution installed beside it: which environment serves it.
+_REPORTING_PREDICTOR = """\
+import importlib.metadata
 
-def write_tiny_bundle(dest: Path, *, name: str = "tiny", expected: list[int] | None = None,
-                      values: dict[str, int] | None = None) -> Path:
+
+def predict(X):
+    return [importlib.metadata.version({package!r}) for _ in X]
+
+
+METHODS = {{"predict": predict}}
+"""
+
+
+def write_tiny_bundle(dest: Path, *, name: str = "tiny", version: str = "0.1.0", expected: list[int] | None = None,
+                      values: dict[str, Any] | None = None, reports: str | None = None) -> Path:
     """A bundle (docs/BUNDLE.md) serving len() over a list of strings; `expected` overrides the golden outputs,
-    `values` the pickled artifact (another "model" with the same code)."""
+    `values` the pickled artifact (another "model" with the same code).
+
+    `reports="six==1.16.0"` makes it pin that requirement and answer every string with the version of that
+    distribution it finds installed: its golden cases pass only in an environment that has exactly that pin.
+    """
     from mlship import __version__
     from mlship.bundle.manifest import runtime_pins
     from mlship.runtime import RUNTIME_VERSION
     from mlship.runtime import _contract as contract
 
     inputs = ["a", "bb", "ccc"]
-    outputs = expected or [len(text) for text in inputs]
+    outputs: list[Any] = list(expected or [len(text) for text in inputs])
+    predictor = _TINY_PREDICTOR
+    requirements = sorted(f"{package}=={pin}" for package, pin in runtime_pins().items())
+    if reports is not None:
+        package, pin = reports.split("==")
+        outputs, predictor = [pin] * len(inputs), _REPORTING_PREDICTOR.format(package=package)
+        requirements = sorted([*requirements, reports])
     runtime = ROOT / "mlship" / "runtime"
     shutil.copytree(runtime, dest / "mlship_runtime", ignore=shutil.ignore_patterns("__pycache__"))
     (dest / "artifacts").mkdir()
     (dest / "artifacts" / "values.pkl").write_bytes(pickle.dumps(values or {}))
-    (dest / "predictor.py").write_text(_TINY_PREDICTOR)
-    requirements = sorted(f"{name}=={version}" for name, version in runtime_pins().items())
+    (dest / "predictor.py").write_text(predictor)
     (dest / "requirements.txt").write_text("".join(f"{line}\n" for line in requirements))
     cases = tuple(contract.GoldenCase(f"predict-{i}", "predict", [text], [out])
                   for i, (text, out) in enumerate(zip(inputs, outputs, strict=True)))
     manifest = contract.Manifest(
-        name=name, version="0.1.0", mlship_version=__version__, runtime_version=RUNTIME_VERSION,
+        name=name, version=version, mlship_version=__version__, runtime_version=RUNTIME_VERSION,
         created_at="2026-11-27T10:00:00Z", source=contract.Source(f"{name}.ipynb", "0" * 64),
         python=contract.PythonInfo(platform.python_version(), "CPython"), requirements=tuple(requirements),
         methods=(contract.Method("predict", "[len(t) for t in X]"),), batch_safe=True,

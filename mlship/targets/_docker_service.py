@@ -1,0 +1,198 @@
+"""`mlship build --target docker mlship.toml`: one image serving every model of a service file (docs/DOCKER.md
+"A service: several models, one image").
+
+The steps of the one-bundle build, for several bundles: the environments are grouped and each one's wheelhouse
+resolved on the host (_service_plan.py), the context is written (_docker_service_context.py), the engine builds
+it, and the smoke test replays every model's golden cases through the front's /models/NAME/versions/VERSION
+routes. The one-bundle path (_docker_build.py) is unchanged.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._docker_build import check_tag, default_tag
+from ._docker_engine import (
+    _STEP_FROM,
+    BuildLog,
+    build_image,
+    check_base_python,
+    connect,
+    ensure_image,
+    push_tag,
+    remove_image,
+    remove_stage_images,
+    superseded_stages,
+    tag_image,
+)
+from ._docker_service_context import stage_name, write_service_context
+from ._docker_smoke import SmokeModel, SmokeResult, parity_json, smoke_rows, smoke_test
+from ._service_plan import ServicePlan
+from .wheelhouse import parse_platform
+
+if TYPE_CHECKING:
+    from .docker import DockerOptions
+
+
+@dataclass
+class DockerServiceResult:
+    plan: ServicePlan
+    base_image: str
+    platform: str
+    context_hash: str
+    wheels: dict[str, int]  # environment -> how many wheels it installs
+    context_dir: Path | None = None
+    image_id: str | None = None
+    tags: list[str] = field(default_factory=list)
+    size: int | None = None
+    base_python: str | None = None
+    layers: list[str] = field(default_factory=list)
+    build_log: BuildLog | None = None
+    smoke: SmokeResult | None = None
+    kept: bool = True
+    stages: list[str] = field(default_factory=list)  # the environments' build-stage images, kept as the cache
+    removed_stages: list[str] = field(default_factory=list)
+    digests: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.smoke is None or self.smoke.ok
+
+    def rows(self) -> list[tuple[str, str]]:
+        rows = self.plan.rows()
+        base = f"{self.base_image} (Python {self.base_python})" if self.base_python else self.base_image
+        rows.append(("base image", base))
+        rows.append(("wheels", ", ".join(f"{env}: {count}" for env, count in self.wheels.items())))
+        rows.append(("context hash", self.context_hash))
+        if self.context_dir is not None:
+            rows.append(("context", f"{self.context_dir} (build it with: docker build {self.context_dir})"))
+        if self.image_id:
+            state = "" if self.kept else " (removed: it failed its smoke test; --keep-failed keeps it)"
+            rows.append(("image", f"{self.image_id}{state}"))
+            rows.append(("tags", ", ".join(self.tags)))
+            rows.append(("size", "?" if self.size is None else f"{self.size / 1e6:.1f} MB"))
+        if self.build_log:
+            log = self.build_log
+            rows.append(("build", f"{len(log.steps)} steps, {len(log.cached)} from cache, "
+                                  f"{self.timings.get('build', 0):.1f}s"))
+        rows.extend(smoke_rows(self.smoke, built=bool(self.image_id)))
+        rows.extend((f"pushed {tag}", digest) for tag, digest in self.digests.items())
+        rows.append(("time", ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items())))
+        return rows
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "service": self.plan.to_json(),
+            "platform": self.platform,
+            "base_image": self.base_image,
+            "base_python": self.base_python,
+            "context_hash": self.context_hash,
+            "context_dir": str(self.context_dir) if self.context_dir else None,
+            "wheels": self.wheels,
+            "image": None if not self.image_id else {
+                "id": self.image_id, "tags": self.tags, "size": self.size, "layers": self.layers,
+                "kept": self.kept,
+            },
+            "build": None if not self.build_log else {
+                "steps": self.build_log.steps, "cached": self.build_log.cached, "stages": self.stages,
+                "removed_stages": self.removed_stages,
+            },
+            "digests": self.digests,
+            "parity": parity_json(self.smoke),
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+
+def build_docker_service(path: Path, options: DockerOptions) -> DockerServiceResult:
+    """Build the service file at PATH into one image, smoke-test every model in it, push it."""
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    platform = parse_platform(options.platform)
+    plan = ServicePlan.from_file(Path(path), platform)
+    tags = options.tags or [default_tag(plan.service.name, "latest")]
+    for tag in tags:
+        check_tag(tag)
+    base_image = options.base_image or f"python:{plan.python}-slim"
+    step = options.on_step or (lambda message: None)
+    client = None if options.context_only is not None else connect()
+    try:
+        base_python = None
+        if client is not None:
+            mark = time.perf_counter()
+            ensure_image(client, base_image, platform, step)
+            step(f"checking the Python of {base_image}")
+            base_python = check_base_python(client, base_image, plan.python, platform).version
+            timings["base check"] = time.perf_counter() - mark
+        with tempfile.TemporaryDirectory(prefix="mlship-service-") as tmp:
+            mark = time.perf_counter()
+            houses = plan.resolve(Path(tmp) / "wheels", options.wheel_cache, step)
+            timings["wheels"] = time.perf_counter() - mark
+            context = options.context_only.resolve() if options.context_only else Path(tmp) / "context"
+            step(f"writing the build context ({len(plan.models)} models, {len(plan.environments)} environments)")
+            digest = write_service_context(context, plan, houses, base_image=base_image)
+            result = DockerServiceResult(plan, base_image, platform.docker, digest,
+                                         {env: len(house.lock) for env, house in houses.items()},
+                                         base_python=base_python, timings=timings)
+            if client is None:
+                result.context_dir = context
+            else:
+                mark = time.perf_counter()
+                result.build_log = build_image(client, context, tags[0], platform, step)
+                timings["build"] = time.perf_counter() - mark
+        if client is not None:
+            _finish(client, result, tags, options, step)
+    finally:
+        if client is not None:
+            client.close()
+    timings["total"] = time.perf_counter() - started
+    return result
+
+
+def _finish(client: Any, result: DockerServiceResult, tags: list[str], options: DockerOptions, step: Any) -> None:
+    """Tag, smoke-test, clean up the superseded build stages, push."""
+    log = result.build_log
+    assert log is not None and log.image_id is not None
+    image_id = log.image_id
+    tag_image(client, image_id, tags)
+    info = client.api.inspect_image(image_id)
+    result.image_id, result.tags, result.size = image_id, tags, int(info.get("Size", 0))
+    result.layers = list(info.get("RootFS", {}).get("Layers", []))
+    plan = result.plan
+    if options.test:
+        mark = time.perf_counter()
+        models = [SmokeModel(p.label, p.model.bundle, f"/models/{p.model.name}/versions/{p.model.version}",
+                             p.manifest.method_names[0]) for p in plan.models]
+        result.smoke = smoke_test(client, image_id, plan.models[0].model.bundle, step, models=models)
+        result.timings["test"] = time.perf_counter() - mark
+    if not result.ok and not options.keep_failed:
+        remove_image(client, image_id, tags)
+        result.kept = False
+    leaves = stage_leaves(log)
+    for env, leaf in zip((env.name for env in plan.environments), leaves, strict=False):
+        name = stage_name(plan.service.name, env)
+        result.removed_stages += remove_stage_images(client, superseded_stages(client, name, keep=leaf))
+    if options.build_cache:
+        result.stages = leaves
+    else:
+        result.removed_stages += remove_stage_images(client, leaves)
+    if result.ok and options.push:
+        mark = time.perf_counter()
+        result.digests = {tag: push_tag(client, tag, step) for tag in tags}
+        result.timings["push"] = time.perf_counter() - mark
+
+
+def stage_leaves(log: BuildLog) -> list[str]:
+    """The image each build stage ended with (its LABEL step), in Dockerfile order; the final stage excluded."""
+    froms = [i for i, line in enumerate(log.steps) if _STEP_FROM.match(line)]
+    leaves = []
+    for start, end in zip(froms, froms[1:], strict=False):
+        last = end - 1
+        if last > start and last in log.ids:
+            leaves.append(log.ids[last])
+    return leaves

@@ -1,0 +1,154 @@
+"""A service file's build plan and docker context, without Docker or pip: environments, the image's own service
+file, one layer folder per model, labels, a reproducible context hash (mlship/targets/_service_plan.py,
+_docker_service_context.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from mlship.errors import BuildError
+from mlship.runtime._service import read_service
+from mlship.targets._docker_service_context import write_service_context
+from mlship.targets._service_plan import ServicePlan
+from mlship.targets.wheelhouse import LockedWheel, Wheelhouse, parse_platform
+from tests.support.docker import write_tiny_bundle
+
+PLATFORM = parse_platform("linux/amd64")
+
+
+@pytest.fixture
+def service_file(tmp_path: Path) -> Path:
+    dist = tmp_path / "dist"
+    write_tiny_bundle(dist / "tiny")
+    write_tiny_bundle(dist / "old", name="pinned", version="1.0.0", reports="six==1.16.0")
+    write_tiny_bundle(dist / "new", name="pinned", version="2.0.0", reports="six==1.17.0")
+    path = tmp_path / "mlship.toml"
+    path.write_text('[service]\nname = "scoring"\n\n[[models]]\nbundle = "dist/tiny"\n\n[[models]]\n'
+                    'bundle = "dist/old"\n\n[[models]]\nbundle = "dist/new"\n\n[routes.pinned]\ndefault = "2.0.0"\n')
+    return path
+
+
+def fake_houses(plan: ServicePlan, root: Path) -> dict[str, Wheelhouse]:
+    houses = {}
+    for env in plan.environments:
+        folder = root / env.name
+        folder.mkdir(parents=True)
+        lock = []
+        for requirement in env.requirements():
+            name, version = requirement.split("==")
+            filename = f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
+            data = f"{name} {version}".encode()
+            (folder / filename).write_bytes(data)
+            lock.append(LockedWheel(name, version, filename, hashlib.sha256(data).hexdigest()))
+        houses[env.name] = Wheelhouse(folder, lock, plan.python, PLATFORM)
+    return houses
+
+
+def test_the_pinned_pair_is_split_and_the_other_bundle_shares_the_first_environment(service_file: Path) -> None:
+    plan = ServicePlan.from_file(service_file, PLATFORM)
+    assert [(p.label, p.environment) for p in plan.models] == [("tiny 0.1.0", "env1"), ("pinned 1.0.0", "env1"),
+                                                               ("pinned 2.0.0", "env2")]
+    (split,) = plan.grouping.splits
+    assert split.describe() == "pinned 2.0.0 in env2 (env1: six==1.17.0 vs six==1.16.0 (pinned 1.0.0))"
+    rows = dict(plan.rows())
+    assert rows["environment env1"] == "tiny 0.1.0, pinned 1.0.0" and rows["environment env2"] == "pinned 2.0.0"
+    assert rows["split"] == split.describe()
+    data = plan.to_json()
+    assert data["splits"][0]["conflicts"] == [{"environment": "env1", "package": "six", "wanted": "==1.17.0",
+                                               "found": "==1.16.0", "models": ["pinned 1.0.0"]}]
+
+
+def test_the_context_holds_every_environment_every_model_in_its_own_layer_and_the_image_service_file(
+        service_file: Path, tmp_path: Path) -> None:
+    plan = ServicePlan.from_file(service_file, PLATFORM)
+    houses = fake_houses(plan, tmp_path / "wheels")
+    context = tmp_path / "context"
+    digest = write_service_context(context, plan, houses, base_image="base:1")
+    assert sorted(p.name for p in (context / "envs").iterdir()) == ["env1", "env2"]
+    assert (context / "envs/env2/six-1.17.0-py3-none-any.whl").is_file()
+    assert (context / "envs/env2/linux_x86_64-py311.txt").read_text().count("--hash=sha256:") == \
+        len(houses["env2"].lock)
+    for index, (name, version) in enumerate([("tiny", "0.1.0"), ("pinned", "1.0.0"), ("pinned", "2.0.0")]):
+        layer = context / "layers" / f"{index:02d}"
+        assert [p.relative_to(layer).as_posix() for p in layer.iterdir()] == ["app"]
+        assert (layer / "app/models" / name / version / "mlship.json").is_file()
+    front = context / "layers/service/app"
+    assert (front / "mlship_runtime/__init__.py").is_file()
+    written = tomllib.loads((front / "mlship.toml").read_text())
+    assert written["service"] == {"name": "scoring"}
+    assert [(m["bundle"], m["name"], m["python"]) for m in written["models"]] == [
+        ("/app/models/tiny/0.1.0", "tiny", "/opt/envs/env1/bin/python"),
+        ("/app/models/pinned/1.0.0", "pinned", "/opt/envs/env1/bin/python"),
+        ("/app/models/pinned/2.0.0", "pinned", "/opt/envs/env2/bin/python")]
+    assert written["routes"] == {"pinned": {"default": "2.0.0"}}
+    dockerfile = (context / "Dockerfile").read_text()
+    assert dockerfile.count("\nFROM base:1") == 3
+    # Environments first, then one layer per model in the service's order, then the service file and the front.
+    final = dockerfile[dockerfile.rindex("\nFROM "):]
+    copies = [line for line in final.splitlines() if line.startswith("COPY ") and "passwd" not in line]
+    assert copies == ["COPY --from=env1 /opt/envs/env1/ /opt/envs/env1/",
+                      "COPY --from=env2 /opt/envs/env2/ /opt/envs/env2/",
+                      "COPY layers/00/ /", "COPY layers/01/ /", "COPY layers/02/ /", "COPY layers/service/ /"]
+    assert f'io.mlship.context-hash="{digest}"' in dockerfile
+    labels = dockerfile[dockerfile.rindex("LABEL"):]
+    models = json.loads(json.loads(labels.split("io.mlship.models=", 1)[1].split(" \\\n", 1)[0]))
+    assert [(m["name"], m["version"], m["environment"]) for m in models] == [
+        ("tiny", "0.1.0", "env1"), ("pinned", "1.0.0", "env1"), ("pinned", "2.0.0", "env2")]
+    assert all(m["bundle_digest"].startswith("sha256:") for m in models)
+    assert "mlship service scoring: tiny 0.1.0, pinned 1.0.0, pinned 2.0.0" in labels
+
+
+def test_the_context_is_reproducible_and_a_model_change_touches_only_its_layer(service_file: Path,
+                                                                               tmp_path: Path) -> None:
+    plan = ServicePlan.from_file(service_file, PLATFORM)
+    houses = fake_houses(plan, tmp_path / "wheels")
+    first = write_service_context(tmp_path / "one", plan, houses, base_image="base:1")
+    assert write_service_context(tmp_path / "two", plan, houses, base_image="base:1") == first
+    write_tiny_bundle(service_file.parent / "dist" / "tiny2", expected=[1, 2, 4])
+    (service_file.parent / "dist" / "tiny").rename(service_file.parent / "tiny-before")
+    (service_file.parent / "dist" / "tiny2").rename(service_file.parent / "dist" / "tiny")
+    changed = ServicePlan.from_file(service_file, PLATFORM)
+    assert write_service_context(tmp_path / "three", changed, houses, base_image="base:1") != first
+
+    def tree(root: Path) -> dict[str, bytes]:
+        return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+    one, three = tree(tmp_path / "one"), tree(tmp_path / "three")
+    differ = {path.split("/")[1] if path.startswith("layers/") else path for path in one if one[path] != three[path]}
+    assert differ == {"00", "Dockerfile"}, differ
+
+
+def test_bundles_of_different_pythons_are_refused_by_name(service_file: Path) -> None:
+    manifest_path = service_file.parent / "dist" / "new" / "mlship.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["python"]["version"] = "3.12.1"
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(BuildError, match=r"different Pythons \(Python 3.11: tiny 0.1.0, pinned 1.0.0; "
+                                         r"Python 3.12: pinned 2.0.0\)"):
+        ServicePlan.from_file(service_file, PLATFORM)
+
+
+def test_a_bad_service_file_is_a_build_error_naming_the_key(service_file: Path) -> None:
+    service_file.write_text(service_file.read_text() + '\n[extra]\nfoo = 1\n')
+    with pytest.raises(BuildError, match="unknown key 'extra'"):
+        ServicePlan.from_file(service_file, PLATFORM)
+
+
+def test_the_image_service_file_reads_back(service_file: Path, tmp_path: Path) -> None:
+    plan = ServicePlan.from_file(service_file, PLATFORM)
+    folder = tmp_path / "artifact" / "app"
+    for planned in plan.models:
+        (folder / planned.folder).parent.mkdir(parents=True, exist_ok=True)
+        (folder / planned.folder).symlink_to(planned.model.bundle)
+    plan.write_service_file(folder / "mlship.toml", bundle_root=folder,
+                            python=lambda env: str(folder / "envs" / env / "bin" / "python"))
+    text = (folder / "mlship.toml").read_text()
+    assert 'python = "envs/env2/bin/python"' in text and 'bundle = "models/pinned/2.0.0"' in text
+    service = read_service(folder / "mlship.toml")
+    assert [m.python for m in service.models] == [str(folder / f"envs/{e}/bin/python")
+                                                  for e in ("env1", "env1", "env2")]
