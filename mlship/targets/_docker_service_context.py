@@ -52,10 +52,11 @@ def env_python(env: str) -> str:
     return f"{ENVS_ROOT}/{env}/bin/python"
 
 
-def front_command(python: str, service_file: str, app_dir: str) -> list[str]:
-    """The multi-model front (docs/SERVICE.md), run from the runtime copied beside the service file: -I keeps
-    PYTHONPATH and the working folder off sys.path, so only `app_dir`'s own mlship_runtime is imported."""
-    return [python, "-I", "-B", "-u", f"{app_dir}/{BUNDLE_RUNTIME_NAME}/_front.py", "serve-service", service_file]
+def front_command(python: str, service_file: str) -> list[str]:
+    """The multi-model front (docs/SERVICE.md), run in the folder that holds the runtime copied beside the
+    service file (`-m mlship_runtime` imports it from the working folder). It imports no bundle code: every
+    model's backend is started by the front with that model's own interpreter and digest-checked runtime."""
+    return [python, "-B", "-m", BUNDLE_RUNTIME_NAME, "serve-service", service_file]
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ def dockerfile(plan: ServicePlan, houses: dict[str, Wheelhouse], *, base_image: 
         # Every model loads and replays a golden case before the service is ready.
         start_period=180,
         healthcheck=[front, "-c", f"import urllib.request; urllib.request.urlopen('{readyz}', timeout=4)"],
-        entrypoint=front_command(front, SERVICE_FILE, APP_DIR),
+        entrypoint=front_command(front, SERVICE_FILE),
         cmd=["--host", "0.0.0.0", "--port", str(PORT)],
         labels=service_labels(plan, base_image, digest),
     )

@@ -80,6 +80,12 @@ class OnpremContext:
     methods: list[str]
     example_body: str  # a ready-to-send JSON body for POST /METHOD
     wheels: list[dict[str, str]]  # name, version, filename, sha256
+    # A service of several models (_onprem_service.py); a single bundle leaves these as they are.
+    environments: list[str] = field(default_factory=list)  # env1, env2...: PREFIX/envs/ENV
+    model_specs: list[str] = field(default_factory=list)  # ENV:FOLDER, FOLDER under app/
+    models: list[str] = field(default_factory=list)  # "NAME VERSION" of each model
+    venvs: str = "venv"  # the release's folder of environments: venv, or envs for a service
+    front_venv: str = "venv"  # the environment whose Python the launcher runs
 
 
 @dataclass

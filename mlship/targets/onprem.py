@@ -15,6 +15,7 @@ from .options import PLATFORM, WHEEL_CACHE, Option, Target, WheelOptions
 
 if TYPE_CHECKING:
     from ._onprem_build import OnpremResult
+    from ._onprem_service import OnpremServiceResult
 
 
 @dataclass
@@ -29,12 +30,20 @@ def build_onprem(bundle: Path, options: OnpremOptions) -> OnpremResult:
     return build(bundle, options)
 
 
+def build_onprem_service(service: Path, options: OnpremOptions) -> OnpremServiceResult:
+    """Resolve every environment of the service file SERVICE and write one installer tarball for all its models."""
+    from ._onprem_service import build_onprem_service as build
+
+    return build(service, options)
+
+
 TARGET = Target(
     name="onprem",
     summary="an offline installer tarball for a Linux host",
     docs="docs/ONPREM.md",
     options_type=OnpremOptions,
     build=build_onprem,
+    build_service=build_onprem_service,
     options=(
         PLATFORM,
         WHEEL_CACHE,

@@ -152,3 +152,55 @@ def test_the_image_service_file_reads_back(service_file: Path, tmp_path: Path) -
     service = read_service(folder / "mlship.toml")
     assert [m.python for m in service.models] == [str(folder / f"envs/{e}/bin/python")
                                                   for e in ("env1", "env1", "env2")]
+
+
+def test_the_onprem_tarball_holds_every_environment_and_model_and_a_relative_service_file(
+        service_file: Path, tmp_path: Path) -> None:
+    import tarfile
+
+    from mlship.targets._onprem_service import OnpremServiceBuilder
+    from mlship.targets.onprem import OnpremOptions
+
+    options = OnpremOptions(platform="linux/amd64", output=tmp_path / "out")
+    builder = OnpremServiceBuilder.from_file(service_file, options)
+    houses = fake_houses(builder.plan, tmp_path / "wheels")
+    result = builder.build(tmp_path / "out", houses)
+    assert result.ok and result.tarball.name == "scoring-py311-linux_x86_64.tar.gz"
+    assert dict(result.rows())["split"] == "pinned 2.0.0 in env2 (env1: six==1.17.0 vs six==1.16.0 (pinned 1.0.0))"
+    assert result.to_json()["service"]["environments"][1]["models"] == ["pinned 2.0.0"]
+    with tarfile.open(result.tarball) as tar:
+        names = set(tar.getnames())
+        read = lambda name: tar.extractfile(f"scoring/{name}").read().decode()  # noqa: E731
+        service, install, launcher = read("app/mlship.toml"), read("install.sh"), read("bin/scoring-serve")
+        sums = read("SHA256SUMS")
+    assert {"scoring/app/models/pinned/2.0.0/mlship.json", "scoring/app/mlship_runtime/_service.py",
+            "scoring/envs/env2/requirements.lock", "scoring/envs/env2/wheels/six-1.17.0-py3-none-any.whl",
+            "scoring/envs/env1/wheels/six-1.16.0-py3-none-any.whl"} <= names
+    assert not any("__pycache__" in name for name in names)
+    assert 'bundle = "models/pinned/2.0.0"\nname = "pinned"\npython = "../envs/env2/bin/python"' in service
+    assert "ENVIRONMENTS='env1 env2'" in install
+    assert "MODELS='env1:models/tiny/0.1.0 env1:models/pinned/1.0.0 env2:models/pinned/2.0.0'" in install
+    assert 'LINKS="app envs bin lib .mlship-install .installed-files"' in install
+    assert ('exec "$prefix/envs/env1/bin/python" -B -m mlship_runtime serve-service "$prefix/app/mlship.toml" "$@"'
+            in launcher)
+    assert "  app/mlship.toml\n" in sums and "  envs/env2/requirements.lock\n" in sums
+    again = builder.build(tmp_path / "again", houses)
+    assert again.sha256 == result.sha256
+
+
+def test_a_single_bundle_tarball_keeps_its_venv_layout(tmp_path: Path) -> None:
+    from mlship.targets._onprem_build import OnpremBuilder
+    from mlship.targets.onprem import OnpremOptions
+
+    bundle = write_tiny_bundle(tmp_path / "tiny")
+    builder = OnpremBuilder.from_bundle(bundle, OnpremOptions(platform="linux/amd64", output=tmp_path / "out"))
+    house = Wheelhouse(tmp_path, [], "3.11", PLATFORM)
+    ctx = builder.context(house)
+    from mlship.targets._onprem_build import _text
+
+    install, launcher = _text("install.sh.jinja", ctx).decode(), _text("launcher.jinja", ctx).decode()
+    assert "ENVIRONMENTS=" not in install and 'LINKS="app venv bin lib .mlship-install .installed-files"' in install
+    assert 'make_venv "$rel/venv" "$here/wheels" "$here/requirements.lock"' in install
+    assert 'check_model "$rel/venv/bin/python" "$rel/app"\n' in install
+    assert 'exec "$prefix/venv/bin/python" -I -B -u "$prefix/app/mlship_runtime/_boot.py" serve' in launcher
+    assert "serve-service" not in launcher

@@ -1,0 +1,222 @@
+"""`mlship build --target docker|onprem mlship.toml` for real: one image and one tarball serving several models,
+two of which pin different versions of six and so get an environment each (issue 11, "Targets").
+
+The split pair are tiny bundles that answer with the version of six they find installed, and whose golden cases
+expect their own pin: every replay proves the model ran on its own environment's Python. The image is built once
+for the module (iris, reviews and the pair); a second build after a change to one model's artifacts proves that
+only that model's layer changed. The onprem test installs the pair and a third tiny model offline, as a user,
+and serves them through the installed launcher (the front).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlship.bundle.verify import verify_bundle
+from tests.e2e.test_onprem_install import PYTHON
+from tests.support.docker import write_tiny_bundle
+from tests.support.servers import free_port, wait_until_ready
+
+pytestmark = [pytest.mark.e2e]
+
+OLD, NEW = "six==1.16.0", "six==1.17.0"
+
+
+@pytest.fixture(scope="module")
+def token() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="module")
+def client(token: str) -> Iterator[Any]:
+    import docker
+
+    client = docker.from_env()
+    yield client
+    for image in client.images.list():
+        for tag in image.tags:
+            if token in tag:
+                client.api.remove_image(tag, force=True)
+    client.close()
+
+
+def write_service(path: Path, bundles: list[Path], default: str = "2.0.0") -> Path:
+    models = "".join(f'[[models]]\nbundle = "{bundle}"\n\n' for bundle in bundles)
+    path.write_text(f'[service]\nname = "scoring"\n\n{models}[routes.pinned]\ndefault = "{default}"\n')
+    return path
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("pair")
+    return {"1.0.0": write_tiny_bundle(root / "pinned-1", name="pinned", version="1.0.0", reports=OLD),
+            "2.0.0": write_tiny_bundle(root / "pinned-2", name="pinned", version="2.0.0", reports=NEW)}
+
+
+def post(url: str, body: Any) -> Any:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def answers_of_the_pair(url: str) -> dict[str, Any]:
+    return {route: post(f"{url}/models/pinned{route}/predict", {"instances": ["a"]})["predictions"]
+            for route in ("/versions/1.0.0", "/versions/2.0.0", "")}
+
+
+# -- docker ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def service(example_bundles: dict[str, Path], pair: dict[str, Path],
+            tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_service(tmp_path_factory.mktemp("service") / "mlship.toml",
+                         [example_bundles["iris"], example_bundles["reviews"], pair["1.0.0"], pair["2.0.0"]])
+
+
+@pytest.fixture(scope="module")
+def image(service: Path, base_image: str, wheel_cache: Path, token: str, client: Any, cli: Any) -> dict[str, Any]:
+    result = cli("build", "--target", "docker", service, "--base-image", base_image, "--wheel-cache", wheel_cache,
+                 "--tag", f"mlship-e2e-scoring:{token}", "--json")
+    assert result.exit_code == 0, result.output
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+@pytest.mark.requires_docker
+def test_one_image_serves_every_model_and_its_smoke_test_replayed_each(image: dict[str, Any]) -> None:
+    parity = image["parity"]
+    assert image["ok"] and parity["ok"], parity
+    ids = {case["id"].split(":")[0] for case in parity["cases"]}
+    assert ids == {"iris 0.1.0", "reviews 0.1.0", "pinned 1.0.0", "pinned 2.0.0"}
+    assert parity["passed"] == parity["total"] and 400 <= parity["malformed_status"] < 500
+    assert parity["exit_code"] == 0
+
+
+@pytest.mark.requires_docker
+def test_the_build_says_which_model_was_split_and_why(image: dict[str, Any]) -> None:
+    service = image["service"]
+    assert [env["models"] for env in service["environments"]] == [
+        ["iris 0.1.0", "reviews 0.1.0", "pinned 1.0.0"], ["pinned 2.0.0"]]
+    (split,) = service["splits"]
+    assert split["model"] == "pinned 2.0.0"
+    assert split["reason"] == "pinned 2.0.0 in env2 (env1: six==1.17.0 vs six==1.16.0 (pinned 1.0.0))"
+
+
+@pytest.mark.requires_docker
+def test_labels_list_the_models_and_versions(image: dict[str, Any], client: Any) -> None:
+    labels = client.api.inspect_image(image["image"]["id"])["Config"]["Labels"]
+    models = json.loads(labels["io.mlship.models"])
+    assert [(m["name"], m["version"], m["environment"]) for m in models] == [
+        ("iris", "0.1.0", "env1"), ("reviews", "0.1.0", "env1"), ("pinned", "1.0.0", "env1"),
+        ("pinned", "2.0.0", "env2")]
+    assert labels["org.opencontainers.image.title"] == "scoring"
+    assert labels["io.mlship.context-hash"] == image["context_hash"]
+
+
+@pytest.mark.requires_docker
+def test_each_model_answers_from_its_own_environment_under_a_read_only_root_and_an_arbitrary_uid(
+        image: dict[str, Any], example_bundles: dict[str, Path], client: Any) -> None:
+    from tests.e2e.test_docker import run_ready
+
+    container, url = run_ready(client, image["image"]["id"], timeout=180, read_only=True, user="1000777:0",
+                               cap_drop=["ALL"], security_opt=["no-new-privileges"])
+    try:
+        assert answers_of_the_pair(url) == {"/versions/1.0.0": ["1.16.0"], "/versions/2.0.0": ["1.17.0"],
+                                            "": ["1.17.0"]}
+        results = verify_bundle(example_bundles["iris"], url=f"{url}/models/iris/versions/0.1.0")
+        assert results and all(r.ok for r in results), results
+        # The interpreters are the environments' own.
+        code, out = container.exec_run(["/opt/envs/env2/bin/python", "-c",
+                                        "import importlib.metadata as m; print(m.version('six'))"])
+        assert code == 0 and out.decode().strip() == "1.17.0"
+    finally:
+        container.remove(force=True)
+
+
+@pytest.mark.requires_docker
+def test_a_change_to_one_models_artifacts_changes_only_that_models_layer(
+        image: dict[str, Any], example_bundles: dict[str, Path], pair: dict[str, Path], base_image: str,
+        wheel_cache: Path, token: str, cli: Any, tmp_path: Path) -> None:
+    changed = write_tiny_bundle(tmp_path / "pinned-1", name="pinned", version="1.0.0", reports=OLD,
+                                values={"retrained": True})
+    service = write_service(tmp_path / "mlship.toml",
+                            [example_bundles["iris"], example_bundles["reviews"], changed, pair["2.0.0"]])
+    result = cli("build", "--target", "docker", service, "--base-image", base_image, "--wheel-cache", wheel_cache,
+                 "--tag", f"mlship-e2e-scoring2:{token}", "--no-test", "--json")
+    assert result.exit_code == 0, result.output
+    after = json.loads(result.stdout)
+    before_layers, after_layers = image["image"]["layers"], after["image"]["layers"]
+    assert len(before_layers) == len(after_layers)
+    differ = [i for i, (a, b) in enumerate(zip(before_layers, after_layers, strict=True)) if a != b]
+    # base, passwd, env1, env2, iris, reviews, pinned 1.0.0, pinned 2.0.0, service: the 7th only.
+    assert differ == [len(after_layers) - 3], (before_layers, after_layers)
+    # The environments' installs came from the cache.
+    assert sum("pip install" in step for step in after["build"]["cached"]) == 2, after["build"]["cached"]
+
+
+# -- onprem ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def onprem_service(pair: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("onprem-service")
+    tiny = write_tiny_bundle(root / "tiny")
+    return write_service(root / "mlship.toml", [tiny, pair["1.0.0"], pair["2.0.0"]], default="1.0.0")
+
+
+@pytest.fixture
+def install_root() -> Iterator[Path]:
+    """A folder the service account (nobody, as root) can reach for the model checks: pytest's are 0700."""
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"mlship-service-install-{uuid.uuid4().hex[:8]}"
+    path.mkdir(mode=0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_the_onprem_tarball_installs_every_environment_offline_and_its_launcher_serves_them_all(
+        onprem_service: Path, pair: dict[str, Path], wheel_cache: Path, cli: Any, tmp_path: Path,
+        install_root: Path) -> None:
+    out = tmp_path / "dist"
+    result = cli("build", "--target", "onprem", onprem_service, "--wheel-cache", wheel_cache, "-o", out, "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [env["models"] for env in data["service"]["environments"]] == [["tiny 0.1.0", "pinned 1.0.0"],
+                                                                         ["pinned 2.0.0"]]
+    with tarfile.open(data["tarball"]) as tar:
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    package = tmp_path / "unpacked" / "scoring"
+    prefix = install_root / "scoring"
+    command = ["sh", str(package / "install.sh"), "--prefix", str(prefix), "--python", PYTHON]
+    if os.geteuid() == 0:
+        command += ["--user", "nobody"]  # don't create accounts on the test machine
+    install = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert install.returncode == 0, install.stdout + install.stderr
+    assert install.stdout.count("against its recorded predictions") == 3, install.stdout
+    assert sorted(p.name for p in (prefix / "envs").iterdir()) == ["env1", "env2"]
+    port = free_port()
+    server = subprocess.Popen([str(prefix / "bin" / "scoring-serve"), "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_ready(f"{url}/readyz", server, timeout=120, interval=0.3)
+        assert answers_of_the_pair(url) == {"/versions/1.0.0": ["1.16.0"], "/versions/2.0.0": ["1.17.0"],
+                                            "": ["1.16.0"]}
+        for version, bundle in pair.items():
+            results = verify_bundle(bundle, url=f"{url}/models/pinned/versions/{version}")
+            assert results and all(r.ok for r in results), results
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
