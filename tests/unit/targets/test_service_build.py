@@ -8,6 +8,7 @@ import hashlib
 import json
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -204,3 +205,12 @@ def test_a_single_bundle_tarball_keeps_its_venv_layout(tmp_path: Path) -> None:
     assert 'check_model "$rel/venv/bin/python" "$rel/app"\n' in install
     assert 'exec "$prefix/venv/bin/python" -I -B -u "$prefix/app/mlship_runtime/_boot.py" serve' in launcher
     assert "serve-service" not in launcher
+
+
+def test_a_target_that_builds_one_bundle_refuses_a_service_file(service_file: Path, cli: Any) -> None:
+    result = cli("build", "--target", "k8s", service_file, "--image", "registry.local/scoring:1")
+    assert result.exit_code == 2
+    assert f"--target k8s builds one bundle, not a service file ({service_file})" in result.output
+    assert "--target docker or --target onprem" in result.output
+    both = cli("build", "--target", "onprem", service_file, "--bundle", service_file.parent / "dist" / "tiny")
+    assert both.exit_code == 2 and "--bundle and the service file" in both.output
