@@ -198,17 +198,8 @@ class OnpremBuilder:
         files.append(Member(f"{top}/app/{wheelhouse.lock_path}", data=lock))
         files += [Member(f"{top}/wheels/{w.filename}", source=wheelhouse.directory / w.filename)
                   for w in wheelhouse.lock]
-        files += [
-            Member(f"{top}/{LOCK_FILE}", data=lock),
-            Member(f"{top}/install.sh", data=_text("install.sh.jinja", ctx), executable=True),
-            Member(f"{top}/{ctx.launcher}", data=_text("launcher.jinja", ctx), executable=True),
-            Member(f"{top}/{ctx.unit}", data=_text("systemd.service.jinja", ctx)),
-            Member(f"{top}/{ctx.env_file}", data=_env_file(ctx).encode()),
-            Member(f"{top}/INSTALL.txt", data=_text("INSTALL.txt.jinja", ctx)),
-        ]
-        files.sort(key=lambda m: m.name)
-        sums = "".join(f"{m.sha256()}  {m.name[len(top) + 1:]}\n" for m in files)
-        return [*files, Member(f"{top}/SHA256SUMS", data=sums.encode())]
+        files.append(Member(f"{top}/{LOCK_FILE}", data=lock))
+        return with_installer(top, ctx, files, guide="INSTALL.txt.jinja")
 
     def context(self, wheelhouse: Wheelhouse) -> OnpremContext:
         example = self.manifest.input.example
@@ -229,6 +220,20 @@ class OnpremBuilder:
 def build_onprem(bundle: Path, options: OnpremOptions) -> OnpremResult:
     """Resolve the bundle's wheels for the target platform and write the installer tarball into options.output."""
     return OnpremBuilder.from_bundle(bundle, options).build(options.output)
+
+
+def with_installer(top: str, ctx: OnpremContext, files: list[Member], *, guide: str) -> list[Member]:
+    """`files` and the installer's own (install.sh, launcher, unit, settings, INSTALL.txt from `guide`), sorted,
+    then SHA256SUMS computed over all of them."""
+    files = [*files,
+             Member(f"{top}/install.sh", data=_text("install.sh.jinja", ctx), executable=True),
+             Member(f"{top}/{ctx.launcher}", data=_text("launcher.jinja", ctx), executable=True),
+             Member(f"{top}/{ctx.unit}", data=_text("systemd.service.jinja", ctx)),
+             Member(f"{top}/{ctx.env_file}", data=_env_file(ctx).encode()),
+             Member(f"{top}/INSTALL.txt", data=_text(guide, ctx))]
+    files.sort(key=lambda m: m.name)
+    sums = "".join(f"{m.sha256()}  {m.name[len(top) + 1:]}\n" for m in files)
+    return [*files, Member(f"{top}/SHA256SUMS", data=sums.encode())]
 
 
 def _text(template: str, ctx: OnpremContext) -> bytes:

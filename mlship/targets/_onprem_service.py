@@ -27,15 +27,7 @@ from .._paths import BUNDLE_RUNTIME_NAME, RUNTIME_DIR
 from ..bundle.archive import Member, unsafe_members, write_tar_gz
 from ..runtime import RUNTIME_VERSION
 from ..runtime._contract import MANIFEST_NAME
-from ._onprem_build import (
-    DEFAULT_PORT,
-    LOCK_FILE,
-    OnpremContext,
-    OnpremResult,
-    _env_file,
-    _text,
-    service_name,
-)
+from ._onprem_build import DEFAULT_PORT, LOCK_FILE, OnpremContext, OnpremResult, service_name, with_installer
 from ._service_plan import ServicePlan
 from .wheelhouse import Wheelhouse, parse_platform
 
@@ -115,16 +107,7 @@ class OnpremServiceBuilder:
             files.append(Member(f"{top}/envs/{env}/{LOCK_FILE}", data=house.lock_text().encode()))
             files += [Member(f"{top}/envs/{env}/wheels/{w.filename}", source=house.directory / w.filename)
                       for w in house.lock]
-        files += [
-            Member(f"{top}/install.sh", data=_text("install.sh.jinja", ctx), executable=True),
-            Member(f"{top}/{ctx.launcher}", data=_text("launcher.jinja", ctx), executable=True),
-            Member(f"{top}/{ctx.unit}", data=_text("systemd.service.jinja", ctx)),
-            Member(f"{top}/{ctx.env_file}", data=_env_file(ctx).encode()),
-            Member(f"{top}/INSTALL.txt", data=_text("INSTALL.service.txt.jinja", ctx)),
-        ]
-        files.sort(key=lambda m: m.name)
-        sums = "".join(f"{m.sha256()}  {m.name[len(top) + 1:]}\n" for m in files)
-        return [*files, Member(f"{top}/SHA256SUMS", data=sums.encode())]
+        return with_installer(top, ctx, files, guide="INSTALL.service.txt.jinja")
 
     def context(self, houses: dict[str, Wheelhouse]) -> OnpremContext:
         plan = self.plan

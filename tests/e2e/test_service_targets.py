@@ -12,43 +12,27 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import tarfile
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mlship.bundle.verify import verify_bundle
-from tests.e2e.test_onprem_install import PYTHON
+from tests.e2e import test_docker, test_onprem_install
 from tests.support.docker import write_tiny_bundle
 from tests.support.servers import free_port, wait_until_ready
 
 pytestmark = [pytest.mark.e2e]
 
+# Fixtures of those modules, found here by name: the docker client and the token every tag of this module carries
+# (removed at the end), and an install root that the service account (nobody, as root) can reach.
+client, token, root_dir = test_docker.client, test_docker.token, test_onprem_install.root_dir
+run_ready, PYTHON = test_docker.run_ready, test_onprem_install.PYTHON
+
 OLD, NEW = "six==1.16.0", "six==1.17.0"
-
-
-@pytest.fixture(scope="module")
-def token() -> str:
-    return uuid.uuid4().hex[:10]
-
-
-@pytest.fixture(scope="module")
-def client(token: str) -> Iterator[Any]:
-    import docker
-
-    client = docker.from_env()
-    yield client
-    for image in client.images.list():
-        for tag in image.tags:
-            if token in tag:
-                client.api.remove_image(tag, force=True)
-    client.close()
 
 
 def write_service(path: Path, bundles: list[Path], default: str = "2.0.0") -> Path:
@@ -129,8 +113,6 @@ def test_labels_list_the_models_and_versions(image: dict[str, Any], client: Any)
 @pytest.mark.requires_docker
 def test_each_model_answers_from_its_own_environment_under_a_read_only_root_and_an_arbitrary_uid(
         image: dict[str, Any], example_bundles: dict[str, Path], client: Any) -> None:
-    from tests.e2e.test_docker import run_ready
-
     container, url = run_ready(client, image["image"]["id"], timeout=180, read_only=True, user="1000777:0",
                                cap_drop=["ALL"], security_opt=["no-new-privileges"])
     try:
@@ -177,18 +159,9 @@ def onprem_service(pair: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
     return write_service(root / "mlship.toml", [tiny, pair["1.0.0"], pair["2.0.0"]], default="1.0.0")
 
 
-@pytest.fixture
-def install_root() -> Iterator[Path]:
-    """A folder the service account (nobody, as root) can reach for the model checks: pytest's are 0700."""
-    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"mlship-service-install-{uuid.uuid4().hex[:8]}"
-    path.mkdir(mode=0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def test_the_onprem_tarball_installs_every_environment_offline_and_its_launcher_serves_them_all(
         onprem_service: Path, pair: dict[str, Path], wheel_cache: Path, cli: Any, tmp_path: Path,
-        install_root: Path) -> None:
+        root_dir: Path) -> None:
     out = tmp_path / "dist"
     result = cli("build", "--target", "onprem", onprem_service, "--wheel-cache", wheel_cache, "-o", out, "--json")
     assert result.exit_code == 0, result.output
@@ -198,7 +171,7 @@ def test_the_onprem_tarball_installs_every_environment_offline_and_its_launcher_
     with tarfile.open(data["tarball"]) as tar:
         tar.extractall(tmp_path / "unpacked", filter="data")
     package = tmp_path / "unpacked" / "scoring"
-    prefix = install_root / "scoring"
+    prefix = root_dir / "scoring"
     command = ["sh", str(package / "install.sh"), "--prefix", str(prefix), "--python", PYTHON]
     if os.geteuid() == 0:
         command += ["--user", "nobody"]  # don't create accounts on the test machine
