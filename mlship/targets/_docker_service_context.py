@@ -44,6 +44,7 @@ from .wheelhouse import Wheelhouse
 TEMPLATE = "Dockerfile.service.jinja"
 ENVS_ROOT = "/opt/envs"
 SERVICE_FILE = f"{APP_DIR}/mlship.toml"
+PID_FILE = f"{HOME}/mlship.pid"
 MODELS_LABEL = f"{LABEL_PREFIX}.models"
 ENVIRONMENTS_LABEL = f"{LABEL_PREFIX}.environments"
 
@@ -82,6 +83,7 @@ class ServiceDockerfile:
     model_layers: list[str]
     service_layer: str
     front_venv: str
+    pid_file: str
     app_dir: str
     home: str
     uid: int
@@ -132,7 +134,8 @@ def dockerfile(plan: ServicePlan, houses: dict[str, Wheelhouse], *, base_image: 
         mlship_version=__version__, name=plan.service.name, base_image=base_image, python=f"python{plan.python}",
         environments=stages, models=[p.label for p in plan.models],
         model_layers=[f"layers/{index:02d}" for index in range(len(plan.models))], service_layer="layers/service",
-        front_venv=f"{ENVS_ROOT}/{plan.environments[0].name}", app_dir=APP_DIR, home=HOME, uid=UID, port=PORT,
+        front_venv=f"{ENVS_ROOT}/{plan.environments[0].name}", pid_file=PID_FILE, app_dir=APP_DIR, home=HOME,
+        uid=UID, port=PORT,
         passwd_line=f"mlship:x:{UID}:0:mlship model service:{HOME}:/usr/sbin/nologin",
         drop_package_dirs=list(_PACKAGE_DIRS_TO_DROP),
         # Every model loads and replays a golden case before the service is ready.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import urllib.error
@@ -115,7 +116,12 @@ def _wait_ready(container: Any, url: str, timeout: float) -> str | None:
                 if response.status == 200:
                     return None
         except urllib.error.HTTPError as exc:
-            last = f"/readyz answered {exc.code}: {exc.read().decode(errors='replace')[:300]}"
+            body = exc.read().decode(errors="replace")
+            last = f"/readyz answered {exc.code}: {body[:300]}"
+            if _models_starting(body):
+                answering_since = None  # a service's front while its models load: not an answer yet
+                time.sleep(0.25)
+                continue
             answering_since = answering_since or time.monotonic()
             # The runtime decides readiness while it starts (it replays one golden case); a server that has
             # answered "not ready" for a while will not change its mind.
@@ -125,6 +131,17 @@ def _wait_ready(container: Any, url: str, timeout: float) -> str | None:
             last = f"no answer ({exc})"
         time.sleep(0.25)
     return f"the container was not ready within {timeout:.0f}s ({last})"
+
+
+def _models_starting(body: str) -> bool:
+    """A multi-model front's 503 while every model it lists is still starting (each loads and replays a golden
+    case first): {"unavailable": [{"name": ..., "reason": "starting"}, ...]}."""
+    try:
+        unavailable = json.loads(body).get("unavailable")
+    except (ValueError, AttributeError):
+        return False
+    return bool(unavailable) and isinstance(unavailable, list) and all(
+        isinstance(model, dict) and model.get("reason") == "starting" for model in unavailable)
 
 
 def _post_malformed(url: str) -> int:

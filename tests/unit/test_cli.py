@@ -129,7 +129,7 @@ USAGE = {
     "predict": "Usage: mlship predict [OPTIONS] BUNDLE",
     "sign": "Usage: mlship sign [OPTIONS] BUNDLE",
     "keygen": "Usage: mlship keygen [OPTIONS]",
-    "build": "Usage: mlship build [OPTIONS] [NOTEBOOK]",
+    "build": "Usage: mlship build [OPTIONS] [NOTEBOOK|mlship.toml]",
     "base-image": "Usage: mlship base-image [OPTIONS] [TAG]",
 }
 
