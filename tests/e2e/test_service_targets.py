@@ -180,11 +180,13 @@ def test_the_onprem_tarball_installs_every_environment_offline_and_its_launcher_
     assert install.stdout.count("against its recorded predictions") == 3, install.stdout
     assert sorted(p.name for p in (prefix / "envs").iterdir()) == ["env1", "env2"]
     port = free_port()
-    server = subprocess.Popen([str(prefix / "bin" / "scoring-serve"), "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = tmp_path / "front.log"
+    with log.open("wb") as output:
+        server = subprocess.Popen([str(prefix / "bin" / "scoring-serve"), "--port", str(port)], stdout=output,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_until_ready(f"{url}/readyz", server, timeout=120, interval=0.3)
+        wait_until_ready(f"{url}/readyz", server, log=log, timeout=120, interval=0.3)
         assert answers_of_the_pair(url) == {"/versions/1.0.0": ["1.16.0"], "/versions/2.0.0": ["1.17.0"],
                                             "": ["1.16.0"]}
         for version, bundle in pair.items():
