@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import BuildError
 from ._docker_build import check_tag, default_tag
 from ._docker_engine import (
     _STEP_FROM,
@@ -113,6 +114,12 @@ def build_docker_service(path: Path, options: DockerOptions) -> DockerServiceRes
     """Build the service file at PATH into one image, smoke-test every model in it, push it."""
     started = time.perf_counter()
     timings: dict[str, float] = {}
+    if options.builder == "native" or options.output is not None:
+        flag = "--builder native" if options.builder == "native" else "--output"
+        raise BuildError(f"{flag}: the native builder builds one bundle; the image of a service file ({path}) is "
+                         "built by the Docker engine",
+                         hint="drop it (the engine builds the service's image), or write the build context with "
+                         "--context-only DIR for kaniko or buildah")
     platform = parse_platform(options.platform)
     plan = ServicePlan.from_file(Path(path), platform)
     tags = options.tags or [default_tag(plan.service.name, "latest")]
