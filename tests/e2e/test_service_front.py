@@ -32,6 +32,7 @@ from tests.support.servers import clean_env, free_port, wait_until_ready
 pytestmark = pytest.mark.e2e
 
 GOOD = ("iris", "churn")
+BROKEN = ("iris-columns", "text")  # a damaged bundle, and one whose golden case the model does not match
 
 
 def _request(url: str, body: Any = None, method: str | None = None) -> tuple[int, Any]:
@@ -82,7 +83,9 @@ def front(example_bundles: dict[str, Path], sample_bundle: Callable[[str], Path]
     url, process, log = _start_front(service, folder)
     try:
         wait_until_ready(f"{url}/livez", process, log=log)
-        _wait_for(lambda: all(_index(url).get(name, {}).get("state") == "READY" for name in GOOD), "ready")
+        # Every model but the two broken ones (whose states the tests check) serves before any test runs.
+        _wait_for(lambda: all(entry["state"] == "READY" for entry in _request(f"{url}/v2/repository/index", {})[1]
+                              if entry["name"] not in BROKEN), "ready")
         yield url, process, log
     finally:
         process.send_signal(signal.SIGTERM)
@@ -127,9 +130,6 @@ def test_versions_of_one_model_each_routed_and_the_default_without_a_version(
     front: tuple[str, subprocess.Popen[bytes], Path], sample_bundle: Callable[[str], Path]
 ) -> None:
     url, _, _ = front
-    _wait_for(lambda: _index(url)["series"]["state"] == "READY" and all(
-        e["state"] == "READY" for e in _request(f"{url}/v2/repository/index", {})[1] if e["name"] == "series"),
-        "both versions ready")
     rows = json.loads((sample_bundle("series") / "golden.json").read_text())["cases"][0]["instances"]
     body = _v2_request(read_manifest(sample_bundle("series")), rows)
     for path, version in (("/v2/models/series/infer", "0.1.0"), ("/v2/models/series/versions/0.1.0/infer", "0.1.0"),
