@@ -277,6 +277,13 @@ class _Load:
         connection.close()
 
 
+def _parent(entry: Path) -> int | None:
+    try:
+        return int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _backend_group(front_pid: int, bundle: Path) -> int:
     """The process group of the backend serving `bundle` (its supervisor's pid: backends run in their own session)."""
     for entry in Path("/proc").iterdir():
@@ -309,11 +316,19 @@ def test_kill_9_of_one_models_processes_under_load(
         os.killpg(group, signal.SIGKILL)  # the supervisor and its worker, at once
         _wait_for(lambda: _index(url)["churn"]["state"] != "READY", "unavailable", timeout=10)
         _wait_for(lambda: _index(url)["churn"]["state"] == "READY", "ready again")
-        served_again = churn.ok
+        served_again, churn_failed = churn.ok, len(churn.failed)
         time.sleep(1.0)
-    assert iris.failed == [] and iris.ok > before > 0
-    assert churn.ok > served_again, churn.failed[-3:]  # the replaced backend serves
+        assert iris.failed == [] and iris.ok > before > 0
+        assert churn.ok > served_again, churn.failed[-3:]  # the replaced backend serves
+        # Then one of iris' two workers: its own supervisor replaces it, the front goes on routing to iris.
+        supervisor = _backend_group(process.pid, example_bundles["iris"])
+        worker = next(int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == supervisor)
+        iris_ok = iris.ok
+        os.kill(worker, signal.SIGKILL)
+        time.sleep(2.0)
+    assert churn.failed[churn_failed:] == [] and iris.ok > iris_ok
     assert _request(f"{url}/models/churn/predict", json.loads(bodies["churn"]))[0] == 200
+    assert _index(url)["iris"]["state"] == "READY"
     with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
         assert 'mlship_backend_restarts_total{model="churn",version="0.1.0"} 1.0' in response.read().decode()
 
