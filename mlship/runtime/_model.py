@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._bundle import LoadedBundle
-from ._contract import Golden, InputSchema, Manifest
+from ._codec import encode_json, replace_non_finite
+from ._contract import CaseResult, Golden, InputSchema, Manifest
 from ._example import synthetic_example
 from ._http import HttpError
 from ._inference import Runner
@@ -21,12 +22,14 @@ from ._metrics import Metrics
 from ._schema import Checked, InputError, check_request
 from ._settings import Settings
 from ._values import quote_names
-from ._verify import replay_case
+from ._verify import replay_case, replay_golden
 
 logger = logging.getLogger(__name__)
 
 # Distinct sets of ignored columns remembered (and so logged once each); beyond, each new set is logged every time.
 _MAX_IGNORED_SETS = 256
+# Characters of a failed golden case's expected or actual output shown in /metadata (and so on the page).
+_MAX_SHOWN_CHARS = 2000
 
 
 @dataclass(eq=False)
@@ -41,8 +44,8 @@ class ModelHandle:
     ready: bool = False
     not_ready: str = "the model is still loading"
     _ignored_seen: set[tuple[str, ...]] = field(default_factory=set, repr=False)
-    # {golden case id: "passed" | "failed"} for the cases replayed at start-up (check_ready); the page shows it.
-    replayed: dict[str, str] = field(default_factory=dict)
+    # {golden case id: its result} once the cases are replayed at start-up (check_ready); the page shows them.
+    replayed: dict[str, CaseResult] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -101,26 +104,45 @@ class ModelHandle:
         self.runner = Runner(bundle, self.limits, metrics, after)
 
     def check_ready(self) -> None:
-        """Ready means "serves what the notebook computed", not just "imported": replay one golden case."""
+        """Ready means "serves what the notebook computed", not just "imported": every golden case replays.
+
+        The first case alone and timed (a model slow from its first call then runs off the event loop from the
+        first request on), the rest merged into calls of up to MLSHIP_MAX_BATCH_ROWS rows where the bundle is
+        batch-safe, one by one otherwise (see replay_golden). Any case that does not match keeps the server
+        not ready, as `mlship verify` fails on any case; the page shows each case's result."""
         runner = self.loaded_runner()
-        bundle, case = runner.bundle, runner.bundle.golden.cases[0]
+        bundle = runner.bundle
+        first, *rest = bundle.golden.cases
         started = time.perf_counter()
-        result = replay_case(bundle, case)
-        self.replayed[result.id] = "passed" if result.ok else "failed"
-        runner.expect(case.method, time.perf_counter() - started)  # a slow model runs off the loop at once
-        if result.ok:
+        results = [replay_case(bundle, first)]
+        runner.expect(first.method, time.perf_counter() - started)
+        results += replay_golden(bundle, rest, batch_rows=runner.max_batch_rows)
+        self.replayed = {result.id: result for result in results}
+        failed = [result for result in results if not result.ok]
+        seconds = time.perf_counter() - started
+        if not failed:
             self.ready = True
-            logger.info("ready: %s %s loaded, golden case %s matches", self.name, self.version, result.id)
-        else:
-            self.not_ready = f"golden case {result.id} does not match: {result.detail}"
-            logger.error("not ready: %s", self.not_ready)
+            logger.info("ready: %s %s loaded, its %d golden cases match (replayed in %.3f s)", self.name,
+                        self.version, len(results), seconds)
+            return
+        more = f" ({len(failed)} of {len(results)} golden cases do not match)" if len(failed) > 1 else ""
+        self.not_ready = f"golden case {failed[0].id} does not match: {failed[0].detail}{more}"
+        logger.error("not ready: %s", self.not_ready)
 
     def golden_status(self) -> list[dict[str, Any]]:
-        """Each golden case (id, method, rows) and what replaying it at start-up gave: "passed", "failed", or
-        "not replayed" (readiness replays one; `mlship verify --url` replays them all). Inputs are left out:
-        they are the notebook's real rows (see _example)."""
-        return [{"id": case.id, "method": case.method, "rows": len(case.instances),
-                 "startup": self.replayed.get(case.id, "not replayed")} for case in self.golden.cases]
+        """Each golden case (id, method, rows) and what replaying it at start-up gave: "passed", "failed" (with
+        why, and the expected and actual outputs), or "not replayed" (the model is still loading). Inputs are
+        left out: they are the notebook's real rows (see _example)."""
+        status = []
+        for case in self.golden.cases:
+            entry: dict[str, Any] = {"id": case.id, "method": case.method, "rows": len(case.instances)}
+            result = self.replayed.get(case.id)
+            entry["startup"] = "not replayed" if result is None else "passed" if result.ok else "failed"
+            if result is not None and not result.ok:
+                entry.update(detail=result.detail, expected=_bounded(result.expected),
+                             actual=_bounded(result.actual))
+            status.append(entry)
+        return status
 
     def readiness(self) -> str | None:
         """None when ready to serve, else why not."""
@@ -167,6 +189,14 @@ class ModelHandle:
         # quote_names: a client's names, escaped and bounded, so that none can break or forge a log line
         logger.info("ignoring columns the model does not take: %s (logged once per set of columns; "
                     "MLSHIP_STRICT_COLUMNS=1 refuses them)", quote_names(checked.ignored))
+
+
+def _bounded(value: Any, limit: int = _MAX_SHOWN_CHARS) -> Any:
+    """An output as /metadata shows it: NaN and infinities as null (JSON has neither), and as a truncated JSON
+    text when its JSON is longer than `limit` characters (a case's output may be a whole image)."""
+    value = replace_non_finite(value)
+    text = encode_json(value).decode()
+    return value if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _client_schema(schema: InputSchema) -> dict[str, Any]:

@@ -27,8 +27,58 @@ def verify_bundle(bundle_dir: str | os.PathLike[str]) -> list[CaseResult]:
     return replay_golden(load_bundle(bundle_dir))
 
 
-def replay_golden(bundle: LoadedBundle, cases: Iterable[GoldenCase] | None = None) -> list[CaseResult]:
-    return [replay_case(bundle, case) for case in (bundle.golden.cases if cases is None else cases)]
+def replay_golden(bundle: LoadedBundle, cases: Iterable[GoldenCase] | None = None, *,
+                  batch_rows: int = 1) -> list[CaseResult]:
+    """Replay `cases` (default: every golden case), one result per case, in their order.
+
+    With `batch_rows` > 1 (a batch-safe bundle: the serving runtime merges requests too), the cases of a method
+    are replayed together, up to `batch_rows` rows per model call, which is how a server replays hundreds of
+    cases at start-up in the time of a few calls. A case is taken as passed from a merged call only when its own
+    slice of the output matches; every other case (a merged call that raised, an output of the wrong length, a
+    slice that differs) is replayed alone, so its verdict and detail are exactly those of replay_case."""
+    todo = list(bundle.golden.cases if cases is None else cases)
+    passed: dict[int, CaseResult] = {}
+    if batch_rows > 1:
+        for chunk in _chunks(todo, batch_rows):
+            if len(chunk) > 1:
+                passed.update(_replay_merged(bundle, chunk))
+    return [passed[index] if index in passed else replay_case(bundle, case) for index, case in enumerate(todo)]
+
+
+def _chunks(cases: list[GoldenCase], batch_rows: int) -> list[list[tuple[int, GoldenCase]]]:
+    """The cases grouped by method, in order, each group at most `batch_rows` rows (a bigger case alone)."""
+    chunks: list[list[tuple[int, GoldenCase]]] = []
+    open_chunks: dict[str, tuple[list[tuple[int, GoldenCase]], int]] = {}
+    for index, case in enumerate(cases):
+        rows = len(case.instances)
+        chunk, total = open_chunks.get(case.method, ([], 0))
+        if not chunk or total + rows > batch_rows:
+            chunk, total = [], 0
+            chunks.append(chunk)
+        chunk.append((index, case))
+        open_chunks[case.method] = (chunk, total + rows)
+    return chunks
+
+
+def _replay_merged(bundle: LoadedBundle, chunk: list[tuple[int, GoldenCase]]) -> dict[int, CaseResult]:
+    """The cases of `chunk` (one method) whose slice of one merged call's output matches, by index."""
+    method = chunk[0][1].method
+    instances = [row for _, case in chunk for row in case.instances]
+    try:
+        value = decode_request({"instances": instances}, bundle.schema)
+        actual = to_jsonable(bundle.methods[method](value))
+    except Exception:  # noqa: BLE001 - each case is then replayed alone, where its failure is named
+        return {}
+    if not isinstance(actual, list) or len(actual) != len(instances):
+        return {}
+    passed, start = {}, 0
+    for index, case in chunk:
+        part = actual[start : start + len(case.instances)]
+        start += len(case.instances)
+        ok, detail = outputs_match(part, case.expected, bundle.golden.rtol, bundle.golden.atol)
+        if ok:
+            passed[index] = CaseResult(case.id, method, True, detail, case.expected, part)
+    return passed
 
 
 def replay_case(bundle: LoadedBundle, case: GoldenCase) -> CaseResult:

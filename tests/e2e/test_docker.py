@@ -246,8 +246,8 @@ def test_a_failed_build_shows_the_failing_step_and_its_log(tiny: Path, broken_ba
 
 @pytest.fixture(scope="module")
 def wrong_golden(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A bundle whose last golden case expects what the model does not return (its first one, replayed by
-    /readyz, still matches, so the server gets ready and the replay over HTTP finds the difference)."""
+    """A bundle whose last golden case expects what the model does not return: the server replays it at start-up
+    and stays not ready, and the smoke test's replay over HTTP still names the difference."""
     return write_tiny_bundle(tmp_path_factory.mktemp("wrong") / "wrong", name="wrong", expected=[1, 2, 9999])
 
 
@@ -263,6 +263,8 @@ def test_a_parity_failure_exits_non_zero_and_removes_the_image(wrong_golden: Pat
     assert code == 1 and not data["ok"]
     parity = data["parity"]
     assert parity["passed"] == parity["total"] - 1
+    assert "the server runs but is not ready: /readyz answered 503" in parity["failure"]
+    assert "golden case predict-2 does not match" in parity["failure"]
     assert "the docker build of wrong failed its checks" in output
     assert data["image"]["kept"] is keep
     if keep:

@@ -223,23 +223,55 @@ function schemaSection(meta, published) {
   return section;
 }
 
-function goldenSection(meta) {
-  const cases = meta.golden || [];
-  const passed = cases.filter((c) => c.startup === "passed").length;
-  const failed = cases.filter((c) => c.startup === "failed").length;
-  const table = el("table", { id: "golden-table" },
-    el("thead", {}, el("tr", {}, ...["case", "method", "rows", "at start-up"].map((h) => el("th", { text: h })))));
+const SHOWN_PASSED = 20; // passed cases listed openly; beyond, they fold away (failed ones are always shown)
+
+function goldenRows(cases) {
   const body = el("tbody");
   for (const c of cases) {
     const kind = c.startup === "passed" ? "ok" : c.startup === "failed" ? "bad" : "none";
-    body.append(el("tr", {}, el("td", {}, el("code", { text: c.id })), el("td", { text: c.method }),
-      el("td", { text: String(c.rows) }), el("td", {}, badge(kind, c.startup))));
+    body.append(el("tr", { class: "case-" + kind }, el("td", {}, el("code", { text: c.id })),
+      el("td", { text: c.method }), el("td", { text: String(c.rows) }), el("td", {}, badge(kind, c.startup))));
+    if (c.startup === "failed") {
+      body.append(el("tr", { class: "case-detail" }, el("td", { colspan: "4" },
+        el("div", { class: "error", text: c.detail }),
+        facts([["expected", el("code", { text: showValue(c.expected) })],
+          ["this server", el("code", { text: c.actual === null ? "(no output)" : showValue(c.actual) })]]))));
+    }
   }
-  table.append(body);
-  return el("section", { id: "golden" }, el("h2", { text: "Golden cases" }),
-    el("p", { class: "note", text: `The notebook's own outputs for ${cases.length} inputs. This server replayed ` +
-      `${passed + failed} at start-up (${passed} passed, ${failed} failed) before saying it is ready; ` +
-      "`mlship verify BUNDLE --url URL` replays them all against a running server." }), table);
+  return body;
+}
+
+function goldenTable(id, cases) {
+  const table = el("table", { id: id },
+    el("thead", {}, el("tr", {}, ...["case", "method", "rows", "at start-up"].map((h) => el("th", { text: h })))));
+  table.append(goldenRows(cases));
+  return table;
+}
+
+function goldenSection(meta) {
+  const cases = meta.golden || [];
+  const passed = cases.filter((c) => c.startup === "passed");
+  const failed = cases.filter((c) => c.startup === "failed");
+  const replayed = passed.length + failed.length;
+  const verdict = replayed === 0 ? "This server has not replayed them yet (the model is still loading)."
+    : `This server replayed ${replayed === cases.length ? "all " + cases.length : replayed + " of " + cases.length}` +
+      ` at start-up: ${passed.length} passed, ${failed.length} failed` +
+      (failed.length ? ", so it is not ready (it serves only what reproduces the notebook)." : ".");
+  const section = el("section", { id: "golden" }, el("h2", { text: "Golden cases" }),
+    el("p", { class: "note", text: `The notebook's own outputs for ${cases.length} inputs. ${verdict} ` +
+      "`mlship verify BUNDLE --url URL` replays them against any running server." }));
+  if (cases.length <= SHOWN_PASSED) {
+    section.append(goldenTable("golden-table", cases));
+    return section;
+  }
+  const rest = cases.filter((c) => c.startup !== "failed");
+  if (failed.length) { section.append(goldenTable("golden-failed", failed)); }
+  const fold = el("details", { id: "golden-passed" },
+    el("summary", { text: `${rest.length} ${failed.length ? "other " : ""}cases` +
+      (rest.length === passed.length ? ", all passed" : "") }));
+  fold.append(goldenTable("golden-table", rest));
+  section.append(fold);
+  return section;
 }
 
 function snippetSection(meta, v2, auth) {

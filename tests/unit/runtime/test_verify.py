@@ -11,8 +11,15 @@ import pytest
 from starlette.testclient import TestClient
 
 from mlship.runtime import _verify
-from mlship.runtime._bundle import BundleLoadError
-from mlship.runtime._verify import CaseResult, ServerUnreachable, verify_bundle, verify_url
+from mlship.runtime._bundle import BundleLoadError, LoadedBundle, load_bundle
+from mlship.runtime._verify import (
+    CaseResult,
+    ServerUnreachable,
+    replay_case,
+    replay_golden,
+    verify_bundle,
+    verify_url,
+)
 
 from .sample_bundles import edit_golden
 
@@ -61,6 +68,50 @@ def test_a_golden_input_the_runtime_rejects_fails_its_case(make_bundle: MakeBund
     assert verify_bundle(bundle)[0].detail == (
         'the runtime rejects the golden input: column "x", row 0: expected a number, got the string "1.5"'
     )
+
+
+def _counting_calls(bundle: LoadedBundle) -> list[int]:
+    """Wrap each method of a loaded bundle to record the rows of every call; returns that record."""
+    calls: list[int] = []
+    for name, method in list(bundle.methods.items()):
+        def counted(value: Any, method: Callable[[Any], Any] = method) -> Any:
+            calls.append(len(value))
+            return method(value)
+        bundle.methods[name] = counted
+    return calls
+
+
+def test_batched_replay_gives_the_one_by_one_results_in_fewer_calls(sample_bundle: MakeBundle) -> None:
+    bundle = load_bundle(sample_bundle("iris_frame"))
+    calls = _counting_calls(bundle)
+    alone = replay_golden(bundle)
+    assert calls == [1] * 6
+    calls.clear()
+    assert replay_golden(bundle, batch_rows=128) == alone and calls == [3, 3]  # one call per method
+    calls.clear()
+    assert replay_golden(bundle, batch_rows=2) == alone and calls == [2, 2, 1, 1]  # the chunks of 2, then the odd ones alone
+
+
+def test_a_case_that_differs_in_a_batch_gets_its_own_replays_verdict(make_bundle: MakeBundle) -> None:
+    path = make_bundle("iris_frame")
+    edit_golden(path, lambda golden: golden["cases"][4].update(expected=[[0.5, 0.25, 0.25]]))
+    bundle = load_bundle(path)
+    calls = _counting_calls(bundle)
+    batched = replay_golden(bundle, batch_rows=128)
+    assert [r.ok for r in batched] == [True, True, True, True, False, True]
+    assert calls == [3, 3, 1]  # the merged calls, then the differing case alone
+    assert batched[4] == replay_case(bundle, bundle.golden.cases[4])
+
+
+def test_a_merged_call_that_fails_replays_each_case_alone(make_bundle: MakeBundle) -> None:
+    path = make_bundle("raises")
+    # The model doubles x and refuses a negative one: the merged call of the three raises.
+    edit_golden(path, lambda golden: golden.update(cases=[
+        {**golden["cases"][0], "id": f"predict-{n}", "instances": [{"x": x}], "expected": [2 * x]}
+        for n, x in enumerate([1.0, -1.0, 2.0])]))
+    results = replay_golden(load_bundle(path), batch_rows=128)
+    assert [(r.id, r.ok) for r in results] == [("predict-0", True), ("predict-1", False), ("predict-2", True)]
+    assert results[1].detail == "predict raised ValueError: x must not be negative"
 
 
 def test_verify_bundle_raises_for_a_bad_bundle(tmp_path: Path) -> None:
