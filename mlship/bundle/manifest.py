@@ -15,11 +15,10 @@ from ..runtime import _contract as contract
 from ..runtime._contract import Bundle, Manifest
 
 # The runtime's own dependencies; their versions are pinned to what is installed beside mlship. uvloop is never
-# imported by the runtime itself: uvicorn picks it up, and serving is much faster with it (docs/RUNTIME.md); nor
-# is swagger-ui-bundle, whose files GET /docs serves (runtime/_ui.py). httptools is uvicorn's parser too, and the
-# multi-model front parses its backends' answers with it (runtime/_upstream.py).
-RUNTIME_REQUIREMENTS = ("starlette", "uvicorn", "orjson", "prometheus-client", "uvloop", "httptools",
-                        "swagger-ui-bundle")
+# imported by the runtime itself: uvicorn picks it up, and serving is much faster with it (docs/RUNTIME.md).
+# httptools is uvicorn's parser too, and the multi-model front parses its backends' answers with it
+# (runtime/_upstream.py). GET /docs needs no package: Swagger UI's files are part of the runtime (runtime/_ui.py).
+RUNTIME_REQUIREMENTS = ("starlette", "uvicorn", "orjson", "prometheus-client", "uvloop", "httptools")
 # Packages that a notebook imports for its own sake and serving never needs, even when an import mentions them.
 NEVER_SERVED = {"ipykernel", "ipython", "jupyter", "jupyter-client", "jupyter-core", "notebook", "jupyterlab",
                 "matplotlib-inline", "ipywidgets"}

@@ -21,7 +21,7 @@ server from the outside. Modules, one job each:
 - ``_mlflow_input`` MLflow's bodies (frames, records, tensors, CSV) read for every input kind, as MLflow reads them
 - ``_v2``, ``_v2_handlers``, ``_tensors``  the Open Inference Protocol (KServe V2), binary tensor data extension
 - ``_openapi``  GET /openapi.json, assembled from the protocols' operations and schemas
-- ``_ui``       GET / (the model's page, static/) and GET /docs (Swagger UI from swagger-ui-bundle); MLSHIP_UI=0
+- ``_ui``       GET / (the model's page, static/) and GET /docs (Swagger UI, static/swagger-ui/); MLSHIP_UI=0
 - ``_auth``     opt-in bearer tokens (API, /metrics; probes open), by each endpoint's declared access
 - ``_example``  the published example row: synthetic from the schema unless MLSHIP_PUBLISH_EXAMPLE=1
 - ``_inference`` Runner: adaptive micro-batching, deadlines and timeouts, failures kept to their request

@@ -64,7 +64,7 @@ def service_endpoints(state: AppState) -> list[Endpoint]:
             "/readyz",
             "GET",
             _readyz_endpoint(state),
-            get_operation("readyz", "readiness: model loaded, a golden case replayed, not draining", _STATUS, 503),
+            get_operation("readyz", "readiness: model loaded, every golden case replayed, not draining", _STATUS, 503),
             access="probe",
         ),
         Endpoint(

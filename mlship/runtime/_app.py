@@ -46,8 +46,8 @@ def create_app(
     """The app serving the bundle at `bundle_dir`; its AppState is `app.state.mlship`.
 
     The model loads in the lifespan startup (raising BundleLoadError stops the server), unless `bundle` is given
-    already loaded, as `serve` does before forking its workers. Readiness is decided in the lifespan too: one
-    golden case must replay. Only mlship.json and golden.json are read here, to route and describe the
+    already loaded, as `serve` does before forking its workers. Readiness is decided in the lifespan too: every
+    golden case must replay (ModelHandle.check_ready). Only mlship.json and golden.json are read here, to route and describe the
     endpoints. Settings default to `Settings.from_env()`.
     """
     root = Path(bundle_dir).resolve()
@@ -97,7 +97,7 @@ class _App(Starlette):
 
 
 def check_ready(state: AppState) -> None:
-    """Replay one golden case of each model: what the lifespan does (tests that skip it call this)."""
+    """Replay the golden cases of each model: what the lifespan does (tests that skip it call this)."""
     state.model.check_ready()
 
 

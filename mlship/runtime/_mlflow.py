@@ -167,7 +167,7 @@ def _content_type(request: Request) -> str:
 
 def _ping_endpoint(state: AppState) -> Handler:
     async def ping(request: Request) -> Response:
-        # MLflow answers "\n"; 200 once the model serves (here: loaded and a golden case replayed).
+        # MLflow answers "\n"; 200 once the model serves (here: loaded and every golden case replayed).
         return Response(
             "\n", status_code=200 if state.readiness() is None else 503, media_type="application/json"
         )

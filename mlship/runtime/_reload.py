@@ -7,7 +7,7 @@ What a reload does, in order (docs/SERVICE.md "Changes without downtime"):
 2. Compare it with what runs. A model version is *unchanged* when its bundle folder, its mlship.json (which holds
    the digest of every file), its Python and its worker count are the same: its backend keeps running untouched.
    Added and changed versions get a new backend, started beside the running ones on sockets of its own.
-3. Each new backend must become ready (its workers replayed a golden case) and then answer every golden case of
+3. Each new backend must become ready (its workers replayed every golden case) and then answer every golden case of
    its bundle, over the same connections the front will use. One that fails to start, to become ready within
    MLSHIP_RELOAD_TIMEOUT seconds (default 120) or to answer a case never takes traffic: it is stopped, the
    version it would have replaced keeps serving, and the failure is logged, listed by /v2/repository/index

@@ -1,7 +1,10 @@
 """The pages for people: GET / (what the model is, how to call it, a try-it form) and GET /docs (Swagger UI).
 
-Static files only: `static/` beside this module holds the page, its script and style; Swagger UI's assets come
-from the pinned `swagger-ui-bundle` package, found with importlib without importing it. The page reads the
+Static files only: `static/` beside this module holds the page, its script and style, and in `static/swagger-ui/`
+Swagger UI's own script and style, gzipped, from the swagger-ui-dist release that SOURCE.json there names
+(scripts/vendor-swagger-ui refreshes them): they travel with the runtime into every bundle, image and install,
+and need no package (the swagger-ui-bundle package they replace was Swagger UI 4.15.5 and brought Jinja2 into
+every image). The page reads the
 existing JSON API (/metadata, /readyz, /v2/models/{name}) from the browser, so nothing is rendered on the
 server and nothing is fetched from another host: it works air-gapped, under a read-only root (the files are
 read once, when the app is built), and behind a path prefix (every URL in the files is relative).
@@ -17,8 +20,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import importlib.util
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,29 +33,24 @@ if TYPE_CHECKING:
     from ._model import ModelHandle
     from ._state import AppState
 
-logger = logging.getLogger(__name__)
-
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-SWAGGER_PACKAGE = "swagger_ui_bundle"
+SWAGGER_DIR = STATIC_DIR / "swagger-ui"
 # The one place the page's security policy is written: everything from this server, nothing inline.
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 _MEDIA_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
-# (path, file, where it comes from: None for static/, else the Swagger UI package), and the summary of each.
-_Files = tuple[tuple[str, str, str | None, str], ...]
-_PAGE_FILES: _Files = (
-    ("/", "index.html", None, "this model's page: schema, golden cases, snippets, a try-it form"),
-    ("/ui/page.js", "page.js", None, "the page's script"),
-    ("/ui/page.css", "page.css", None, "the page's style"),
-)
 DOCS = "/docs"
-_DOCS_FILES: _Files = (
-    (DOCS, "docs.html", None, "interactive API docs of /openapi.json (Swagger UI, served from here)"),
-    (f"{DOCS}/docs.js", "docs.js", None, "the docs page's script"),
-    (f"{DOCS}/swagger-ui-bundle.js", "swagger-ui-bundle.js", SWAGGER_PACKAGE, "Swagger UI's script"),
-    (f"{DOCS}/swagger-ui.css", "swagger-ui.css", SWAGGER_PACKAGE, "Swagger UI's style"),
+# (path, file under static/, summary): every file the pages are made of.
+FILES: tuple[tuple[str, str, str], ...] = (
+    ("/", "index.html", "this model's page: schema, golden cases, snippets, a try-it form"),
+    ("/ui/page.js", "page.js", "the page's script"),
+    ("/ui/page.css", "page.css", "the page's style"),
+    (DOCS, "docs.html", "interactive API docs of /openapi.json (Swagger UI, served from here)"),
+    (f"{DOCS}/docs.js", "docs.js", "the docs page's script"),
+    (f"{DOCS}/swagger-ui-bundle.js", "swagger-ui/swagger-ui-bundle.js.gz", "Swagger UI's script"),
+    (f"{DOCS}/swagger-ui.css", "swagger-ui/swagger-ui.css.gz", "Swagger UI's style"),
 )
 
 
@@ -64,17 +60,22 @@ class StaticFile:
 
     content: bytes
     media_type: str
+    gzipped: bytes = field(default=b"", repr=False)  # computed when not given
     etag: str = field(init=False)
-    gzipped: bytes = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "etag", '"' + hashlib.sha256(self.content).hexdigest()[:32] + '"')
-        # mtime=0: the same bytes on every start (and every worker), as the ETag promises.
-        object.__setattr__(self, "gzipped", gzip.compress(self.content, compresslevel=6, mtime=0))
+        if not self.gzipped:
+            # mtime=0: the same bytes on every start (and every worker), as the ETag promises.
+            object.__setattr__(self, "gzipped", gzip.compress(self.content, compresslevel=6, mtime=0))
 
     @classmethod
     def read(cls, path: Path) -> StaticFile:
-        return cls(path.read_bytes(), _MEDIA_TYPES[path.suffix] + "; charset=utf-8")
+        """The file at `path`; a `.gz` file is stored compressed (sent as is) and served as what it holds."""
+        data = path.read_bytes()
+        if path.suffix == ".gz":
+            return cls(gzip.decompress(data), _media_type(path.with_suffix("")), data)
+        return cls(data, _media_type(path))
 
     def response(self, request: Request) -> Response:
         headers = {
@@ -93,38 +94,15 @@ class StaticFile:
         return Response(self.content, headers=headers, media_type=self.media_type)
 
 
-def swagger_dir() -> Path | None:
-    """The folder of Swagger UI's files in the installed swagger-ui-bundle package, None when it is missing.
-
-    The package is located, not imported (its __init__ imports importlib_resources on old Pythons), and its
-    folder is named after the Swagger UI release it vendors."""
-    spec = importlib.util.find_spec(SWAGGER_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        found = sorted(Path(location).glob("vendor/swagger-ui-*/swagger-ui-bundle.js"))
-        if found:
-            return found[-1].parent
-    return None
-
-
 def service_endpoints(state: AppState) -> list[Endpoint]:
     if not state.settings.ui:
         return []
-    files = list(_PAGE_FILES)
-    swagger = swagger_dir()
-    if swagger is None:
-        logger.warning("GET /docs is off: the %s package is not installed", SWAGGER_PACKAGE)
-    else:
-        files += _DOCS_FILES
-    folders = {None: STATIC_DIR, SWAGGER_PACKAGE: swagger}
-    endpoints = []
-    for path, name, package, summary in files:
-        folder = folders[package]
-        assert folder is not None  # the docs' files are listed only when the package was found
-        endpoints.append(Endpoint(path, "GET", _file_endpoint(StaticFile.read(folder / name)),
-                                  _operation(path, summary, name), access="public"))
-    return endpoints
+    return [Endpoint(path, "GET", _file_endpoint(StaticFile.read(STATIC_DIR / name)), _operation(path, summary, name),
+                     access="public") for path, name, summary in FILES]
+
+
+def _media_type(path: Path) -> str:
+    return _MEDIA_TYPES[path.suffix] + "; charset=utf-8"
 
 
 def _file_endpoint(static: StaticFile) -> Handler:
@@ -135,7 +113,7 @@ def _file_endpoint(static: StaticFile) -> Handler:
 
 
 def _operation(path: str, summary: str, name: str) -> dict[str, object]:
-    media_type = _MEDIA_TYPES[Path(name).suffix]
+    media_type = _MEDIA_TYPES[Path(name.removesuffix(".gz")).suffix]
     op_id = "ui_" + ("index" if path == "/" else path.strip("/").replace("/", "_").replace(".", "_").replace("-", "_"))
     return {"operationId": op_id, "summary": summary, "tags": ["page"],
             "responses": {"200": {"description": "OK", "content": {media_type: {"schema": {"type": "string"}}}},

@@ -127,7 +127,7 @@ def dockerfile_context(meta: ImageMetadata, *, base_image: str, python: str, whe
         # venv, benchmarks/image_size.py); serving never imports them, and the smoke test replays the golden
         # cases without them. __pycache__ stays: without it every start compiles every module (7 s -> 12 s).
         drop_package_dirs=list(_PACKAGE_DIRS_TO_DROP),
-        # Loading a model and replaying one golden case can take a while for a large model.
+        # Loading a model and replaying its golden cases can take a while for a large model.
         start_period=120,
         # No curl in a slim image: the venv's own Python asks /readyz (an HTTP error status raises -> exit 1).
         healthcheck=[f"{VENV}/bin/python", "-c",

@@ -2,7 +2,8 @@
 Selenium through chromium-driver.
 
 Each test drives the page as a person would (fills the try-it form with a golden input, sends it, reads the
-answer off the page) and compares with the notebook's own output; every request the browser made is read back
+answer off the page, or copies a snippet and runs it: curl, `requests`, MLflow's client in its own venv,
+`tritonclient.http`) and compares with the notebook's own output; every request the browser made is read back
 from Chrome's performance log (CDP Network events) and must have gone to the server under test. Screenshots
 are written to tmp/artifacts/browser/ at the repository root (kept out of git). Without chromium and
 chromium-driver the tests skip, unless MLSHIP_REQUIRE_BROWSER=1 (set by .ci/run): then they fail.
@@ -15,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from typing import Any
 import pytest
 
 from mlship.runtime._codec import outputs_match
+from tests.support.mlflow_client import mlflow_client_python
 from tests.support.servers import clean_env, free_port, wait_until_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.requires_browser]
@@ -30,6 +33,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "tmp" / "artifacts" / "browser
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 TOKEN = "page-test-token-0123456789abcdef"
 WAIT = 30.0
+SNIPPET_RUNNER = Path(__file__).resolve().parents[1] / "support" / "snippet_runner.py"
 
 
 class Server:
@@ -45,6 +49,11 @@ class Server:
     def golden(self) -> list[dict[str, Any]]:
         cases: list[dict[str, Any]] = json.loads((self.bundle / "golden.json").read_text())["cases"]
         return cases
+
+    def get(self, path: str, token: str | None = None) -> Any:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        with urllib.request.urlopen(urllib.request.Request(self.url + path, headers=headers), timeout=WAIT) as answer:
+            return json.load(answer)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -86,6 +95,14 @@ def iris(sample_bundle: Callable[[str], Path], tmp_path_factory: pytest.TempPath
 
 
 @pytest.fixture(scope="module")
+def text(sample_bundle: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    bundle = Path(shutil.copytree(sample_bundle("text"), tmp_path_factory.mktemp("page") / "text"))
+    server = Server(bundle, MLSHIP_PUBLISH_EXAMPLE="1")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
 def text_with_token(sample_bundle: Callable[[str], Path],
                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     bundle = Path(shutil.copytree(sample_bundle("text"), tmp_path_factory.mktemp("page") / "text"))
@@ -104,13 +121,17 @@ def requests_made(driver: Any) -> list[str]:
     return urls
 
 
-def assert_only_this_server(driver: Any, server: Server) -> list[str]:
+def assert_only_this_server(driver: Any, server: Server, answered_503: str | None = None) -> list[str]:
+    """Every request the page made went to `server`, and the console shows no error (but the 4xx answers a
+    test provokes, and a 503 from the path `answered_503`)."""
     urls = requests_made(driver)
     outside = [url for url in urls if not url.startswith(server.url + "/") and not url.startswith("data:")]
     assert urls and outside == [], f"requests outside {server.url}: {outside}"
+    expected_503 = f"{server.url}{answered_503} - Failed to load resource" if answered_503 else None
     problems = [entry["message"] for entry in driver.get_log("browser")
                 if "Content Security Policy" in entry["message"] or entry["level"] == "SEVERE"
-                and "favicon" not in entry["message"] and " 4" not in entry["message"]]
+                and "favicon" not in entry["message"] and " 4" not in entry["message"]
+                and not (expected_503 and entry["message"].startswith(expected_503) and " 503 " in entry["message"])]
     assert problems == [], problems
     return urls
 
@@ -147,7 +168,11 @@ def test_the_page_answers_a_golden_case_like_the_notebook(browser: Any, iris: Se
     schema = browser.find_element(By.ID, "schema-table").text
     assert "sepal length (cm) number float64 no 5.1" in schema
     golden = browser.find_element(By.ID, "golden-table").text
-    assert "predict-0 predict 1 passed" in golden and "not replayed" in golden
+    # Every case replayed at start-up, each with its own result.
+    assert "predict-0 predict 1 passed" in golden and "predict_proba-5 predict_proba 1 passed" in golden
+    assert golden.count("passed") == len(iris.golden()) and "not replayed" not in golden
+    assert f"replayed all {len(iris.golden())} at start-up: {len(iris.golden())} passed, 0 failed" in \
+        browser.find_element(By.ID, "golden").text
     snippets = browser.find_element(By.ID, "snippets").text
     # Filled with the real example row (published here) and this server's URL.
     assert '"sepal length (cm)": 5.1' in snippets and f"curl -s '{iris.url}/predict'" in snippets
@@ -206,6 +231,32 @@ def test_a_csv_row_fills_the_form_and_a_csv_file_is_sent_whole(browser: Any, iri
     assert_only_this_server(browser, iris)
 
 
+def test_a_case_that_does_not_replay_shows_both_outputs_and_the_server_not_ready(
+    browser: Any, sample_bundle: Callable[[str], Path], tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    from tests.unit.runtime.sample_bundles import edit_golden
+
+    bundle = Path(shutil.copytree(sample_bundle("iris_frame"), tmp_path / "wrong"))
+    edit_golden(bundle, lambda golden: golden["cases"][5].update(expected=[[0.5, 0.25, 0.25]]))
+    server = Server(bundle)
+    try:
+        browser.get(server.url + "/")
+        golden = wait_for(browser, "#golden-table")
+        assert "predict_proba-5 predict_proba 1 failed" in golden.text
+        detail = browser.find_element(By.CSS_SELECTOR, "#golden-table tr.case-detail").text
+        assert detail.startswith("at [0][0]: expected 0.5, got ") and "expected\n[[0.5,0.25,0.25]]" in detail
+        assert "this server\n[[" in detail
+        about = browser.find_element(By.ID, "about").text
+        assert "not ready" in about and "golden case predict_proba-5 does not match" in about
+        assert "5 passed, 1 failed, so it is not ready" in browser.find_element(By.ID, "golden").text
+        browser.save_screenshot(str(ARTIFACTS / "page-failed-case.png"))
+        assert_only_this_server(browser, server, answered_503="/readyz")
+    finally:
+        server.stop()
+
+
 def test_the_docs_page_executes_a_call(browser: Any, iris: Server) -> None:
     from selenium.webdriver.common.by import By
 
@@ -245,4 +296,77 @@ def test_with_a_token_the_page_asks_for_it_and_a_text_model_gets_a_text_area(
     assert "Authorization: Bearer $MLSHIP_API_TOKEN" in browser.find_element(By.ID, "snippets").text
     browser.save_screenshot(str(ARTIFACTS / "page-text-token.png"))
     assert_only_this_server(browser, server)
+    browser.execute_script("window.sessionStorage.clear()")
+
+
+def page_snippets(browser: Any, server: Server) -> dict[str, str]:
+    """{title: code} of the page's snippets, as its copy buttons copy them (textContent)."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(server.url + "/")
+    wait_for(browser, "#snippets")
+    snippets = {}
+    for block in browser.find_elements(By.CSS_SELECTOR, "#snippets .snippet"):
+        title = block.find_element(By.TAG_NAME, "h3").get_attribute("textContent").removesuffix("copy")
+        snippets[title] = block.find_element(By.CSS_SELECTOR, "pre code").get_attribute("textContent")
+    return snippets
+
+
+def run_snippet(title: str, code: str, **env: str) -> Any:
+    """What the snippet printed: curl's JSON answer's predictions, or a Python snippet's last printed value (run
+    by tests/support/snippet_runner.py with the python that has its client)."""
+    if title == "curl":
+        command, stdin = ["bash", "-c", code], None
+    else:
+        python = mlflow_client_python() if title == "MLflow client" else Path(sys.executable)
+        command, stdin = [str(python), str(SNIPPET_RUNNER)], code
+    out = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=120, env=clean_env(**env))
+    assert out.returncode == 0 and out.stdout, f"{title} snippet failed:\n{code}\n{out.stderr[-3000:]}"
+    printed = json.loads(out.stdout)
+    return printed["predictions"] if title == "curl" else printed
+
+
+TITLES = ["curl", "Python (requests)", "MLflow client", "Open Inference Protocol client (tritonclient)"]
+
+
+@pytest.mark.parametrize("name", ["iris", "text"])
+def test_each_snippet_runs_as_shown_and_prints_the_notebooks_output(browser: Any, request: pytest.FixtureRequest,
+                                                                    name: str) -> None:
+    # iris: a table (a field per column); text: one string per row. The example row is published, so the
+    # snippets send the notebook's first golden row and must print its golden output.
+    server: Server = request.getfixturevalue(name)
+    snippets = page_snippets(browser, server)
+    assert list(snippets) == TITLES
+    metadata = server.get("/metadata")
+    method = "predict"
+    case = next(case for case in server.golden()
+                if case["method"] == method and case["instances"] == [metadata["input"]["example"]])
+    golden = json.loads((server.bundle / "golden.json").read_text())
+    for title, code in snippets.items():
+        assert server.url.split("//")[1] in code or title == "MLflow client", code
+        printed = run_snippet(title, code)
+        ok, detail = outputs_match(printed, case["expected"], golden["rtol"], golden["atol"])
+        assert ok, f"{title}: {detail}\n{code}"
+
+
+def test_with_a_token_the_snippets_send_it_from_the_environment(browser: Any, text_with_token: Server) -> None:
+    from selenium.webdriver.common.by import By
+
+    server = text_with_token
+    browser.get(server.url + "/")
+    wait_for(browser, "#token").send_keys(TOKEN)
+    browser.find_element(By.CSS_SELECTOR, "#auth button").click()
+    wait_for(browser, "#try-form")
+    snippets = page_snippets(browser, server)
+    assert TOKEN not in "".join(snippets.values())  # the token is read from $MLSHIP_API_TOKEN, never shown
+    example = server.get("/metadata", TOKEN)["input"]["example"]  # synthetic here: compare with the server
+    request = urllib.request.Request(f"{server.url}/predict", data=json.dumps({"instances": [example]}).encode(),
+                                     headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=WAIT) as answer:
+        expected = json.load(answer)["predictions"]
+    for title in ("curl", "Python (requests)", "Open Inference Protocol client (tritonclient)"):
+        assert run_snippet(title, snippets[title], MLSHIP_API_TOKEN=TOKEN) == expected, title
+    # Without $MLSHIP_API_TOKEN the snippet sends an empty one, and the server says so.
+    failed = subprocess.run(["bash", "-c", snippets["curl"]], capture_output=True, text=True, env=clean_env())
+    assert json.loads(failed.stdout) == {"error": "the bearer token is not valid for this endpoint"}
     browser.execute_script("window.sessionStorage.clear()")

@@ -4,15 +4,20 @@ What the page does in a browser is tested in tests/e2e/test_browser_page.py."""
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
 import re
 from collections.abc import Callable
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
 from mlship.runtime import _ui
 from mlship.runtime._settings import Settings
+
+from .sample_bundles import edit_golden
 
 Serve = Callable[..., TestClient]
 TOKEN = "unit-test-token-0123456789abcdef"
@@ -104,22 +109,19 @@ def test_mlship_ui_0_serves_none_of_it(serve: Serve, monkeypatch: pytest.MonkeyP
     assert client.post("/predict", json={"instances": [[5.1, 3.5, 1.4, 0.2]]}).status_code == 200
 
 
-def test_without_the_swagger_package_the_page_stays_and_docs_go(
-    serve: Serve, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setattr(_ui, "swagger_dir", lambda: None)
+def test_the_swagger_ui_files_are_the_release_source_json_names(serve: Serve) -> None:
+    source = json.loads((_ui.SWAGGER_DIR / "SOURCE.json").read_text())
+    assert source["package"] == "swagger-ui-dist" and source["license"] == "Apache-2.0"
     client = serve("iris_frame")
-    assert client.get("/").status_code == 200 and client.get("/docs").status_code == 404
-    assert "GET /docs is off: the swagger_ui_bundle package is not installed" in caplog.text
-
-
-def test_the_swagger_files_are_found_without_importing_the_package() -> None:
-    import sys
-
-    sys.modules.pop(_ui.SWAGGER_PACKAGE, None)
-    found = _ui.swagger_dir()
-    assert found is not None and (found / "swagger-ui-bundle.js").is_file() and (found / "swagger-ui.css").is_file()
-    assert _ui.SWAGGER_PACKAGE not in sys.modules
+    for name, sha256 in source["sha256"].items():
+        answer = client.get(f"/docs/{name}", headers={"accept-encoding": "identity"})
+        assert hashlib.sha256(answer.content).hexdigest() == sha256, name
+        # Sent gzipped as stored: the bytes in the runtime are the bytes on the wire.
+        stored = (_ui.SWAGGER_DIR / f"{name}.gz").read_bytes()
+        assert _ui.StaticFile.read(_ui.SWAGGER_DIR / f"{name}.gz").gzipped == stored
+    script = (_ui.SWAGGER_DIR / "swagger-ui-bundle.js.gz").read_bytes()
+    assert f'PACKAGE_VERSION:"{source["version"]}"'.encode() in gzip.decompress(script)
+    assert (_ui.SWAGGER_DIR / "LICENSE").is_file() and (_ui.SWAGGER_DIR / "NOTICE").is_file()
 
 
 def test_metadata_says_which_golden_cases_passed_at_start_up(serve: Serve) -> None:
@@ -127,8 +129,24 @@ def test_metadata_says_which_golden_cases_passed_at_start_up(serve: Serve) -> No
     assert metadata["example_published"] is False
     golden = metadata["golden"]
     assert golden[0] == {"id": "predict-0", "method": "predict", "rows": 1, "startup": "passed"}
-    assert {case["startup"] for case in golden[1:]} == {"not replayed"}
+    assert len(golden) == 6 and {case["startup"] for case in golden} == {"passed"}  # every case replayed
     assert all(set(case) == {"id", "method", "rows", "startup"} for case in golden)  # no inputs: real rows
+
+
+def test_a_failed_case_shows_both_outputs_and_keeps_the_server_not_ready(
+    serve: Serve, make_bundle: Callable[[str], Path]
+) -> None:
+    bundle = make_bundle("iris_frame")
+    edit_golden(bundle, lambda golden: golden["cases"][5].update(expected=[[0.5, 0.25, 0.25]]))
+    client = serve(bundle)
+    golden = client.get("/metadata").json()["golden"]
+    failed = [case for case in golden if case["startup"] == "failed"]
+    assert [case["id"] for case in failed] == [golden[5]["id"]] and len(golden) == 6
+    assert failed[0]["expected"] == [[0.5, 0.25, 0.25]] and failed[0]["detail"].startswith("at [0][0]: expected 0.5")
+    assert len(failed[0]["actual"][0]) == 3 and failed[0]["actual"] != failed[0]["expected"]
+    readyz = client.get("/readyz")
+    assert readyz.status_code == 503
+    assert readyz.json()["error"] == f"golden case {golden[5]['id']} does not match: {failed[0]['detail']}"
 
 
 def test_mlship_ui_is_a_flag() -> None:
