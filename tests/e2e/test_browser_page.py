@@ -85,30 +85,32 @@ def browser() -> Iterator[Any]:
         driver.quit()
 
 
+Bundles = Callable[[str], Path]
+
+
+def served(sample_bundle: Bundles, tmp_path_factory: pytest.TempPathFactory, sample: str, **env: str
+           ) -> Iterator[Server]:
+    """A copy of the sample bundle served with `env`, for a module-scoped fixture to yield from."""
+    bundle = Path(shutil.copytree(sample_bundle(sample), tmp_path_factory.mktemp("page") / sample))
+    server = Server(bundle, **env)
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="module")
-def iris(sample_bundle: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def iris(sample_bundle: Bundles, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     # The real example row published: the form is prefilled with the notebook's first golden row.
-    bundle = Path(shutil.copytree(sample_bundle("iris_frame"), tmp_path_factory.mktemp("page") / "iris"))
-    server = Server(bundle, MLSHIP_PUBLISH_EXAMPLE="1")
-    yield server
-    server.stop()
+    yield from served(sample_bundle, tmp_path_factory, "iris_frame", MLSHIP_PUBLISH_EXAMPLE="1")
 
 
 @pytest.fixture(scope="module")
-def text(sample_bundle: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    bundle = Path(shutil.copytree(sample_bundle("text"), tmp_path_factory.mktemp("page") / "text"))
-    server = Server(bundle, MLSHIP_PUBLISH_EXAMPLE="1")
-    yield server
-    server.stop()
+def text(sample_bundle: Bundles, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    yield from served(sample_bundle, tmp_path_factory, "text", MLSHIP_PUBLISH_EXAMPLE="1")
 
 
 @pytest.fixture(scope="module")
-def text_with_token(sample_bundle: Callable[[str], Path],
-                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    bundle = Path(shutil.copytree(sample_bundle("text"), tmp_path_factory.mktemp("page") / "text"))
-    server = Server(bundle, MLSHIP_API_TOKEN=TOKEN)
-    yield server
-    server.stop()
+def text_with_token(sample_bundle: Bundles, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    yield from served(sample_bundle, tmp_path_factory, "text", MLSHIP_API_TOKEN=TOKEN)
 
 
 def requests_made(driver: Any) -> list[str]:
@@ -232,7 +234,7 @@ def test_a_csv_row_fills_the_form_and_a_csv_file_is_sent_whole(browser: Any, iri
 
 
 def test_a_case_that_does_not_replay_shows_both_outputs_and_the_server_not_ready(
-    browser: Any, sample_bundle: Callable[[str], Path], tmp_path: Path
+    browser: Any, sample_bundle: Bundles, tmp_path: Path
 ) -> None:
     from selenium.webdriver.common.by import By
 
