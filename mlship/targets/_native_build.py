@@ -2,7 +2,8 @@
 "The native builder").
 
 base layers (reused as they are) + the venv (the locked wheels installed by _native_venv.py) + the runtime and
-served code (and /etc/passwd with the service's user) + the model (mlship.json, golden cases, artifacts, lock):
+notebook's modules (and /etc/passwd with the service's user) + the model (mlship.json, predictor.py, golden
+cases, artifacts, lock):
 so a model-only change makes one new layer. The config carries what the Dockerfile's final stage says (user,
 entrypoint, env, port, healthcheck, labels), taken from the same DockerfileContext, so both builders make the
 same image. The image is written as one tar (--output) and/or pushed (--push) by the registry client.
@@ -40,7 +41,8 @@ from .wheelhouse import Wheelhouse
 if TYPE_CHECKING:
     from ._docker_build import _Plan
 
-# In the code layer: what changes with mlship or the notebook's code, not with a retrained model.
+# In the code layer: what changes with mlship or the notebook's helper modules, not with a retrained model.
+# predictor.py goes with the model: it names the notebook's sha256, which any retraining edit changes.
 _CODE = ("mlship_runtime", "code")
 _SKIP = ("__pycache__", ".DS_Store")
 BASE_DIGEST_LABEL = "org.opencontainers.image.base.digest"
@@ -152,7 +154,7 @@ def _passwd(base: BaseImage, ctx: DockerfileContext) -> list[Entry]:
 
 
 def _bundle_entries(bundle: Path, *, code: bool) -> list[Entry]:
-    """The bundle's members under /app: the code layer's (runtime, code/, top-level .py) or the model's (the rest)."""
+    """The bundle's members under /app: the code layer's (runtime, code/) or the model's (the rest)."""
     entries = []
     app = APP_DIR.strip("/")
     for entry in tree_entries(bundle, app):
@@ -163,8 +165,7 @@ def _bundle_entries(bundle: Path, *, code: bool) -> list[Entry]:
             entries.append(entry)  # /app itself, in both layers
             continue
         top = parts[1]
-        in_code = top in _CODE or (len(parts) == 2 and entry.kind == "file" and top.endswith(".py"))
-        if in_code == code:
+        if (top in _CODE) == code:
             entries.append(entry)
     return entries
 

@@ -22,6 +22,7 @@ from ._oci import source_date_epoch
 from .wheelhouse import Wheelhouse
 
 _DROP_DIRS = ("tests",)
+_PER_PROCESS = 500  # modules compiled by one interpreter (fixed: see _compile)
 
 
 def venv_key(wheelhouse: Wheelhouse, *, venv: str, executable: str, version: str) -> str:
@@ -71,28 +72,28 @@ def _compile(site_dir: Path, root: Path) -> None:
     """Bytecode for every module, the same bytes on every build.
 
     marshal's output depends on the compiling process's state (which strings are interned and shared by what it
-    compiled before, the hash seed's set order), so one process reused for several packages, or a pool whose
-    chunks vary, gives other bytes. Each top-level entry of site-packages is compiled in a fresh interpreter with
-    PYTHONHASHSEED=0, the loose modules together in one: fixed jobs, run two at a time.
+    compiled before, the hash seed's set order), so a process that compiles a varying sequence of files gives
+    other bytes. Here the sorted list of modules is cut into fixed runs of _PER_PROCESS, each compiled by a fresh
+    interpreter with PYTHONHASHSEED=0, two at a time: the runs never depend on the machine.
     """
     epoch = source_date_epoch()
-    for dirpath, _, filenames in os.walk(site_dir):
-        for name in filenames:
+    modules = []
+    for dirpath, dirnames, filenames in os.walk(site_dir):
+        dirnames.sort()
+        for name in sorted(filenames):
             os.utime(Path(dirpath, name), (epoch, epoch), follow_symlinks=False)
-    entries = sorted(site_dir.iterdir())
-    jobs = [[str(path)] for path in entries if path.is_dir() and not path.name.endswith((".dist-info", ".data"))]
-    loose = [str(path) for path in entries if path.is_file() and path.suffix == ".py"]
-    if loose:
-        jobs.append(loose)
+            if name.endswith(".py"):
+                modules.append(os.path.join(dirpath, name))
+    runs = [modules[i:i + _PER_PROCESS] for i in range(0, len(modules), _PER_PROCESS)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")} | {"PYTHONHASHSEED": "0"}
     # co_filename is the path in the image (-s/-p), as pip's compile inside the image records it. A module that
     # does not compile (a Python 2 leftover in some packages) is skipped, as pip skips it.
     command = [sys.executable, "-m", "compileall", "-q", "-s", str(root), "-p", "/",
-               "--invalidation-mode", "timestamp"]
+               "--invalidation-mode", "timestamp", "-i", "-"]
 
     def run(paths: list[str]) -> None:
-        subprocess.run([*command, *paths], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        subprocess.run(command, input="\n".join(paths).encode(), env=env, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, check=False)
 
     with ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1))) as pool:
-        list(pool.map(run, jobs))
+        list(pool.map(run, runs))
