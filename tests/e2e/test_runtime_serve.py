@@ -64,7 +64,7 @@ def test_serve_predict_verify_and_stop_on_sigterm(make_bundle: Callable[[str], P
         output, _ = process.communicate(timeout=10)
         # A clean, signal-initiated shutdown exits 0 (uvicorn alone would re-raise the signal).
         assert process.returncode == 0, output
-        assert output.count("golden case predict-0 matches") == workers, output
+        assert output.count("iris-frame 0.1.0 loaded, its 6 golden cases match") == workers, output
         assert output.count("Application shutdown complete.") == workers, output
     finally:
         if process.poll() is None:
