@@ -485,6 +485,86 @@ def _verify_service(path: Path, *, url: str | None, python: str | None, as_json:
         display_success(f"{len(results)} models match the notebooks' golden cases" + (f" at {url}" if url else ""))
 
 
+@app.command(cls=_Command)
+@_boundary
+def compare(
+    old: Annotated[Path, typer.Argument(metavar="OLD", help="The bundle serving now.", show_default=False)],
+    new: Annotated[Path, typer.Argument(metavar="NEW", help="The candidate bundle.", show_default=False)],
+    data: Annotated[Path | None, typer.Option("--data", help="Also compare over every row of this .csv, .jsonl "
+                                              "or .parquet file (read as `mlship predict` reads it).")] = None,
+    data_format: Annotated[str | None, typer.Option("--data-format", metavar="csv|jsonl|parquet",
+                                                    help="--data's format (default: from its extension).")] = None,
+    label: Annotated[str | None, typer.Option("--label", metavar="COLUMN", help="The column of --data holding the "
+                                              "true value: each bundle's metric and the delta.")] = None,
+    metric: Annotated[str | None, typer.Option("--metric", metavar="NAME", help="accuracy, f1, precision, recall, "
+                                               "roc_auc, rmse, mae or r2 (default: accuracy for labels, rmse for "
+                                               "numbers).")] = None,
+    method: Annotated[list[str] | None, typer.Option(
+        "--method", metavar="METHOD", help="Compare only this method (repeatable; default: every method both "
+        "have). The gates and the metric read the first (default: predict).")] = None,
+    max_disagreement: Annotated[float | None, typer.Option(
+        "--max-disagreement", min=0, max=1, help="Gate: fail when more than this fraction of rows disagree.")] = None,
+    min_delta: Annotated[float | None, typer.Option(
+        "--min-delta", help="Gate: fail unless NEW's metric is at least this much better than OLD's (-0.01: at "
+        "most 0.01 worse; rmse and mae count lower as better).")] = None,
+    tolerance: Annotated[float | None, typer.Option(
+        "--tolerance", min=0, help="Floats agree within this absolute difference (default: OLD's golden "
+        "tolerance).")] = None,
+    allow_breaking: Annotated[bool, typer.Option(
+        "--allow-breaking", help="Do not fail on input-schema changes that break OLD's clients.")] = False,
+    diff_out: Annotated[Path | None, typer.Option("--diff-out", metavar="FILE.jsonl", help="Write every "
+                                                  "disagreeing row (input, old, new) as JSON lines.")] = None,
+    html: Annotated[Path | None, typer.Option("--html", metavar="FILE", help="Write one self-contained HTML "
+                                              "page: the tables and plots.")] = None,
+    old_python: Annotated[str | None, typer.Option("--old-python", help="Interpreter OLD runs in (default: "
+                                                   "mlship's own).")] = None,
+    new_python: Annotated[str | None, typer.Option("--new-python", help="Interpreter NEW runs in (default: "
+                                                   "mlship's own).")] = None,
+    chunk_rows: Annotated[int, typer.Option("--chunk-rows", min=1, help="Rows predicted at a time.")] = 10_000,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run OLD and NEW, each in its own process with its own runtime, over both bundles' golden inputs and every
+    row of --data; report agreement, label changes, |new - old|, metrics, latency, schema and requirement changes.
+    Exit 0 when every gate passes, 1 when one fails, 2 when the comparison cannot run (docs/COMPARE.md)."""
+    from .compare.engine import CompareOptions, compare_bundles
+    from .compare.report import Gates
+
+    gates = Gates(max_disagreement=max_disagreement, min_delta=min_delta, allow_breaking=allow_breaking)
+    options = CompareOptions(data=data, data_format=data_format, label=label, metric=metric,
+                             methods=tuple(method or ()), tolerance=tolerance, chunk_rows=chunk_rows,
+                             old_python=old_python, new_python=new_python, diff_out=diff_out, gates=gates)
+    report = compare_bundles(old, new, options)
+    if html is not None:
+        try:
+            report.write_html(html)
+        except OSError as exc:
+            raise MlshipError(f"cannot write --html {html}: {exc.strerror}", exit_code=2) from None
+    if as_json:
+        console.print(json.dumps(report.to_json(), indent=2), soft_wrap=True)
+    else:
+        _print_compare(report)
+    if not report.passed:
+        failed = [r.name for r in report.results if not r.passed]
+        raise MlshipError(f"{new} fails the comparison gates: {', '.join(failed)}",
+                          hint="see the gate lines above" + ("; --allow-breaking accepts a schema change that "
+                                                              "breaks clients" if "schema" in failed else ""))
+    if not as_json:
+        display_success(f"{new} passes every gate against {old}")
+
+
+def _print_compare(report: Any) -> None:
+    from .compare.text import report_rows
+
+    rows = report_rows(report)
+    if is_interactive():
+        from .report import print_rows
+
+        print_rows(rows)
+        return
+    for key, value in rows:
+        console.print(f"{key}: {value}", soft_wrap=True)
+
+
 @app.command("predict", cls=_Command)
 @_boundary
 def predict_batch(
