@@ -4,6 +4,7 @@ clients). Each comparison is a real `mlship` process that runs both bundles in p
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -49,11 +50,11 @@ def expected() -> tuple[Any, Any, Any, Any]:
     from sklearn.preprocessing import StandardScaler
 
     data = load_breast_cancer(as_frame=True)
-    X_train, X_test, y_train, y_test = train_test_split(data.data[FEATURES], data.target, test_size=0.3,
+    x_train, x_test, y_train, y_test = train_test_split(data.data[FEATURES], data.target, test_size=0.3,
                                                         random_state=0)
-    preds = [make_pipeline(StandardScaler(), LogisticRegression(C=c)).fit(X_train, y_train).predict(X_test)
+    preds = [make_pipeline(StandardScaler(), LogisticRegression(C=c)).fit(x_train, y_train).predict(x_test)
              for c in (1.0, 0.01)]
-    return X_test, y_test, preds[0], preds[1]
+    return x_test, y_test, preds[0], preds[1]
 
 
 def mlship(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -65,8 +66,8 @@ def test_compare_over_labelled_data_passes_its_gates_and_reports_metrics(bundles
                                                                           tmp_path: Path) -> None:
     from sklearn.metrics import accuracy_score, f1_score
 
-    X_test, y_test, old_pred, new_pred = expected()
-    frame = X_test.copy()
+    x_test, y_test, old_pred, new_pred = expected()
+    frame = x_test.copy()
     frame["label"] = y_test
     frame.to_csv(tmp_path / "holdout.csv", index=False)
     result = mlship("compare", bundles["old"], bundles["new"], "--data", "holdout.csv", "--label", "label",
@@ -78,8 +79,6 @@ def test_compare_over_labelled_data_passes_its_gates_and_reports_metrics(bundles
     assert report["passed"] is True
     for role in ("old", "new"):
         manifest = (bundles[role] / "mlship.json").read_bytes()
-        import hashlib
-
         assert report[role]["digest"] == "sha256:" + hashlib.sha256(manifest).hexdigest()
         assert report[role]["size_bytes"] > 0
     metric = report["metric"]
@@ -108,7 +107,7 @@ def test_compare_over_labelled_data_passes_its_gates_and_reports_metrics(bundles
     data_predict = [r for r in rows if r["method"] == "predict" and r["input_set"] == "data"]
     assert [r["row"] - 2 for r in data_predict] == disagree
     first = data_predict[0]
-    assert float(first["input"]["mean radius"]) == pytest.approx(X_test.iloc[disagree[0]]["mean radius"])
+    assert float(first["input"]["mean radius"]) == pytest.approx(x_test.iloc[disagree[0]]["mean radius"])
     assert (first["old"], first["new"]) == (int(old_pred[disagree[0]]), int(new_pred[disagree[0]]))
 
     page = (tmp_path / "report.html").read_text()
@@ -117,8 +116,8 @@ def test_compare_over_labelled_data_passes_its_gates_and_reports_metrics(bundles
 
 
 def test_compare_fails_a_tight_gate_with_exit_1(bundles: dict[str, Path], tmp_path: Path) -> None:
-    X_test, y_test, _, _ = expected()
-    X_test.to_csv(tmp_path / "rows.csv", index=False)
+    x_test, _, _, _ = expected()
+    x_test.to_csv(tmp_path / "rows.csv", index=False)
     result = mlship("compare", bundles["old"], bundles["new"], "--data", "rows.csv", "--method", "predict",
                     "--max-disagreement", "0", cwd=tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
