@@ -219,6 +219,13 @@ def _notebook_in(path: Path) -> Path:
                       hint=f"pass the one to package, e.g. mlship package {path / found[0]}")
 
 
+def _doc(page: str) -> str:
+    """A page of docs/ as the reader has it: in mlship's installed files (the wheel ships docs/)."""
+    from ._paths import DOCS_DIR
+
+    return str(DOCS_DIR / Path(page).name)
+
+
 # -- serve / verify --------------------------------------------------------------------------------------------
 
 BundleArg = Annotated[Path, typer.Argument(metavar="BUNDLE", help="A bundle directory written by `mlship package`.", show_default=False)]
@@ -485,7 +492,11 @@ def _verify_service(path: Path, *, url: str | None, python: str | None, as_json:
         display_success(f"{len(results)} models match the notebooks' golden cases" + (f" at {url}" if url else ""))
 
 
-@app.command(cls=_Command)
+@app.command(cls=_Command, help=(
+    "Run OLD and NEW, each in its own process with its own runtime, over both bundles' golden inputs and every "
+    "row of --data; report agreement, label changes, |new - old|, metrics, latency, schema and requirement "
+    "changes. Exit 0 when every gate passes, 1 when one fails, 2 when the comparison cannot run "
+    f"({_doc('docs/COMPARE.md')})."))
 @_boundary
 def compare(
     old: Annotated[Path, typer.Argument(metavar="OLD", help="The bundle serving now.", show_default=False)],
@@ -523,9 +534,6 @@ def compare(
     chunk_rows: Annotated[int, typer.Option("--chunk-rows", min=1, help="Rows predicted at a time.")] = 10_000,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run OLD and NEW, each in its own process with its own runtime, over both bundles' golden inputs and every
-    row of --data; report agreement, label changes, |new - old|, metrics, latency, schema and requirement changes.
-    Exit 0 when every gate passes, 1 when one fails, 2 when the comparison cannot run (docs/COMPARE.md)."""
     from .compare.engine import CompareOptions, compare_bundles
     from .compare.report import Gates
 
@@ -671,13 +679,6 @@ def _with_target_options(fn: F) -> F:
     fn.__doc__ = (f"Build a bundle (NOTEBOOK packaged first, or --bundle) into something that runs elsewhere. "
                   f"{made}.")
     return fn
-
-
-def _doc(page: str) -> str:
-    """A page of docs/ as the reader has it: in mlship's installed files (the wheel ships docs/)."""
-    from ._paths import DOCS_DIR
-
-    return str(DOCS_DIR / Path(page).name)
 
 
 @app.command(cls=_Command)

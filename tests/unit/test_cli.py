@@ -181,7 +181,7 @@ def test_not_a_terminal_is_not_cut_at_80_columns(capsys: pytest.CaptureFixture[s
 POINTER = re.compile(r"FIELD-NOTES|field notes|\bissue \d+", re.I)
 
 
-@pytest.mark.parametrize("command", ["build", "base-image"])
+@pytest.mark.parametrize("command", ["build", "base-image", "compare"])
 def test_help_names_docs_the_reader_has(command: str) -> None:
     from typer.testing import CliRunner
 
