@@ -19,6 +19,7 @@ from .. import __version__
 from ..bundle.render import make_environment
 from ..errors import BuildError
 from ._docker_engine import NAME_LABEL, STAGE_LABEL, STAGE_VALUE
+from ._oci import source_date_epoch
 from .wheelhouse import Wheelhouse
 
 TEMPLATE = "Dockerfile.jinja"
@@ -35,9 +36,6 @@ CONTEXT_HASH_LABEL = f"{LABEL_PREFIX}.context-hash"
 # ensurepip puts these into every venv; the image does not need them unless the lock asks for them.
 _VENV_TOOLS = ("pip", "setuptools")
 _PACKAGE_DIRS_TO_DROP = ("tests",)
-# Fixed timestamp for every file in the context (the zip epoch, as wheels use), unless SOURCE_DATE_EPOCH is set:
-# COPY layers then carry the same bytes on every machine.
-_DEFAULT_EPOCH = 315532800
 _SKIP_NAMES = {"__pycache__", ".DS_Store"}
 
 
@@ -213,8 +211,8 @@ def _blank_hash_label(dockerfile: bytes) -> bytes:
 
 def normalize_tree(root: Path) -> None:
     """Modes 644/755 and one fixed mtime for every file and folder, so COPY layers are reproducible."""
-    epoch_env = os.environ.get("SOURCE_DATE_EPOCH", "")
-    epoch = int(epoch_env) if epoch_env.isdigit() else _DEFAULT_EPOCH
+    # One fixed timestamp (SOURCE_DATE_EPOCH, else the zip epoch): COPY layers carry the same bytes everywhere.
+    epoch = source_date_epoch()
     paths = sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True)
     for path in paths:
         if path.is_symlink():

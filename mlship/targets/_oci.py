@@ -38,6 +38,7 @@ _AS_OCI = {
     DOCKER_CONFIG: CONFIG_TYPE,
 }
 REF_NAME = "org.opencontainers.image.ref.name"
+# The zip epoch (1980-01-01), as wheels and the engine's build context use, unless SOURCE_DATE_EPOCH is set.
 _DEFAULT_EPOCH = 315532800
 _GZIP_LEVEL = 6
 _CHUNK = 1 << 20
@@ -339,7 +340,7 @@ class Image:
 
     @property
     def size(self) -> int:
-        """What the layers take uncompressed is not known here; this is the compressed total."""
+        """Bytes a registry stores for it (config and compressed layers)."""
         return self.config.size + sum(layer.size for layer in self.layers)
 
 

@@ -8,7 +8,6 @@ layers once, whiteouts applied, and kept beside the store by base digest.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -32,7 +31,7 @@ from ._oci import (
     gzip_blob,
     oci_media_type,
 )
-from ._registry import Credentials, Reference, RegistryClient, find_credentials, split_reference
+from ._registry import Reference, RegistryClient, find_credentials, split_reference
 from .wheelhouse import Platform
 
 _ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
@@ -337,11 +336,3 @@ def _full_version(base: BaseImage, python: str) -> str:
                       status, re.MULTILINE) or re.search(
         rf"^Package: python{re.escape(python)}\n(?:.+\n)*?Version: ({re.escape(python)}\.\d+)", status, re.MULTILINE)
     return match[1] if match else python
-
-
-def base_credentials(text: str, auth: str | None) -> Credentials | None:
-    return find_credentials(split_reference(text).registry, auth)
-
-
-def digest_of(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
