@@ -52,6 +52,19 @@ auth:
     realm: mlship-test
     path: {path}
 """
+_TOKEN_AUTH = """\
+auth:
+  token:
+    realm: {realm}
+    service: {service}
+    issuer: {issuer}
+    rootcertbundle: {bundle}
+"""
+
+
+def token_auth(realm: str, service: str, issuer: str, bundle: Path) -> str:
+    """The registry config that asks for bearer tokens from REALM, signed by the certificate in BUNDLE."""
+    return _TOKEN_AUTH.format(realm=realm, service=service, issuer=issuer, bundle=bundle)
 
 
 _TINY_PREDICTOR = """\
@@ -176,9 +189,11 @@ def registry_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @contextmanager
-def start_registry(root: Path, *, access_log: bool = False, htpasswd: Path | None = None) -> Iterator[str]:
+def start_registry(root: Path, *, access_log: bool = False, htpasswd: Path | None = None,
+                   auth: str = "") -> Iterator[str]:
     """Run a registry storing its data in ROOT/data, logging to ROOT/registry.log (every request, with
-    `access_log`); with `htpasswd` it asks for basic auth (a 401 without it). Yields "127.0.0.1:PORT"."""
+    `access_log`); with `htpasswd` it asks for basic auth, with `auth` (token_auth()) for bearer tokens (a 401
+    without them). Yields "127.0.0.1:PORT"."""
     binary = shutil.which("docker-registry")
     if binary is None:
         _missing("docker-registry is not installed (apt-get install -y docker-registry)")
@@ -187,7 +202,8 @@ def start_registry(root: Path, *, access_log: bool = False, htpasswd: Path | Non
     config = root / "config.yml"
     text = _REGISTRY_CONFIG.format(root=root / "data", port=port, level="info" if access_log else "warn",
                                    quiet="false" if access_log else "true")
-    config.write_text(text + (_HTPASSWD_AUTH.format(path=htpasswd) if htpasswd else ""))
+    auth = _HTPASSWD_AUTH.format(path=htpasswd) if htpasswd else auth
+    config.write_text(text + auth)
     log = (root / "registry.log").open("wb")
     proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL)
@@ -195,7 +211,7 @@ def start_registry(root: Path, *, access_log: bool = False, htpasswd: Path | Non
         # /v2/ answers 401 to anyone under auth: wait for the port then.
         ready = f"http://127.0.0.1:{port}/v2/"
         wait_until_ready(ready, proc, log=root / "registry.log", timeout=30, interval=0.2,
-                         status=401 if htpasswd else 200)
+                         status=401 if auth else 200)
         yield f"127.0.0.1:{port}"
     finally:
         proc.terminate()
