@@ -342,6 +342,7 @@ def test_a_push_to_a_registry_with_bearer_tokens(built: dict[str, Any], cli: Any
             assert "repository:mlship/tiny:pull,push" in tokens.issued
     finally:
         server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture(scope="module")
