@@ -328,6 +328,90 @@ def reload(
     display_success(f"reloaded {service}: {summary} ({result.status.get('seconds', 0):.1f} s)")
 
 
+_SERVICE_FILE = typer.Argument(metavar="SERVICE_FILE", help="The service file (mlship.toml).")
+_PID_FILE = typer.Option("--pid-file", help="The running server's pid file, if it was started with one. "
+                         "[env var: MLSHIP_PID_FILE]", envvar="MLSHIP_PID_FILE")
+_NO_RELOAD = typer.Option("--no-reload", help="Only write the file; do not tell a running server.")
+
+
+@app.command(cls=_Command)
+@_boundary
+def promote(
+    service: Annotated[Path, _SERVICE_FILE],
+    name: Annotated[str, typer.Argument(help="The model's name.")],
+    version: Annotated[str, typer.Argument(help="The version unversioned requests get from now on.")],
+    require_report: Annotated[Path | None, typer.Option(
+        "--require-report", help="Promote only if this `mlship compare --json` report passed, for exactly the "
+        "current default's bundle (OLD) and this version's (NEW).")] = None,
+    no_reload: Annotated[bool, _NO_RELOAD] = False,
+    pid_file: Annotated[Path | None, _PID_FILE] = None,
+) -> None:
+    """Make VERSION the default of model NAME: rewrites [routes.NAME] default in the file (comments kept), records
+    it in the file's history, and reloads a running server with no failed request."""
+    from .promote import promote as promote_route
+
+    _applied(promote_route(service, name, version, report=require_report), no_reload, pid_file)
+
+
+@app.command(cls=_Command)
+@_boundary
+def rollback(
+    service: Annotated[Path, _SERVICE_FILE],
+    name: Annotated[str, typer.Argument(help="The model's name.")],
+    no_reload: Annotated[bool, _NO_RELOAD] = False,
+    pid_file: Annotated[Path | None, _PID_FILE] = None,
+) -> None:
+    """Set the default of NAME back to the version before its last promote (from the file's history)."""
+    from .promote import rollback as rollback_route
+
+    _applied(rollback_route(service, name), no_reload, pid_file)
+
+
+@app.command(cls=_Command)
+@_boundary
+def history(
+    service: Annotated[Path, _SERVICE_FILE],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the records as one JSON array.")] = False,
+) -> None:
+    """Print the service file's audit log: every promote and rollback, when, by whom, from -> to."""
+    from .promote import history_file_for, read_history
+
+    records = read_history(service)
+    if as_json:
+        typer.echo(json.dumps(records, indent=2))
+        return
+    if not records:
+        typer.echo(f"no promote or rollback recorded for {service} ({history_file_for(service.absolute())})")
+    for r in records:
+        report = f"  report sha256:{r['report_sha256'][:12]}" if r.get("report_sha256") else ""
+        typer.echo(f"{r.get('time', '?')}  {r.get('actor', '?')}  {r['action']:<8}  {r['name']} "
+                   f"{r['from']} -> {r['to']}{report}")
+
+
+def _applied(change: Any, no_reload: bool, pid_file: Path | None) -> None:
+    """Say what promote/rollback changed, then tell the running server (unless --no-reload)."""
+    from .reload import NoServerRunning, reload_service
+
+    what = f"{change.name}: {change.before} -> {change.after}"
+    if not change.changed:
+        display_success(f"{change.name} {change.after} is already the default in {change.source}; nothing changed")
+        return
+    if no_reload:
+        display_success(f"wrote {change.source} ({what}); not reloaded (--no-reload)")
+        return
+    try:
+        result = reload_service(change.source, pid_file=pid_file)
+    except NoServerRunning:
+        display_success(f"wrote {change.source} ({what}); no server is running for it, so none was reloaded")
+        return
+    if not result.ok:
+        summary = result.status.get("summary") if result.status else None
+        raise MlshipError(f"wrote {change.source} ({what}), but its server's reload did not succeed: {summary}",
+                          hint="the server keeps serving what it served; its log and POST /v2/repository/index "
+                          "say why")
+    display_success(f"{what} in {change.source}; its server (pid {result.pid}) reloaded")
+
+
 def _check_port(host: str, port: int) -> None:
     """Fail before announcing anything when the runtime could not listen on HOST:PORT (it binds the same way:
     SO_REUSEADDR, so a port left in TIME_WAIT by a server just stopped is free, one another process listens on

@@ -19,6 +19,10 @@ from .runtime._reload import status_file_for
 _POLL = 0.1
 
 
+class NoServerRunning(MlshipError):
+    """No mlship server runs for the service file (`mlship promote` then only writes the file)."""
+
+
 @dataclass(frozen=True)
 class ReloadResult:
     """What the server reported (None when not waited for): its `result` and a one-line `summary`."""
@@ -87,10 +91,10 @@ def _running_front(source: Path, pid_path: Path, *, explicit: bool) -> int:
     return pid
 
 
-def _no_server(source: Path, pid_path: Path, why: str, *, explicit: bool = False) -> MlshipError:
+def _no_server(source: Path, pid_path: Path, why: str, *, explicit: bool = False) -> NoServerRunning:
     hint = (f"start it with `mlship serve {source}`" if not explicit else
             "give the --pid-file the server was started with")
-    return MlshipError(f"no mlship server is running for {source} ({why}: {pid_path})",
+    return NoServerRunning(f"no mlship server is running for {source} ({why}: {pid_path})",
                        hint=hint + "; a server started with --pid-file or MLSHIP_PID_FILE needs the same --pid-file "
                        "here")
 
