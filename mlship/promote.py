@@ -32,11 +32,11 @@ import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
 from .bundle.digest import bundle_digest
+from .compare.report import REPORT_FORMAT
 from .errors import MlshipError
 from .runtime._service import Service, ServiceError, read_service
 
 HISTORY_SUFFIX = ".history.jsonl"
-REPORT_FORMAT = 1  # the `mlship compare --json` document this reads: format, passed, old/new {name, version, digest}
 
 # Who made a change, in this order: the actor a pipeline names explicitly, then the CI systems' own variables.
 _ACTORS = (("MLSHIP_ACTOR", ""), ("GITHUB_ACTOR", "github:"), ("GITLAB_USER_LOGIN", "gitlab:"),

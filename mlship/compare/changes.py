@@ -1,16 +1,15 @@
 """What changed between two bundles without running them: the input schema as a client sees it, the methods, the
-pinned requirements, the size on disk, and each bundle's digest (the sha256 of its mlship.json, which pins the
-sha256 of every other file: what `mlship sign` signs, and what a compare report is matched by)."""
+pinned requirements and the size on disk. (Each bundle's digest is mlship/bundle/digest.py's, the one
+`mlship promote --require-report` matches a report by.)"""
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..runtime._contract import MANIFEST_NAME, Bundle, Column, InputSchema
+from ..runtime._contract import Bundle, Column, InputSchema
 
 
 @dataclass(frozen=True)
@@ -22,10 +21,6 @@ class Change:
 
     def to_json(self) -> dict[str, Any]:
         return {"change": self.what, "breaking": self.breaking}
-
-
-def bundle_digest(path: Path) -> str:
-    return "sha256:" + hashlib.sha256((path / MANIFEST_NAME).read_bytes()).hexdigest()
 
 
 def bundle_size(path: Path) -> int:

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..bundle.digest import bundle_digest
 from ..runtime._contract import Bundle
-from .changes import Change, bundle_digest, bundle_size
+from .changes import Change, bundle_size
 from .stats import MethodStats
 
 REPORT_FORMAT = 1
