@@ -52,7 +52,8 @@ def train(name: str) -> Any:
     return RandomForestClassifier(n_estimators=100, random_state=0).fit(features, target)
 
 
-def package(name: str, estimator: Any, workdir: Path) -> Path:
+def package(name: str, estimator: Any, workdir: Path, sources: list[str] = NOTEBOOK_CELLS) -> Path:
+    """A bundle of a notebook of the cells `sources` that loads `estimator` from model.pkl."""
     folder = workdir / f"notebook-{name}"
     folder.mkdir()
     (folder / "model.pkl").write_bytes(pickle.dumps(estimator))
@@ -65,7 +66,7 @@ def package(name: str, estimator: Any, workdir: Path) -> Path:
             "outputs": [],
             "source": src,
         }
-        for i, src in enumerate(NOTEBOOK_CELLS)
+        for i, src in enumerate(sources)
     ]
     notebook = {
         "cells": cells,

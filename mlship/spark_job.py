@@ -61,11 +61,11 @@ def run_spark_job(job: SparkJob, on_step: Callable[[str], None] | None = None) -
         environment = environment_archive(job.bundle, cache_dir=job.wheel_cache, on_step=step)
         step(f"shipping {environment.archive.name} ({environment.size / 2**20:,.0f} MiB) with spark.archives")
     spark = start_session(environment, master=job.master, conf=job.conf, name=f"mlship predict {job.bundle.name}")
-    from .runtime.spark import predict_parquet
+    from .runtime.spark import predict_files
 
     try:
         step(f"scoring {job.source} on {spark.sparkContext.master}")
-        return predict_parquet(spark, job.bundle, job.source, job.target, method=job.method,
+        return predict_files(spark, job.bundle, job.source, job.target, method=job.method,
                                id_columns=job.id_columns, skip_invalid=job.skip_invalid, env=job.env)
     except BatchError as exc:
         raise MlshipError(exc.message, hint=exc.hint) from None

@@ -12,19 +12,20 @@ it in the Java stack trace Spark wraps it in.
 
 from __future__ import annotations
 
+import csv
 import platform
 import re
 import socket
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ._batch import SKIP_HINT, _Job
-from ._batch_input import BadRow, BatchError, Chunk, Layout, _parquet_chunk
+from ._batch_input import _CONVERTERS, BadRow, BatchError, Chunk, Layout, _JsonlGather, _parquet_chunk
 from ._bundle import BundleLoadError, LoadedBundle, load_bundle
-from ._codec import _short
+from ._codec import _short, encode_json
 from ._verify import replay_golden
 
 MARKER = "mlship-spark-error: "
@@ -47,11 +48,14 @@ class Spec:
 
     method: str
     fields: tuple[str, ...]  # the UDF's arguments, in order: the input fields the model takes
-    output: str  # "value", "list" or "dict" (spark.py's result type, from the golden outputs)
+    output: str  # "value", "list", "dict" or "json" (spark.py's result type, from the golden outputs)
     output_names: tuple[str, ...]  # the struct's fields for "dict"
     skip_invalid: bool
     env: str  # "shipped" or "executor": only to word the errors
     ids: tuple[str, ...] = ()  # more arguments after the fields: id columns, only to name a bad row
+    json_fields: tuple[str, ...] = ()  # "dict": the keys whose values go out as JSON text
+    input: str = "parquet"  # "parquet" (typed columns), "csv" (text, as Spark's CSV reader gives it), "jsonl"
+    malformed: bool = False  # one more, last argument: the CSV reader's malformed line, when it found one
 
 
 def executor() -> str:
@@ -108,44 +112,101 @@ class Scorer:
 
         series = list(columns)
         count = len(series[0]) if series else 0
-        width = len(self.spec.fields)
-        data = {name: _plain(values) for name, values in zip(self.spec.fields, series[:width], strict=True)}
-        ids = {name: values.tolist() for name, values in zip(self.spec.ids, series[width:], strict=True)}
-        data[_ROW_COLUMN] = list(range(count))
-        chunk = _parquet_chunk(self.layout, list(self.spec.fields), data, self.rows, count)
-        self.rows += count
-        job = _Job(self.bundle, self.spec.method, (_ROW_COLUMN,), f"{executor()}, ")
+        start, self.rows = self.rows, self.rows + count
+        if self.spec.input == "jsonl":
+            lines = series[0].tolist()
+            chunk, data = self._jsonl_chunk(lines, start), {"line": lines}
+        else:
+            chunk, data = self._column_chunk(series, start, count)
+        job = (_JsonJob if self.spec.output == "json" else _Job)(
+            self.bundle, self.spec.method, (_ROW_COLUMN,), f"{executor()}, ")
         sink, rejects = _Collect(), (_Rejects() if self.spec.skip_invalid else None)
         try:
             job.run(chunk, sink, rejects)  # type: ignore[arg-type]
         except BatchError as exc:
-            raise ScoringError(_with_row(exc.message, chunk, {**ids, **data}),
+            raise ScoringError(_with_row(exc.message, start, data),
                                None if exc.hint == SKIP_HINT else exc.hint) from None
         predictions: list[Any] = [None] * count
         for row, value in zip(sink.rows, self._values(sink), strict=True):
             predictions[row] = value
         # object: a null among integers must not turn them into floats (NaN), which lose digits past 2**53.
-        frame = {PREDICTION_COLUMN: pandas.Series(predictions, dtype=object)}
+        if self.spec.output == "dict":  # one column per key: the struct's fields
+            frame = {name: pandas.Series([None if row is None else row[name] for row in predictions], dtype=object)
+                     for name in self.spec.output_names}
+        else:
+            frame = {PREDICTION_COLUMN: pandas.Series(predictions, dtype=object)}
         if rejects is not None:
             errors: list[str | None] = [None] * count
             for bad in rejects.bad:
-                errors[_index(chunk, bad)] = bad.message
+                errors[bad.number - start - 1] = bad.message
             frame[ERROR_COLUMN] = pandas.Series(errors, dtype=object)
         return pandas.DataFrame(frame)
 
+    def _column_chunk(self, series: list[Any], start: int, count: int) -> tuple[Chunk, dict[str, list[Any]]]:
+        """Parquet's typed columns as they are; CSV's text given its schema type as `mlship predict` gives it."""
+        spec = self.spec
+        width = len(spec.fields)
+        data = {name: _plain(values) for name, values in zip(spec.fields, series[:width], strict=True)}
+        if spec.input == "csv":
+            data = {name: [None if v is None else _CONVERTERS[self.layout.type_of(name)](v) for v in values]
+                    for name, values in data.items()}
+        ids = {name: values.tolist() for name, values in zip(spec.ids, series[width:width + len(spec.ids)],
+                                                               strict=True)}
+        data[_ROW_COLUMN] = list(range(count))
+        chunk = _parquet_chunk(self.layout, list(spec.fields), data, start, count)
+        malformed = series[-1].tolist() if spec.malformed else []
+        if any(line is not None for line in malformed):
+            keep = [index for index, line in enumerate(malformed) if line is None]
+            bad = [BadRow("row", start + index + 1, f"has {_fields(line)} fields, unlike the header", line)
+                   for index, line in enumerate(malformed) if line is not None]
+            chunk = chunk.select(keep)
+            chunk.bad = bad
+        return chunk, {**ids, **data}
+
+    def _jsonl_chunk(self, lines: list[Any], start: int) -> Chunk:
+        """JSON lines read as `mlship predict` reads a JSONL file; each line is a row, numbered by this worker."""
+        gather = _JsonlGather(Layout(self.layout.schema, self.spec.ids))
+        for index, line in enumerate(lines):
+            gather.add(start + index + 1, (line or "").encode())
+        chunk = gather.chunk()
+        return replace(chunk, unit="row", ids={_ROW_COLUMN: [number - start - 1 for number in chunk.numbers]},
+                       bad=[replace(bad, unit="row") for bad in chunk.bad])
+
     def _values(self, sink: _Collect) -> list[Any]:
-        """The outputs as the Spark result type wants them: a value, a list (array), or a dict (struct)."""
+        """The outputs as the Spark result type wants them: a value (or JSON text), a list (array), or a dict
+        (struct; the keys of spec.json_fields as JSON text)."""
         names = [name for name in sink.names if name != _ROW_COLUMN]
-        if self.spec.output == "value":
+        if not names:  # no row of the batch was predicted (all invalid)
+            return []
+        if self.spec.output in ("value", "json"):
             return sink.columns.get(PREDICTION_COLUMN, [])
         columns = [sink.columns[name] for name in names]
         if self.spec.output == "list":
             return [list(values) for values in zip(*columns, strict=True)]
-        return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+        if list(self.spec.output_names) != names:
+            raise ScoringError(f"{executor()}: {self.spec.method} returned objects with the keys {', '.join(names)}, "
+                               f"but its golden outputs have {', '.join(self.spec.output_names)}")
+        rows = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+        for row in rows:
+            for name in self.spec.json_fields:
+                row[name] = _json_text(row[name])
+        return rows
 
 
-def _index(chunk: Chunk, bad: BadRow) -> int:
-    return bad.number - chunk.numbers[0] if chunk.numbers else 0
+class _JsonJob(_Job):
+    """A method whose outputs have no one shape (objects with other keys, lists and objects mixed): each row's
+    output as JSON text, whatever its shape."""
+
+    def _columns(self, outputs: list[Any], chunk: Chunk) -> dict[str, list[Any]]:
+        return {PREDICTION_COLUMN: [_json_text(value) for value in outputs]}
+
+
+def _json_text(value: Any) -> str | None:
+    return None if value is None else encode_json(value).decode()
+
+
+def _fields(line: str) -> int:
+    return len(next(csv.reader([line]), []))
 
 
 def _plain(values: Any) -> list[Any]:
@@ -164,14 +225,14 @@ def _missing(item: Any) -> bool:
 _ROW_NUMBER = re.compile(r"\brow (\d+)\b")
 
 
-def _with_row(message: str, chunk: Chunk, data: dict[str, list[Any]]) -> str:
+def _with_row(message: str, start: int, data: dict[str, list[Any]]) -> str:
     """A _Job message names "row N" of this worker's rows; add the row's values, which say more in Spark (whose
     rows have no line numbers)."""
     found = _ROW_NUMBER.search(message)
-    if found is None or not chunk.numbers:
+    if found is None:
         return message
-    index = int(found.group(1)) - chunk.numbers[0]
-    if not 0 <= index < len(data[_ROW_COLUMN]):
+    index = int(found.group(1)) - start - 1
+    if not 0 <= index < len(next(iter(data.values()), [])):
         return message
     row = {name: values[index] for name, values in data.items() if name != _ROW_COLUMN}
     return f"{message} (the row: {_short(row, 300)})"

@@ -29,22 +29,41 @@ from . import _boot, _spark_boot
 from ._batch_input import BatchError, Layout
 from ._bundle import BundleLoadError, read_servable
 from ._contract import Bundle, Golden
+from ._spark_files import LINE_COLUMN, MALFORMED_COLUMN
 
-__all__ = ["SparkResult", "bundle_udf", "predict_frame", "predict_parquet", "result_type"]
+__all__ = ["SparkResult", "bundle_udf", "predict_files", "predict_frame", "result_type"]
 
 ERROR_COLUMN = "error"
 PREDICTION_COLUMN = "prediction"
+INPUT_FORMATS = ("parquet", "csv", "jsonl")
 _MARKER = re.compile(r"mlship-spark-error: (.*?)(?: \| hint: (.*?))?$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
 class ResultType:
-    ddl: str  # Spark SQL type: "bigint", "double", "array<double>", ...
-    kind: str  # "value" (one value per row) or "list" (an array per row)
+    ddl: str  # Spark SQL type: "bigint", "double", "array<double>", "struct<...>", ...
+    kind: str  # "value", "list" (an array per row), "dict" (a struct of the object's keys), "json" (JSON text)
+    fields: tuple[tuple[str, str], ...] = ()  # "dict": the object's keys, in order, and each one's Spark type
+    json_fields: tuple[str, ...] = ()  # "dict": the keys whose values are written as JSON text
+    width: int | None = None  # "list": the number of values per row, when the golden outputs agree on it
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.fields)
+
+    def columns(self, *, error: bool) -> str:
+        """The schema of the worker's frame for a struct: `key type, ...` (then `error string`)."""
+        fields = [*self.fields] if self.kind == "dict" else [(PREDICTION_COLUMN, self.ddl)]
+        return ", ".join(f"{_quote(name)} {ddl}" for name, ddl in [*fields, *([(ERROR_COLUMN, "string")] * error)])
 
 
 def result_type(golden: Golden, method: str) -> ResultType:
-    """The Spark type of `method`'s output for one row, from the golden cases' outputs (what the notebook gave)."""
+    """The Spark type of `method`'s output for one row, from the golden cases' outputs (what the notebook gave).
+
+    A value per row is bigint, double, string or boolean; a list of values, an array of them. An object per row
+    whose keys are the same in every golden output is a struct of those keys, each typed the same way (a key
+    holding nested objects, or values of several types, is a string of JSON); any other shape (keys that
+    differ between rows, lists and objects mixed) is the whole output as a string of JSON."""
     rows = [row for case in golden.for_method(method) for row in _rows(case.expected, len(case.instances))]
     rows = [row for row in rows if row is not None]
     if not rows:
@@ -52,12 +71,40 @@ def result_type(golden: Golden, method: str) -> ResultType:
                          hint="package the notebook again (its golden cases record every method's output)")
     if all(isinstance(row, list) for row in rows):
         items = [item for row in rows for item in row if item is not None]
-        return ResultType(f"array<{_scalar(items, method)}>", "list")
+        widths = {len(row) for row in rows}
+        nested = any(isinstance(item, (list, dict)) for item in items)
+        scalar = None if nested else _field(items) if items else "double"
+        if scalar is not None:
+            return ResultType(f"array<{scalar}>", "list", width=widths.pop() if len(widths) == 1 else None)
+    elif all(isinstance(row, dict) for row in rows) and len({tuple(row) for row in rows}) == 1:
+        names = tuple(str(name) for name in rows[0])
+        types = {name: _field([row[name] for row in rows if row[name] is not None]) for name in names}
+        fields = tuple((name, types[name] or "string") for name in names)
+        ddl = "struct<" + ",".join(f"{_quote(name)}:{kind}" for name, kind in fields) + ">"
+        return ResultType(ddl, "dict", fields, tuple(name for name in names if types[name] is None))
     if any(isinstance(row, (list, dict)) for row in rows):
-        raise BatchError(f"{method} returns {'objects' if any(isinstance(r, dict) for r in rows) else 'mixed rows'}"
-                         " per row, which Spark scoring does not map to a column type yet",
-                         hint="score it with `mlship predict` (without --engine spark), or pick another --method")
-    return ResultType(_scalar(rows, method), "value")
+        return ResultType("string", "json")
+    scalar = _field(rows)
+    return ResultType(scalar, "value") if scalar else ResultType("string", "json")  # None: several types
+
+
+def _field(values: list[Any]) -> str | None:
+    """The Spark type of one key of an object output, or None when its values are written as JSON text."""
+    try:
+        if values and all(isinstance(value, list) for value in values):
+            items = [item for value in values for item in value if item is not None]
+            if any(isinstance(item, (list, dict)) for item in items):
+                return None
+            return f"array<{_scalar(items, 'it')}>"
+        if not values or any(isinstance(value, (list, dict)) for value in values):
+            return None
+        return _scalar(values, "it")
+    except BatchError:  # values of several types
+        return None
+
+
+def _quote(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
 
 
 def _rows(expected: Any, count: int) -> list[Any]:
@@ -91,15 +138,23 @@ def bundle_udf(
     skip_invalid: bool = False,
     env: str = "shipped",
     ids: Sequence[str] = (),
+    input_format: str = "parquet",
+    malformed: bool = False,
 ) -> Any:
     """A pandas UDF that scores rows with the bundle's `method` (default: predict, else the first).
 
     Call it with the input columns in the order of `columns` (default: the schema's columns), then the columns
     `ids` names, if any (they only name a bad row in the job's error). Without
     `skip_invalid` it returns the prediction, and an invalid row fails the job naming it; with it, a struct
-    of `prediction` (null for an invalid row) and `error` (why). `env` only words the errors: "shipped" when
+    of `prediction` (null for an invalid row) and `error` (why). A method that returns an object per row
+    returns a struct of its keys (and `error`); see result_type. `env` only words the errors: "shipped" when
     the session ships the bundle's environment (mlship.spark_env), "executor" when it uses the executors' own.
-    Raises BatchError (the bundle cannot be read, its method does not exist, its result has no Spark type).
+
+    `input_format`: "parquet" (typed columns), "csv" (text columns as Spark's CSV reader gives them, given the
+    schema's types as `mlship predict` gives a CSV file's cells; with `malformed`, one more, last column: the
+    reader's columnNameOfCorruptRecord, whose rows are invalid), or "jsonl": one column, the line, read as
+    `mlship predict` reads a JSONL line (the ids are found in it; `columns` is not used).
+    Raises BatchError (the bundle cannot be read, its method does not exist, a key is named `error`).
     """
     from pyspark import cloudpickle
     from pyspark.sql.functions import pandas_udf  # type: ignore[attr-defined, unused-ignore]
@@ -107,21 +162,31 @@ def bundle_udf(
     checked = _read(bundle)
     name = _method(checked, method)
     result = result_type(checked.golden, name)
-    if columns is None:
+    if input_format not in INPUT_FORMATS:
+        raise BatchError(f"input_format must be one of {', '.join(INPUT_FORMATS)}, got {input_format!r}")
+    if input_format == "jsonl":
+        columns = [LINE_COLUMN]
+    elif columns is None:
         if not checked.manifest.input.has_columns:
             raise BatchError("the model takes no named columns; pass columns=[...] in the order its input "
                              "takes them")
         columns = checked.manifest.input.column_names
-    spec = {"method": name, "fields": tuple(columns), "output": result.kind, "output_names": (),
-            "skip_invalid": skip_invalid, "env": env, "ids": tuple(ids)}
+    if skip_invalid and ERROR_COLUMN in result.names:
+        raise BatchError(f"{name} returns objects with a key {ERROR_COLUMN!r}, which --skip-invalid needs for its "
+                         "own column", hint="leave out --skip-invalid, or rename that key in the notebook")
+    spec = {"method": name, "fields": tuple(columns), "output": result.kind, "output_names": result.names,
+            "json_fields": result.json_fields, "skip_invalid": skip_invalid, "env": env, "ids": tuple(ids),
+            "input": input_format, "malformed": malformed and input_format == "csv"}
     archive = _ship(spark, checked.path)
     # The worker's entry point travels by value: executors have neither mlship nor this runtime installed.
     cloudpickle.register_pickle_by_value(_spark_boot)  # type: ignore[no-untyped-call, unused-ignore]
-    # Without skip_invalid the UDF returns the prediction column alone, not the worker's frame.
-    column = None if skip_invalid else PREDICTION_COLUMN
-    body = _spark_boot.make_body(Path(str(_boot.__file__)).read_bytes(), archive, spec, column)
-    returns = f"{PREDICTION_COLUMN} {result.ddl}, {ERROR_COLUMN} string" if skip_invalid else result.ddl
-    _annotate(body, len(columns) + len(ids), frame=skip_invalid)
+    # The UDF returns the worker's frame (a struct) for objects and with skip_invalid, else its prediction alone.
+    struct = skip_invalid or result.kind == "dict"
+    body = _spark_boot.make_body(Path(str(_boot.__file__)).read_bytes(), archive, spec,
+                                 None if struct else PREDICTION_COLUMN)
+    returns = result.columns(error=skip_invalid) if struct else result.ddl
+    arguments = len(columns) + (0 if input_format == "jsonl" else len(ids)) + int(bool(spec["malformed"]))
+    _annotate(body, arguments, frame=struct)
     return pandas_udf(body, returns)
 
 
@@ -145,18 +210,31 @@ def predict_frame(
     id_columns: Sequence[str] = (),
     skip_invalid: bool = False,
     env: str = "shipped",
+    input_format: str = "parquet",
 ) -> Any:
     """`frame`'s id columns and the prediction (plus `error` with `skip_invalid`), as `mlship predict` writes
-    them; the model's columns are found in `frame` as in a parquet file (BatchError when some are missing)."""
+    them (an object per row: its keys, one column each); the model's columns are found in `frame` as in a
+    parquet file (BatchError when some are missing). `input_format` says how `frame` was read (bundle_udf):
+    "csv", all text, as read_input reads a CSV file; "jsonl", the `value` column of spark.read.text and the
+    id columns taken out of it (read_input does both)."""
     checked = _read(bundle)
-    fields = Layout(checked.manifest.input, tuple(id_columns)).fields(list(frame.columns), "the input")
-    udf = bundle_udf(frame.sparkSession, checked.path, method=method, columns=fields,
-                     skip_invalid=skip_invalid, env=env, ids=id_columns)
-    scored = udf(*[frame[name] for name in [*fields, *id_columns]]).alias(PREDICTION_COLUMN)
-    ids = [frame[name] for name in id_columns]
-    out = frame.select(*ids, scored)
-    if skip_invalid:
-        out = out.select(*id_columns, f"{PREDICTION_COLUMN}.{PREDICTION_COLUMN}", f"{PREDICTION_COLUMN}.{ERROR_COLUMN}")
+    names = [name for name in frame.columns if name != MALFORMED_COLUMN]
+    malformed = input_format == "csv" and MALFORMED_COLUMN in frame.columns
+    if input_format == "jsonl":
+        fields, arguments = [LINE_COLUMN], [LINE_COLUMN]
+    else:
+        fields = Layout(checked.manifest.input, tuple(id_columns)).fields(names, "the input")
+        arguments = [*fields, *id_columns, *([MALFORMED_COLUMN] if malformed else [])]
+    result = result_type(checked.golden, _method(checked, method))
+    clash = [name for name in result.names if name in id_columns]
+    if clash:
+        raise BatchError(f"--id-column {', '.join(clash)} has the name of an output column; rename it")
+    udf = bundle_udf(frame.sparkSession, checked.path, method=method, columns=fields, skip_invalid=skip_invalid,
+                     env=env, ids=id_columns, input_format=input_format, malformed=malformed)
+    scored = udf(*[frame[name] for name in arguments]).alias(PREDICTION_COLUMN)
+    out = frame.select(*[frame[name] for name in id_columns], scored)
+    if skip_invalid or result.kind == "dict":  # the struct's fields as columns
+        out = out.select(*[out[name] for name in id_columns], f"{PREDICTION_COLUMN}.*")
     return out
 
 
@@ -180,7 +258,7 @@ class SparkResult:
         return text
 
 
-def predict_parquet(
+def predict_files(
     spark: Any,
     bundle: str | os.PathLike[str],
     source: str,
@@ -190,34 +268,33 @@ def predict_parquet(
     id_columns: Sequence[str] = (),
     skip_invalid: bool = False,
     env: str = "shipped",
+    input_format: str | None = None,
+    output_format: str | None = None,
 ) -> SparkResult:
-    """Score the parquet files `source` (a path or glob Spark reads) into the parquet folder `target`; raise
+    """Score the files `source` (a path, folder or glob Spark reads; parquet, csv or jsonl, from the extension
+    unless `input_format` says) into the folder `target` (parquet, csv or jsonl part files, likewise); raise
     BatchError naming the executor and the row or golden case when the job fails."""
-    from pyspark.errors import AnalysisException
+    from ._spark_files import file_format, read_input, write_output
 
     checked = _read(bundle)
     name = _method(checked, method)
+    fmt_in = file_format(source, input_format, "--input-format")
+    fmt_out = file_format(target, output_format, "--format")
     local = _local_path(target)
     if local is not None:
         _check_target(local)
     started = time.perf_counter()
-    try:
-        frame = spark.read.parquet(source)
-    except AnalysisException as exc:
-        raise BatchError(f"Spark cannot read {source} as parquet: {_first_line(exc)}",
-                         hint="pass --input the parquet files to score, e.g. 'data/*.parquet'") from None
+    frame = read_input(spark, source, fmt_in, id_columns)
     scored = predict_frame(frame, checked.path, method=name, id_columns=id_columns, skip_invalid=skip_invalid,
-                           env=env)
+                           env=env, input_format=fmt_in)
     try:
-        scored.write.mode("overwrite").parquet(target)
+        rows, rejected = write_output(scored, target, fmt_out, result_type(checked.golden, name), name,
+                                      counted=skip_invalid)
     except Exception as exc:
         if local is not None:
             shutil.rmtree(local, ignore_errors=True)
         raise job_error(exc) from None
-    seconds = time.perf_counter() - started
-    written = spark.read.parquet(target)
-    rejected = written.where(written[ERROR_COLUMN].isNotNull()).count() if skip_invalid else None
-    return SparkResult(target, name, written.count(), seconds, rejected)
+    return SparkResult(target, name, rows, time.perf_counter() - started, rejected if skip_invalid else None)
 
 
 def job_error(exc: BaseException) -> BatchError:

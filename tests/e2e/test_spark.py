@@ -176,14 +176,14 @@ def million(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_million_rows_match_mlship_predict_row_by_row(
     shipped: Any, bundle: Path, million: Path, tmp_path: Path
 ) -> None:
-    from mlship.runtime.spark import predict_parquet
+    from mlship.runtime.spark import predict_files
 
     local = tmp_path / "local.parquet"
     done = subprocess.run([sys.executable, "-m", "mlship", "predict", str(bundle), "-i", str(million), "-o",
                            str(local), "--id-column", "id"], env=clean_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
 
-    result = predict_parquet(shipped, bundle, str(million.parent / "*.parquet"), str(tmp_path / "spark.parquet"),
+    result = predict_files(shipped, bundle, str(million.parent / "*.parquet"), str(tmp_path / "spark.parquet"),
                              id_columns=["id"])
     assert result.rows == MILLION
     ours, theirs = read_sorted(tmp_path / "spark.parquet"), read_sorted(local)
@@ -196,11 +196,11 @@ def test_a_million_rows_match_mlship_predict_row_by_row(
 
 def test_a_bad_row_fails_the_job_naming_it(shipped: Any, bundle: Path, tmp_path: Path) -> None:
     from mlship.runtime._batch_input import BatchError
-    from mlship.runtime.spark import predict_parquet
+    from mlship.runtime.spark import predict_files
 
     source = write_iris_parquet(tmp_path / "in.parquet", 1000, nulls=(417,))
     with pytest.raises(BatchError) as caught:
-        predict_parquet(shipped, bundle, str(source), str(tmp_path / "out.parquet"), id_columns=["id"])
+        predict_files(shipped, bundle, str(source), str(tmp_path / "out.parquet"), id_columns=["id"])
     message = caught.value.message
     assert message.startswith("executor "), message
     assert 'column "petal width (cm)"' in message and "null" in message, message

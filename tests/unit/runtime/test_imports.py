@@ -22,7 +22,7 @@ TOP_LEVEL_ALLOWED = {"starlette", "uvicorn", "orjson", "prometheus_client", "htt
 LAZY_ALLOWED = {"numpy", "pandas", "pyarrow"}
 # pyspark only where Spark scoring runs (the driver's spark.py, the executors' bootstrap), inside functions: a
 # bundle never needs it.
-SPARK_SOURCES = {"spark.py", "_spark_boot.py"}
+SPARK_SOURCES = {"spark.py", "_spark_boot.py", "_spark_files.py"}
 
 
 def imports(tree: ast.AST, *, top_level: bool) -> Iterator[tuple[int, str]]:

@@ -34,6 +34,15 @@ def golden(*outputs: Any) -> Golden:
         ((True, None, False), "boolean", "value"),
         (([0.9, 0.1], [0, 1]), "array<double>", "list"),
         (([1, 2],), "array<bigint>", "list"),
+        # An object per row with the same keys: a struct of them; nested values, and several types, as JSON text.
+        (({"a": 1, "b": [0.5], "c": {"d": 1}, "e": 1},), "struct<`a`:bigint,`b`:array<double>,`c`:string,`e`:bigint>",
+         "dict"),
+        (({"a": 1, "e": "x"}, {"a": 2.5, "e": 3}), "struct<`a`:double,`e`:string>", "dict"),
+        # No one shape (keys that differ, lists and objects, values of several types): the output as JSON text.
+        (({"a": 1}, {"b": 1}), "string", "json"),
+        (([1], {"b": 1}), "string", "json"),
+        (([[1, 2]],), "string", "json"),
+        ((1, "a"), "string", "json"),
     ],
 )
 def test_the_result_type_follows_the_golden_outputs(outputs: tuple[Any, ...], ddl: str, kind: str) -> None:
@@ -41,11 +50,14 @@ def test_the_result_type_follows_the_golden_outputs(outputs: tuple[Any, ...], dd
     assert (found.ddl, found.kind) == (ddl, kind)
 
 
-def test_outputs_without_a_spark_type_are_refused_by_name() -> None:
-    with pytest.raises(BatchError, match="m returns objects per row"):
-        result_type(golden({"a": 1}), "m")
-    with pytest.raises(BatchError, match=r"several types \(int, str\)"):
-        result_type(golden(1, "a"), "m")
+def test_a_struct_knows_its_keys_and_which_are_json_text() -> None:
+    found = result_type(golden({"a b": 1, "c": {"d": 1}}), "m")
+    assert (found.names, found.json_fields) == (("a b", "c"), ("c",))
+    assert found.columns(error=True) == "`a b` bigint, `c` string, `error` string"
+    assert result_type(golden([0.2, 0.8]), "m").width == 2
+
+
+def test_a_method_without_golden_outputs_is_refused_by_name() -> None:
     with pytest.raises(BatchError, match="no golden output of other"):
         result_type(golden(1), "other")
 
@@ -139,3 +151,69 @@ def test_job_error_finds_the_workers_message_in_sparks_trace() -> None:
     assert (error.message, error.hint) == ("executor h, row 3: bad", "do this")
     other = job_error(RuntimeError("Job aborted\nValueError: something else\n\tat ..."))
     assert other.message == "the Spark job failed: ValueError: something else"
+
+
+def scorer_for(bundle: Path, method: str, **spec: Any) -> Scorer:
+    from mlship.runtime._bundle import read_servable
+
+    found = result_type(read_servable(bundle).golden, method)
+    made = Spec(method, tuple(COLUMNS), found.kind, found.names, spec.pop("skip", False), "shipped",
+                json_fields=found.json_fields, **spec)
+    return Scorer(load(bundle, made), made)
+
+
+@pytest.fixture
+def objects(sample_bundle: Callable[[str], Path]) -> Iterator[Path]:
+    yield sample_bundle("iris_objects")
+    sys.modules.pop("mlship_predictor", None)
+
+
+def test_an_object_per_row_becomes_the_columns_of_a_struct(objects: Path) -> None:
+    import json
+
+    frame = scorer_for(objects, "explain").score(batch(3))
+    assert list(frame.columns) == ["label", "name", "confidence", "proba", "top"]
+    assert frame["name"].tolist() == ["setosa"] * 3 and len(frame["proba"][0]) == 3
+    assert json.loads(frame["top"][0]) == {"name": "setosa", "rank": 1}  # a nested object: JSON text
+
+
+def test_objects_of_no_one_shape_become_json_text(objects: Path) -> None:
+    import json
+
+    frame = scorer_for(objects, "likely", skip=True).score(batch(150))
+    rows = [json.loads(text) for text in frame["prediction"]]
+    assert list(rows[0]) == ["setosa"] and {"versicolor", "virginica"} <= {key for row in rows for key in row}
+    assert frame["error"].isna().all()
+
+
+def test_csv_text_is_typed_as_mlship_predict_types_it(loaded: Callable[..., Scorer]) -> None:
+    import pandas
+
+    text = [pandas.Series([str(v) for v in series], dtype=object) for series in batch(4)]
+    text[3][1] = None  # an empty cell: a missing value
+    text[0][2] = "five"  # does not parse: stays text, for the validator to name
+    malformed = pandas.Series([None, None, None, "1,2"], dtype=object)
+    spec = Spec("predict", tuple(COLUMNS), "value", (), True, "shipped", input="csv", malformed=True)
+    scorer = loaded()
+    frame = Scorer(scorer.bundle, spec).score([*text, malformed])
+    assert frame["prediction"][0] == scorer.score(batch(1))["prediction"][0]
+    assert [frame["prediction"][i] for i in (1, 2, 3)] == [None, None, None]
+    assert 'column "petal width (cm)"' in frame["error"][1] and "null" in frame["error"][1]
+    assert "five" in frame["error"][2]
+    assert frame["error"][3] == "has 2 fields, unlike the header"
+
+
+def test_jsonl_lines_are_read_as_mlship_predict_reads_them(loaded: Callable[..., Scorer]) -> None:
+    import json
+
+    import pandas
+
+    row = dict(zip(COLUMNS, [5.1, 3.5, 1.4, 0.2], strict=True))
+    lines = pandas.Series([json.dumps({**row, "id": 7}), "{not json", json.dumps(list(row.values())),
+                           json.dumps(row)], dtype=object)
+    spec = Spec("predict", ("value",), "value", (), True, "shipped", ids=("id",), input="jsonl")
+    frame = Scorer(loaded().bundle, spec).score([lines])
+    assert frame["prediction"][0] == 0 and frame["error"][0] is None
+    assert frame["error"][1].startswith("not valid JSON")
+    assert frame["error"][2] == "--id-column needs every line to be a JSON object with that field"
+    assert 'no id column "id"' in frame["error"][3]
