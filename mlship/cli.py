@@ -678,8 +678,8 @@ def predict_batch(
         "--skip-invalid", help="Write rows that do not fit the input schema to OUTPUT_STEM.rejects.jsonl and go on, "
         "instead of stopping at the first.")] = False,
     engine: Annotated[str, typer.Option(
-        "--engine", metavar="local|spark", help="local: this machine, one process; spark: a Spark job (parquet in "
-        "and out, needs mlship[spark]; docs/BATCH.md).")] = "local",
+        "--engine", metavar="local|spark", help="local: this machine, one process; spark: a Spark job (needs "
+        "mlship[spark]; docs/BATCH.md).")] = "local",
     master: Annotated[str | None, typer.Option(
         "--master", help="--engine spark: local[4], spark://HOST:7077, yarn, ... (default: the session's).")] = None,
     conf: Annotated[list[str] | None, typer.Option(
@@ -693,8 +693,9 @@ def predict_batch(
 ) -> None:
     """Predict over a file with BUNDLE's own runtime: same validation and model as the server, bounded memory,
     one output row per input row in input order (`prediction`, or `METHOD_0..k` for several values per row).
-    With --engine spark, over parquet files on a Spark cluster: one row per input row, in no particular order
-    (use --id-column), `prediction` an array for several values per row, `error` with --skip-invalid."""
+    With --engine spark, over files on a Spark cluster into a folder of part files: one row per input row, in no
+    particular order (use --id-column), `prediction` an array for several values per row (METHOD_0..k in CSV),
+    `error` with --skip-invalid."""
     from .bundle.manifest import open_bundle
 
     if engine not in ("local", "spark"):
@@ -702,7 +703,8 @@ def predict_batch(
                           hint="leave --engine out to predict on this machine")
     if engine == "spark":
         _predict_spark(bundle, str(input_path), str(output), method=method, master=master, conf=conf or [],
-                       env=env, id_column=id_column or [], skip_invalid=skip_invalid, wheel_cache=wheel_cache)
+                       env=env, id_column=id_column or [], skip_invalid=skip_invalid, wheel_cache=wheel_cache,
+                       formats=(input_format, output_format))
         return
 
     for flag, value in (("--format", output_format), ("--input-format", input_format)):
@@ -725,11 +727,12 @@ def predict_batch(
 
 def _predict_spark(bundle: Path, source: str, target: str, *, method: str | None, master: str | None,
                    conf: list[str], env: str, id_column: list[str], skip_invalid: bool,
-                   wheel_cache: Path | None) -> None:
+                   wheel_cache: Path | None, formats: tuple[str | None, str | None]) -> None:
     from .spark_job import SparkJob, parse_conf, run_spark_job
 
     job = SparkJob(bundle.resolve(), source, target, master=master, conf=parse_conf(conf), method=method,
-                   id_columns=tuple(id_column), skip_invalid=skip_invalid, env=env, wheel_cache=wheel_cache)
+                   id_columns=tuple(id_column), skip_invalid=skip_invalid, env=env, wheel_cache=wheel_cache,
+                   input_format=formats[0], output_format=formats[1])
     with _progress(bundle.name, quiet=False) as (_on_cell, on_step):
         result = run_spark_job(job, on_step=on_step)
     display_success(result.summary())

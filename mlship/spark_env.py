@@ -124,6 +124,8 @@ def start_session(environment: SparkEnvironment | None, *, master: str | None = 
         if "spark.archives" in settings:  # the user's archives travel too
             shipped["spark.archives"] = f"{settings['spark.archives']},{shipped['spark.archives']}"
         settings.update(shipped)
+    # Spark's progress bar draws over mlship's own lines on stderr; a --conf brings it back.
+    settings.setdefault("spark.ui.showConsoleProgress", "false")
     builder = SparkSession.builder.appName(name)
     if master:
         builder = builder.master(master)

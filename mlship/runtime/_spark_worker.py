@@ -154,7 +154,7 @@ class Scorer:
                                                                strict=True)}
         data[_ROW_COLUMN] = list(range(count))
         chunk = _parquet_chunk(self.layout, list(spec.fields), data, start, count)
-        malformed = series[-1].tolist() if spec.malformed else []
+        malformed = _plain(series[-1]) if spec.malformed else []
         if any(line is not None for line in malformed):
             keep = [index for index, line in enumerate(malformed) if line is None]
             bad = [BadRow("row", start + index + 1, f"has {_fields(line)} fields, unlike the header", line)
