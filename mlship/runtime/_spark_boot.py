@@ -43,7 +43,13 @@ def make_body(
         if loaded != root:
             raise RuntimeError(f"mlship-spark-error: this Python worker already runs the bundle {loaded}; "
                                "score one bundle per Spark application")
-        for frame in worker.score_batches(batches, root, worker.Spec(**spec)):
+        try:
+            asked = worker.Spec(**spec)
+        except TypeError:  # a bundle packaged by an older mlship, asked for what its runtime cannot do
+            raise RuntimeError(f"mlship-spark-error: the bundle's runtime ({loaded / 'mlship_runtime'}) is older "
+                               f"than this job needs ({', '.join(sorted(spec))}) | hint: package the notebook "
+                               "again with this mlship") from None
+        for frame in worker.score_batches(batches, root, asked):
             yield frame if column is None else frame[column]
 
     return score

@@ -174,9 +174,12 @@ def bundle_udf(
     if skip_invalid and ERROR_COLUMN in result.names:
         raise BatchError(f"{name} returns objects with a key {ERROR_COLUMN!r}, which --skip-invalid needs for its "
                          "own column", hint="leave out --skip-invalid, or rename that key in the notebook")
-    spec = {"method": name, "fields": tuple(columns), "output": result.kind, "output_names": result.names,
-            "json_fields": result.json_fields, "skip_invalid": skip_invalid, "env": env, "ids": tuple(ids),
-            "input": input_format, "malformed": malformed and input_format == "csv"}
+    spec: dict[str, Any] = {"method": name, "fields": tuple(columns), "output": result.kind,
+                            "output_names": result.names, "skip_invalid": skip_invalid, "env": env, "ids": tuple(ids)}
+    # Only what differs from the defaults: a bundle packaged before these existed scores parquet as it did.
+    extra = {"json_fields": result.json_fields, "input": input_format if input_format != "parquet" else None,
+             "malformed": malformed and input_format == "csv"}
+    spec.update({key: value for key, value in extra.items() if value})
     archive = _ship(spark, checked.path)
     # The worker's entry point travels by value: executors have neither mlship nor this runtime installed.
     cloudpickle.register_pickle_by_value(_spark_boot)  # type: ignore[no-untyped-call, unused-ignore]
@@ -185,7 +188,7 @@ def bundle_udf(
     body = _spark_boot.make_body(Path(str(_boot.__file__)).read_bytes(), archive, spec,
                                  None if struct else PREDICTION_COLUMN)
     returns = result.columns(error=skip_invalid) if struct else result.ddl
-    arguments = len(columns) + (0 if input_format == "jsonl" else len(ids)) + int(bool(spec["malformed"]))
+    arguments = len(columns) + (0 if input_format == "jsonl" else len(ids)) + int("malformed" in spec)
     _annotate(body, arguments, frame=struct)
     return pandas_udf(body, returns)
 

@@ -1,13 +1,17 @@
-"""`mlship predict --engine spark` and mlship.runtime.spark on a real Spark (local[2], Java from Debian).
+"""`mlship predict --engine spark` and mlship.runtime.spark on a real Spark (local[2] and a standalone cluster).
 
-Everything runs in this process, so it all shares one JVM. The CLI's jobs (first in this file) start and stop
-their own SparkContext each, with `--env executor` (no environment to unpack: quick); then one session with the
-shipped environment serves the rest of the module. The executors' own Python is a venv without scikit-learn:
-the shipped environment must make the jobs work, and `--env executor` must say why it cannot.
+The local jobs run in this process, so they all share one JVM. The CLI's jobs (first in this file) start and
+stop their own SparkContext each, with `--env executor` (no environment to unpack: quick); then one session with
+the shipped environment serves the next tests. The executors' own Python is a venv without scikit-learn: the
+shipped environment must make the jobs work, and `--env executor` must say why it cannot. Last, a standalone
+master and worker on 127.0.0.1 (tests/support/spark_cluster.py) run the CLI's job with its driver in a process
+of its own, as a user runs it.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import shutil
 import subprocess
@@ -21,6 +25,7 @@ import pytest
 
 from tests.conftest import Cli
 from tests.support.servers import clean_env
+from tests.support.spark_cluster import Cluster, standalone_cluster
 from tests.unit.runtime.sample_bundles import edit_golden
 
 pytestmark = [
@@ -147,6 +152,48 @@ def test_skip_invalid_gives_null_and_the_error(
     assert all(row["prediction"] in (0, 1, 2) for row in rows if row["id"] not in bad)
 
 
+def local_predict(bundle: Path, source: Path, target: Path, *args: str) -> None:
+    """`mlship predict` on this machine, in a process of its own: what Spark must match."""
+    done = subprocess.run([sys.executable, "-m", "mlship", "predict", str(bundle), "-i", str(source), "-o",
+                           str(target), *args], env=clean_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def write_iris_jsonl(path: Path, rows: int, *, broken: tuple[int, ...] = ()) -> Path:
+    """One JSON object per line (an id, then the iris columns); the lines `broken` are not JSON."""
+    from sklearn.datasets import load_iris
+
+    data = load_iris().data.tolist()
+    with path.open("w") as stream:
+        for index in range(rows):
+            row = {"id": index, **dict(zip(COLUMNS, data[index % 150], strict=True))}
+            stream.write("{not json\n" if index in broken else json.dumps(row) + "\n")
+    return path
+
+
+def test_an_object_per_row_becomes_its_keys_columns(
+    cli: Cli, sample_bundle: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow.parquet as pq
+
+    bundle = sample_bundle("iris_objects")
+    monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
+    source = write_iris_jsonl(tmp_path / "in.jsonl", 150)
+    result = spark_predict(cli, bundle, source, tmp_path / "out.parquet", "--id-column", "id", "--method", "explain",
+                           "--env", "executor")
+    assert result.exit_code == 0, result.output
+    local_predict(bundle, source, tmp_path / "local.parquet", "--id-column", "id", "--method", "explain")
+    ours = read_sorted(tmp_path / "out.parquet")
+    theirs = pq.read_table(tmp_path / "local.parquet")
+    assert ours.column_names == ["id", "label", "name", "confidence", "proba", "top"] == theirs.column_names
+    assert [str(ours.schema.field(name).type) for name in ours.column_names] == [
+        "int64", "int64", "string", "double", "list<element: double>", "string"]
+    for name in ["id", "label", "name", "confidence", "proba"]:
+        assert ours.column(name).to_pylist() == theirs.column(name).to_pylist(), name
+    # A nested object has no one Spark type: JSON text
+    assert [json.loads(text) for text in ours.column("top").to_pylist()] == theirs.column("top").to_pylist()
+
+
 # -- one session with the shipped environment, on executors whose own Python lacks scikit-learn -----------------
 
 
@@ -228,3 +275,84 @@ def test_bundle_udf_returns_probabilities_as_arrays(shipped: Any, bundle: Path, 
     finally:
         sys.modules.pop("mlship_predictor", None)
     assert [got[index] for index in range(150)] == expected
+
+
+def test_csv_and_jsonl_in_and_out_as_mlship_predict_reads_and_writes_them(
+    shipped: Any, bundle: Path, tmp_path: Path
+) -> None:
+    from mlship.runtime.spark import predict_files
+
+    source = tmp_path / "in.csv"
+    lines = ["id," + ",".join(f'"{name}"' for name in COLUMNS)]
+    lines += [f"{index},5.1,3.5,1.4,{0.2 + index / 1000}" for index in range(300)]
+    lines[8] = "7,5.1,3.5,1.4,"  # an empty cell: a missing value
+    lines[10] = "9,5.1,3.5,1.4,five"  # not a number: stays text for the validator to name
+    lines[13] = "12,5.1"  # fewer fields than the header
+    source.write_text("\n".join(lines) + "\n")
+    result = predict_files(shipped, bundle, str(source), str(tmp_path / "out.csv"), id_columns=["id"],
+                           method="predict_proba", skip_invalid=True)
+    assert (result.rows, result.rejected) == (300, 3)
+    local_predict(bundle, source, tmp_path / "local.csv", "--id-column", "id", "--method", "predict_proba",
+                  "--skip-invalid")
+    ours = [row for part in sorted((tmp_path / "out.csv").glob("part-*.csv"))
+            for row in csv.DictReader(part.open())]
+    theirs = {row["id"]: row for row in csv.DictReader((tmp_path / "local.csv").open())}
+    assert list(ours[0]) == ["id", "predict_proba_0", "predict_proba_1", "predict_proba_2", "error"]
+    bad = {row["id"]: row["error"] for row in ours if row["error"]}
+    assert sorted(bad) == ["12", "7", "9"] and sorted(theirs) == sorted(row["id"] for row in ours if not row["error"])
+    assert "null" in bad["7"] and '"five"' in bad["9"] and bad["12"] == "has 2 fields, unlike the header"
+    for row in ours:
+        if not row["error"]:
+            assert [float(row[f"predict_proba_{i}"]) for i in range(3)] == [
+                float(theirs[row["id"]][f"predict_proba_{i}"]) for i in range(3)]
+
+    source = write_iris_jsonl(tmp_path / "in.jsonl", 300, broken=(5,))
+    result = predict_files(shipped, bundle, str(source), str(tmp_path / "out.jsonl"), id_columns=["id"],
+                           skip_invalid=True)
+    assert (result.rows, result.rejected) == (300, 1)
+    local_predict(bundle, source, tmp_path / "local.jsonl", "--id-column", "id", "--skip-invalid")
+    ours = [json.loads(line) for part in sorted((tmp_path / "out.jsonl").glob("part-*.json"))
+            for line in part.read_text().splitlines()]
+    theirs = {row["id"]: row for row in map(json.loads, (tmp_path / "local.jsonl").read_text().splitlines())}
+    [broken] = [row for row in ours if row["error"]]
+    assert broken["id"] is None and broken["prediction"] is None and broken["error"].startswith("not valid JSON")
+    assert {row["id"]: row["prediction"] for row in ours if not row["error"]} == {
+        key: row["prediction"] for key, row in theirs.items()}
+
+
+# -- a standalone cluster (master and worker on 127.0.0.1): the driver in its own process, as a user runs it ------
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with standalone_cluster(tmp_path_factory.mktemp("spark-cluster")) as started:
+        yield started
+
+
+def cluster_predict(cluster: Cluster, bundle: Path, source: Path, target: Path, python: Path, *args: str) -> Any:
+    command = [sys.executable, "-m", "mlship", "predict", str(bundle), "--engine", "spark", "--master", cluster.url,
+               "--input", str(source), "--output", str(target), "--id-column", "id", "--conf", "spark.ui.enabled=false",
+               *args]
+    env = clean_env(PYSPARK_PYTHON=str(python), SPARK_LOCAL_IP="127.0.0.1", MLSHIP_PLAIN="1")
+    return subprocess.run(command, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=900)
+
+
+def test_a_standalone_cluster_scores_with_the_shipped_environment(
+    cluster: Cluster, bundle: Path, environment: Any, wheel_cache: Path, no_sklearn: Path, tmp_path: Path
+) -> None:
+    source = write_iris_parquet(tmp_path / "in.parquet", 2000)
+    done = cluster_predict(cluster, bundle, source, tmp_path / "out.parquet", no_sklearn, "--wheel-cache",
+                           str(wheel_cache))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"environment from the cache ({environment.archive})" in done.stderr
+    assert f"scoring {source} on {cluster.url}" in done.stderr
+    local_predict(bundle, source, tmp_path / "local.parquet", "--id-column", "id")
+    ours, theirs = read_sorted(tmp_path / "out.parquet"), read_sorted(tmp_path / "local.parquet")
+    assert ours.num_rows == 2000 and ours.equals(theirs)
+    # The executor ran in the worker's folder, where Spark unpacked the environment it was sent.
+    assert list(cluster.work_dir.glob("app-*/*/mlship_env/bin/python"))
+
+    done = cluster_predict(cluster, bundle, source, tmp_path / "again.parquet", no_sklearn, "--env", "executor")
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert f"at {no_sklearn}) cannot load the bundle: predictor.py failed to import" in done.stderr
+    assert "No module named 'sklearn'" in done.stderr and "leave out --env executor" in done.stderr

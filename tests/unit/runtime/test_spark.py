@@ -217,3 +217,23 @@ def test_jsonl_lines_are_read_as_mlship_predict_reads_them(loaded: Callable[...,
     assert frame["error"][1].startswith("not valid JSON")
     assert frame["error"][2] == "--id-column needs every line to be a JSON object with that field"
     assert 'no id column "id"' in frame["error"][3]
+
+
+@pytest.mark.parametrize(
+    ("path", "given", "fmt"),
+    [("data/*.csv", None, "csv"), ("s3a://b/in.ndjson", None, "jsonl"), ("hdfs:///scores/", None, "parquet"),
+     ("data/*", None, "parquet"), ("preds.pq", None, "parquet"), ("preds", "jsonl", "jsonl")],
+)
+def test_the_format_comes_from_the_extension_as_in_mlship_predict(path: str, given: str | None, fmt: str) -> None:
+    from mlship.runtime._spark_files import file_format
+
+    assert file_format(path, given, "--format") == fmt
+
+
+def test_an_unknown_format_is_refused_by_name() -> None:
+    from mlship.runtime._spark_files import file_format
+
+    with pytest.raises(BatchError, match=r"cannot tell the format of in\.xlsx"):
+        file_format("in.xlsx", None, "--input-format")
+    with pytest.raises(BatchError, match="--format must be csv, jsonl or parquet, got 'avro'"):
+        file_format("out", "avro", "--format")
