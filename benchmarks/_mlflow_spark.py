@@ -36,7 +36,7 @@ def main() -> int:
     mlflow.sklearn.save_model(estimator, plan["model_dir"], signature=signature, serialization_format="cloudpickle")
 
     spark = (SparkSession.builder.master(plan["master"]).appName("mlflow spark_udf")
-             .config("spark.ui.enabled", "false").getOrCreate())
+             .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false").getOrCreate())
     try:
         udf = mlflow.pyfunc.spark_udf(spark, plan["model_dir"], result_type="long", env_manager="local")
         started = time.perf_counter()

@@ -307,8 +307,10 @@ def job_error(exc: BaseException) -> BatchError:
     if found:
         message, hint = found[0].group(1), found[0].group(2)
         return BatchError(message.strip(), hint=hint.strip() if hint else None)
-    python = re.search(r"^(\w*(?:Error|Exception): .*)$", text, re.MULTILINE)
-    return BatchError(f"the Spark job failed: {python.group(1) if python else _first_line(exc)}",
+    # The Python traceback's last line (`_csv.Error: ...`), not the Java exceptions that wrap it.
+    raised = [line for line in re.findall(r"^((?:\w+\.)*\w*(?:Error|Exception): .*)$", text, re.MULTILINE)
+              if not line.startswith(("org.", "java.", "py4j.", "pyspark.", "scala."))]
+    return BatchError(f"the Spark job failed: {raised[0] if raised else _first_line(exc)}",
                       hint="the Spark driver's log has the whole story")
 
 

@@ -151,6 +151,10 @@ def test_job_error_finds_the_workers_message_in_sparks_trace() -> None:
     assert (error.message, error.hint) == ("executor h, row 3: bad", "do this")
     other = job_error(RuntimeError("Job aborted\nValueError: something else\n\tat ..."))
     assert other.message == "the Spark job failed: ValueError: something else"
+    wrapped = job_error(RuntimeError("An exception was thrown from the Python worker:\n"
+                                     "org.apache.spark.api.python.PythonException: Traceback (most recent call last):\n"
+                                     "_csv.Error: iterator should return strings\n"))
+    assert wrapped.message == "the Spark job failed: _csv.Error: iterator should return strings"
 
 
 def scorer_for(bundle: Path, method: str, **spec: Any) -> Scorer:
