@@ -95,6 +95,7 @@ class MethodStats:
     both_refused: int = 0
     transitions: Counter[tuple[Any, Any]] | None = field(default_factory=Counter)
     diffs: array[float] = field(default_factory=lambda: array("d"))
+    _labels: set[Any] = field(default_factory=set, repr=False)
     old: Side = field(default_factory=Side)
     new: Side = field(default_factory=Side)
 
@@ -115,7 +116,8 @@ class MethodStats:
         if self.transitions is not None:
             if _label(old) and _label(new) and not isinstance(old, float) and not isinstance(new, float):
                 self.transitions[(old, new)] += 1
-                if len({label for pair in self.transitions for label in pair}) > MAX_LABELS:
+                self._labels.update((old, new))
+                if len(self._labels) > MAX_LABELS:
                     self.transitions = None
             else:
                 self.transitions = None

@@ -65,3 +65,13 @@ def test_gates() -> None:
     assert not report(Gates(min_delta=0.0), breaking=False, disagree=0, metric=worse_rmse).passed
     stats = report(Gates(), breaking=False, disagree=3).stats["predict"]
     assert stats.kind == "label" and stats.transitions == {(0, 1): 3, (0, 0): 7}
+
+
+def test_more_than_50_distinct_values_are_not_labels() -> None:
+    stats = MethodStats("predict", Tolerance(0.0, 0.0))
+    for i in range(50):
+        stats.add("data", i // 2 * 2, i // 2 * 2 + 1, None, None)  # 50 labels: 0..49
+    assert stats.kind == "label" and stats.transitions is not None
+    stats.add("data", 100, 100, None, None)
+    assert stats.transitions is None and stats.kind == "number"
+    assert stats.diff_summary() == {"p50": 1.0, "p95": 1.0, "max": 1.0}
