@@ -59,11 +59,12 @@ from ._openapi import ANY_JSON, get_operation
 from ._protocol import Endpoint
 from ._reload import DEFAULT_TIMEOUT as DEFAULT_RELOAD_TIMEOUT
 from ._reload import Reloader, fingerprint, reload_metrics, status_file_for
+from ._rollout import DisagreementLog, Live, predictions_of, rollout_metrics
 from ._routes import ModelPath, RouteTable, parse_model_path, upstream_target
 from ._server import available_cpus, configured_settings, protocol_class
 from ._settings import Settings
 from ._ui import CONTENT_SECURITY_POLICY
-from ._upstream import HOP_BY_HOP, UpstreamError
+from ._upstream import HOP_BY_HOP, UpstreamError, UpstreamResponse
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ _OWN_HEADERS = frozenset({_REQUEST_ID, b"date", b"server"})
 # Seconds past MLSHIP_TIMEOUT a backend may take before the front gives up on it (the backend answers 503 at
 # the timeout itself; this only catches a backend that stopped answering at all, e.g. stopped by SIGSTOP).
 _UPSTREAM_SLACK = 10.0
+_MODEL_VERSION = b"x-model-version"  # on every answer of a model route: the version that answered
 
 
 def pid_file_for(service_file: Path) -> Path:
@@ -96,6 +98,8 @@ class Front:
         self.reload_hook: Callable[[], Coroutine[Any, Any, None]] | None = None
         self.reloader: Reloader | None = None  # set with reload_hook by serve_service (_reload)
         self.timeout = settings.timeout + _UPSTREAM_SLACK
+        self.rollouts: dict[str, Live] = {}  # by model name: its shadow or canary (_rollout; set_rollouts)
+        self.shadow_log = DisagreementLog(None)
         endpoints = self._endpoints()
         self.auth = Auth(settings, endpoints)
         self.own_paths = _operations(endpoints, set(required_tokens(settings)))
@@ -155,6 +159,34 @@ class Front:
         finally:
             backend.inflight -= 1
 
+    def set_rollouts(self, service: Any) -> None:
+        """The shadow and canary of each model of `service` (a _service.Service) from now on; a rollout that did
+        not change keeps its counts and its guard's verdict (a reload of the same file)."""
+        from ._contract import Golden
+        from ._verify import read_golden
+
+        lives: dict[str, Live] = {}
+        for name, rollout in service.rollouts.items():
+            stable = service.defaults[name]
+            old = self.rollouts.get(name)
+            if old is not None and old.stable == stable and old.rollout == rollout:
+                lives[name] = old
+                continue
+            try:
+                golden = read_golden(service.model(name, rollout.version).bundle)
+            except Exception as exc:  # noqa: BLE001 - the backend says why it cannot load; compare by default
+                logger.warning("%s %s: cannot read its golden tolerance (%s); comparing with the default one",
+                               name, rollout.version, exc)
+                golden = Golden(())
+            lives[name] = Live(name, stable, rollout, golden, self.shadow_log,
+                               queue_size=int(os.environ.get("MLSHIP_SHADOW_QUEUE", "") or 1000))
+            logger.info("%s: %s %s at %g%% next to %s", name, rollout.mode, rollout.version, rollout.percent,
+                        stable)
+        for name, old in self.rollouts.items():
+            if lives.get(name) is not old:
+                asyncio.get_running_loop().create_task(old.stop())
+        self.rollouts = lives
+
     async def _forward(self, scope: Scope, receive: Receive, send: Send, backend: Backend, model_path: ModelPath,
                        rid: str) -> None:
         if not backend.ready:
@@ -167,9 +199,57 @@ class Front:
                    if name not in HOP_BY_HOP and name != _REQUEST_ID]
         headers.append((_REQUEST_ID, rid.encode()))
         target = upstream_target(model_path, scope.get("raw_path"), scope.get("query_string", b""))
+        live = self.rollouts.get(backend.name) if model_path.version is None and method == "POST" else None
+        if live is not None and live.stable != backend.version:
+            live = None
+        answer: UpstreamResponse | None = None
+        if live is not None and live.rollout.mode == "canary":
+            sticky = live.rollout.sticky
+            candidate = self.table.backends.get((backend.name, live.candidate))
+            if candidate is not None and candidate.ready and live.pick(
+                    header(scope, sticky.lower().encode()) if sticky else None):
+                answer = await self._try_candidate(candidate, target, headers, body, rid)
+                if answer is not None:
+                    backend = candidate
+                live.answered(backend.version, candidate_failed=answer is None)
+            else:
+                live.answered(backend.version, candidate_failed=False)
+        if answer is None:
+            answer = await self._ask(backend, method, target, headers, body, rid)
+        await self._send_answer(scope, send, backend, model_path, answer)
+        if live is not None and live.rollout.mode == "shadow" and answer.status == 200:
+            candidate = self.table.backends.get((backend.name, live.candidate))
+            if candidate is not None and candidate.ready:
+                live.offer(method, target, headers, body, predictions_of(answer.body), rid,
+                           self._copy_sender(candidate))
+
+    def _copy_sender(self, candidate: Backend) -> Any:
+        async def send_copy(method: str, target: bytes, headers: list[tuple[bytes, bytes]],
+                            body: bytes) -> tuple[int, bytes]:
+            answer = await candidate.request(method, target, headers, body, self.timeout)
+            return answer.status, answer.body
+        return send_copy
+
+    async def _try_candidate(self, candidate: Backend, target: bytes, headers: list[tuple[bytes, bytes]],
+                             body: bytes, rid: str) -> UpstreamResponse | None:
+        """A canary's answer, or None when it failed (no answer, or 5xx): the default answers instead."""
         try:
-            answer = await backend.request("GET" if method == "HEAD" else method, target, headers, body,
-                                           self.timeout)
+            answer = await candidate.request("POST", target, headers, body, self.timeout)
+        except (UpstreamError, TimeoutError) as exc:
+            logger.warning("canary %s failed request %s (%s); the default answers it", candidate.label, rid, exc,
+                           extra={"request_id": rid})
+            return None
+        if answer.status >= 500:
+            logger.warning("canary %s answered request %s with HTTP %d; the default answers it", candidate.label,
+                           rid, answer.status, extra={"request_id": rid})
+            return None
+        return answer
+
+    async def _ask(self, backend: Backend, method: str, target: bytes, headers: list[tuple[bytes, bytes]],
+                   body: bytes, rid: str) -> UpstreamResponse:
+        try:
+            return await backend.request("GET" if method == "HEAD" else method, target, headers, body,
+                                         self.timeout)
         except UpstreamError as exc:
             self._count(backend, "failed")
             logger.warning("%s failed to answer request %s: %s", backend.label, rid, exc,
@@ -180,12 +260,17 @@ class Front:
             self._count(backend, "timeout")
             raise HttpError(504, f"model {backend.name!r} version {backend.version!r} did not answer within "
                                  f"{self.timeout:g} s (request id {rid})") from None
+
+    async def _send_answer(self, scope: Scope, send: Send, backend: Backend, model_path: ModelPath,
+                           answer: UpstreamResponse) -> None:
+        method = scope["method"]
         payload = answer.body
         if model_path.v2 and answer.status == 200 and scope["path"] == f"/v2/models/{backend.name}":
             payload = self._all_versions(backend.name, payload)
         content = b"" if method == "HEAD" else payload
         headers = [(name, value) for name, value in answer.headers if name not in _OWN_HEADERS]
         headers.append((b"content-length", str(len(payload)).encode()))
+        headers.append((_MODEL_VERSION, backend.version.encode()))
         await send({"type": "http.response.start", "status": answer.status, "headers": headers})
         await send({"type": "http.response.body", "body": content})
 
@@ -304,10 +389,20 @@ class Front:
                 entry["reason"] = self.reloader.reason_for(entry["name"], entry["version"]) or entry["reason"]
             if not ready_only:
                 index += self.reloader.index_entries(table)
+        for entry in index:  # a shadow or canary candidate: its role, and why the guard took it out
+            live = self.rollouts.get(entry["name"])
+            if live is not None and entry["version"] == live.candidate:
+                entry["rollout"] = f"{live.rollout.mode} {'active' if live.active else 'tripped'}"
+                entry["reason"] = live.tripped or entry["reason"]
         return json_response(index)
 
     async def _models(self, request: Request) -> Response:
-        return json_response(_catalog.models_listing(self.table, self.service))
+        listing = _catalog.models_listing(self.table, self.service)
+        for model in listing["models"]:
+            live = self.rollouts.get(model["name"])
+            if live is not None:
+                model["rollout"] = live.state()
+        return json_response(listing)
 
     async def _openapi(self, request: Request) -> Response:
         return json_response(_catalog.merged_openapi(self.table, self.service, self.own_paths))
@@ -337,7 +432,8 @@ class Front:
             restarts.add_metric([backend.name, backend.version], float(backend.restarts))
         for (name, version, reason), count in sorted(self.failures.items()):
             failures.add_metric([name, version, reason], float(count))
-        return [ready, restarts, failures, *reload_metrics(self.reloader)]
+        return [ready, restarts, failures, *reload_metrics(self.reloader),
+                *rollout_metrics(list(self.rollouts.values()))]
 
     async def _page(self, request: Request) -> Response:
         return Response(_catalog.page(self.table, self.service, self.settings.ui), media_type="text/html",
@@ -374,6 +470,7 @@ class Front:
 
     async def stop_all(self) -> None:
         limit = self.settings.drain_delay + self.settings.grace_period + 5
+        await asyncio.gather(*(live.stop() for live in self.rollouts.values()))
         await asyncio.gather(*(backend.stop(limit) for backend in self.table.backends.values()))
         if self.reloader is not None:
             await self.reloader.drain_all()
@@ -506,6 +603,8 @@ def serve_service(service_file: Path, *, host: str, port: int, workers: int | No
     table = build_table(service, workers=count, log_level=log_level, boot=boot)
     front = Front(service.name, table, settings)
     pid_file = pid_file or pid_file_for(service_file)
+    front.shadow_log = DisagreementLog(shadow_log_for(pid_file), limit=_env_bytes("MLSHIP_SHADOW_LOG_BYTES"))
+    front.set_rollouts(service)
     front.reloader = _reloader(front, service_file, workers=count, log_level=log_level, boot=boot,
                                pid_file=pid_file)
     front.reloader.remember(service)
@@ -526,6 +625,23 @@ def serve_service(service_file: Path, *, host: str, port: int, workers: int | No
             written.unlink(missing_ok=True)
             front.reloader.forget_status()
     return 0 if server.started else 1
+
+
+def shadow_log_for(pid_file: Path) -> Path:
+    """Where the shadow's disagreements go: $MLSHIP_SHADOW_LOG, else beside the pid file (<pid file>.shadow.jsonl)."""
+    configured = os.environ.get("MLSHIP_SHADOW_LOG", "").strip()
+    return Path(configured) if configured else pid_file.with_name(pid_file.name + ".shadow.jsonl")
+
+
+def _env_bytes(name: str) -> int:
+    from ._rollout import LOG_BYTES
+
+    text = os.environ.get(name, "").strip()
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    if text:
+        logger.warning("%s=%r is not a positive number of bytes; using %d", name, text, LOG_BYTES)
+    return LOG_BYTES
 
 
 def _write_pid(path: Path) -> Path | None:

@@ -233,6 +233,7 @@ class Reloader:
 
         new = RouteTable(_ordered(backends, wanted), _defaults(service.defaults, backends, old))
         self.front.swap(new)
+        self.front.set_rollouts(service)  # issue 12: the shadow/canary of the new file (h12shadow)
         leaving = [b for key, b in old.backends.items() if new.backends.get(key) is not b]
         for backend in [*leaving, *failed]:
             task = asyncio.get_running_loop().create_task(self._drain(backend), name=f"drain {backend.label}")

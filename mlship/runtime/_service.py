@@ -28,6 +28,9 @@ The file:
 
     [routes.fraud]
     default = "1.0.0"                # what an unversioned request gets; required when a name has several versions
+    canary = { version = "2.0.0", percent = 10, sticky = "X-User-ID" }
+                                     # or shadow = { version = "2.0.0", percent = 100 } (one or the other); both
+                                     # take max_disagreement, max_error_rate, window (the guard, _rollout)
 
 What read_service refuses (ServiceError): unknown keys (named, with their table), a missing bundle or a folder
 that is not a bundle, a bundle in a format this runtime does not read, two models with the same name and
@@ -43,7 +46,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +60,15 @@ SERVICE_SUFFIX = ".toml"
 _TOP_KEYS = ("service", "models", "routes")
 _SERVICE_KEYS = ("name",)
 _MODEL_KEYS = ("bundle", "name", "python", "workers")
-_ROUTE_KEYS = ("default",)
+_ROUTE_KEYS = ("default", "shadow", "canary")
+_ROLLOUT_KEYS = ("version", "percent", "sticky", "max_disagreement", "max_error_rate", "window")
+# The guard's defaults (docs/SERVICE.md "Shadow and canary"): a candidate is taken out of traffic when, over its
+# last WINDOW compared (shadow) or answered (canary) requests, more than these fractions disagreed or failed.
+DEFAULT_MAX_DISAGREEMENT = 0.05
+DEFAULT_MAX_ERROR_RATE = 0.01
+DEFAULT_WINDOW = 200
+# An HTTP header name (RFC 9110 token).
+_HEADER = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 # A model name and a version are path segments of the routes (/models/{name}/versions/{version}/...).
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -88,6 +99,21 @@ class ServiceModel:
 
 
 @dataclass(frozen=True)
+class Rollout:
+    """A candidate version of one model name next to its default: `mode` "shadow" (a copy of `percent` % of the
+    unversioned requests goes to it, answers come from the default) or "canary" (`percent` % of them are answered
+    by it; with `sticky`, the hash of that request header decides). The guard's thresholds come with it."""
+
+    mode: str
+    version: str
+    percent: float
+    sticky: str | None = None
+    max_disagreement: float = DEFAULT_MAX_DISAGREEMENT
+    max_error_rate: float = DEFAULT_MAX_ERROR_RATE
+    window: int = DEFAULT_WINDOW
+
+
+@dataclass(frozen=True)
 class Service:
     """The models a server serves. `defaults` maps every model name to the version an unversioned request gets;
     `source` is the service file (None when built from bundle paths)."""
@@ -96,6 +122,7 @@ class Service:
     models: tuple[ServiceModel, ...]
     defaults: Mapping[str, str] = field(default_factory=dict)
     source: Path | None = None
+    rollouts: Mapping[str, Rollout] = field(default_factory=dict)  # by model name: its shadow or canary
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -154,7 +181,67 @@ def read_service(path: str | os.PathLike[str]) -> Service:
         default = _optional_str(table, "default", where, label)
         if default is not None:
             defaults[route] = default
-    return _service(name, models, defaults, source, routes=tuple(routes))
+    service = _service(name, models, defaults, source, routes=tuple(routes))
+    rollouts = {route: rollout for route, table in routes.items()
+                if (rollout := _rollout(table, route, service, where)) is not None}
+    return replace(service, rollouts=rollouts) if rollouts else service
+
+
+def _rollout(table: Mapping[str, Any], route: str, service: Service, where: str) -> Rollout | None:
+    """The shadow or canary of [routes.NAME], validated against the versions served."""
+    label = f"[routes.{_toml_key(route)}]"
+    modes = [mode for mode in ("shadow", "canary") if mode in table]
+    if not modes:
+        return None
+    if len(modes) > 1:
+        raise ServiceError(f"{where}: {label} has both 'shadow' and 'canary'",
+                           "keep one: a candidate either answers some requests (canary) or only sees copies (shadow)")
+    mode = modes[0]
+    entry = table[mode]
+    what = f"{label} {mode}"
+    example = f'{mode} = {{ version = "2.0.0", percent = 10 }}'
+    if not isinstance(entry, dict):
+        raise ServiceError(f"{where}: {what} must be an inline table, got {entry!r}", f"write it as {example}")
+    _reject_unknown(entry, _ROLLOUT_KEYS, where, what)
+    version = _optional_str(entry, "version", where, what)
+    if version is None:
+        raise ServiceError(f"{where}: {what} has no 'version'", f"name the candidate version: {example}")
+    versions = service.versions(route)
+    default = service.defaults[route]
+    if version not in versions:
+        raise ServiceError(f"{where}: {what} names version {version!r}, but model {route!r} has no such version "
+                           f"(it has {_listing(versions)})",
+                           f"add a [[models]] table for the bundle of version {version}, or name one of those")
+    if version == default:
+        raise ServiceError(f"{where}: {what} names version {version!r}, which is already the default",
+                           "name another version as the candidate, or remove the table")
+    percent = _number(entry, "percent", where, what, 100.0 if mode == "shadow" else None, 0.0, 100.0)
+    sticky = entry.get("sticky")
+    if sticky is not None:
+        if mode != "canary":
+            raise ServiceError(f"{where}: 'sticky' in {what}: only a canary is sticky",
+                               "remove it (a shadow's answers always come from the default)")
+        if not isinstance(sticky, str) or not _HEADER.fullmatch(sticky):
+            raise ServiceError(f"{where}: 'sticky' in {what} must be a request header name, got {sticky!r}",
+                               'write e.g. sticky = "X-User-ID"')
+    window = entry.get("window", DEFAULT_WINDOW)
+    if type(window) is not int or window < 1:
+        raise ServiceError(f"{where}: 'window' in {what} must be a positive integer, got {window!r}",
+                           f"write e.g. window = {DEFAULT_WINDOW} (requests the guard looks back over)")
+    return Rollout(mode, version, percent, sticky,
+                   _number(entry, "max_disagreement", where, what, DEFAULT_MAX_DISAGREEMENT, 0.0, 1.0),
+                   _number(entry, "max_error_rate", where, what, DEFAULT_MAX_ERROR_RATE, 0.0, 1.0), window)
+
+
+def _number(table: Mapping[str, Any], key: str, where: str, what: str, default: float | None, low: float,
+            high: float) -> float:
+    value = table.get(key, default)
+    if value is None:
+        raise ServiceError(f"{where}: {what} has no {key!r}", f"add {key} = a number from {low:g} to {high:g}")
+    if type(value) not in (int, float) or not low <= value <= high:
+        raise ServiceError(f"{where}: {key!r} in {what} must be a number from {low:g} to {high:g}, got {value!r}",
+                           f"write e.g. {key} = {high / 10:g}")
+    return float(value)
 
 
 def service_from_bundles(paths: Sequence[str | os.PathLike[str]], name: str = DEFAULT_NAME,
@@ -358,12 +445,28 @@ def write_service(service: Service, path: str | os.PathLike[str]) -> None:
     for name in service.names:
         if len(service.versions(name)) > 1:
             lines += ["", f"[routes.{_toml_key(name)}]", f"default = {_toml_string(service.defaults[name])}"]
+            rollout = service.rollouts.get(name)
+            if rollout is not None:
+                lines.append(f"{rollout.mode} = {_rollout_toml(rollout)}")
     temporary = target.with_name(f".{target.name}.tmp")
     try:
         temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _rollout_toml(rollout: Rollout) -> str:
+    parts = [f"version = {_toml_string(rollout.version)}", f"percent = {rollout.percent!r}"]
+    if rollout.sticky is not None:
+        parts.append(f"sticky = {_toml_string(rollout.sticky)}")
+    if rollout.max_disagreement != DEFAULT_MAX_DISAGREEMENT:
+        parts.append(f"max_disagreement = {rollout.max_disagreement!r}")
+    if rollout.max_error_rate != DEFAULT_MAX_ERROR_RATE:
+        parts.append(f"max_error_rate = {rollout.max_error_rate!r}")
+    if rollout.window != DEFAULT_WINDOW:
+        parts.append(f"window = {rollout.window}")
+    return "{ " + ", ".join(parts) + " }"
 
 
 def _written_path(folder: Path, path: Path) -> str:

@@ -10,6 +10,9 @@ import pytest
 
 from mlship.runtime._contract import FORMAT
 from mlship.runtime._service import (
+    DEFAULT_MAX_DISAGREEMENT,
+    DEFAULT_WINDOW,
+    Rollout,
     Service,
     ServiceError,
     ServiceModel,
@@ -176,7 +179,7 @@ def test_not_a_bundle_directory(tmp_path: Path, three: list[Path]) -> None:
 @pytest.mark.parametrize(("text", "message"), [
     ('[service]\nname = "s"\nport = 8080\n' + ISSUE_EXAMPLE.split("\n", 2)[2], "unknown key 'port' in [service]"),
     (ISSUE_EXAMPLE + "[[models]]\nbundel = 'dist/churn'\n", "unknown key 'bundel' in [[models]] #4"),
-    (ISSUE_EXAMPLE + 'canary = "2.0.0"\nweight = 3\n', "unknown keys 'canary', 'weight' in [routes.fraud]"),
+    (ISSUE_EXAMPLE + 'weight = 3\nsplit = 2\n', "unknown keys 'weight', 'split' in [routes.fraud]"),
     (ISSUE_EXAMPLE + "[server]\nworkers = 2\n", "unknown key 'server' in the top level"),
 ])
 def test_an_unknown_key(tmp_path: Path, three: list[Path], text: str, message: str) -> None:
@@ -279,3 +282,60 @@ def test_write_service_writes_relative_paths_as_given(tmp_path: Path, three: lis
     shutil.copytree(three[0], tmp_path / "app" / "models" / "churn-0.1.0")
     model = read_service(path).models[0]
     assert (model.bundle, model.python) == (tmp_path / "app/models/churn-0.1.0", str(tmp_path / "envs/env1/bin/python"))
+
+
+# -- shadow and canary ([routes.NAME] shadow / canary) ------------------------------------------------------------
+
+
+def test_shadow_and_canary_read_exactly_as_the_issue_writes_them(tmp_path: Path, three: list[Path]) -> None:
+    shadow = read_service(service_file(tmp_path, ISSUE_EXAMPLE + 'shadow = { version = "2.0.0", percent = 100 }\n'))
+    assert shadow.rollouts == {"fraud": Rollout("shadow", "2.0.0", 100.0)}
+    assert shadow.rollouts["fraud"].max_disagreement == DEFAULT_MAX_DISAGREEMENT
+    canary = read_service(service_file(tmp_path, ISSUE_EXAMPLE +
+                                       'canary = { version = "2.0.0", percent = 10, sticky = "X-User-ID" }\n'))
+    assert canary.rollouts == {"fraud": Rollout("canary", "2.0.0", 10.0, "X-User-ID")}
+    assert canary.rollouts["fraud"].window == DEFAULT_WINDOW
+    guarded = read_service(service_file(tmp_path, ISSUE_EXAMPLE + 'shadow = { version = "2.0.0", percent = 12.5, '
+                                        "max_disagreement = 0.2, max_error_rate = 0, window = 50 }\n"))
+    assert guarded.rollouts["fraud"] == Rollout("shadow", "2.0.0", 12.5, None, 0.2, 0.0, 50)
+    assert read_service(service_file(tmp_path, ISSUE_EXAMPLE)).rollouts == {}
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('shadow = { version = "2.0.0" }\ncanary = { version = "2.0.0", percent = 5 }', "both 'shadow' and 'canary'"),
+    ('shadow = "2.0.0"', "shadow must be an inline table"),
+    ('canary = { percent = 10 }', "[routes.fraud] canary has no 'version'"),
+    ('canary = { version = "3.0.0", percent = 10 }', "names version '3.0.0', but model 'fraud' has no such version"),
+    ('canary = { version = "1.0.0", percent = 10 }', "which is already the default"),
+    ('canary = { version = "2.0.0" }', "canary has no 'percent'"),
+    ('canary = { version = "2.0.0", percent = 101 }', "'percent' in [routes.fraud] canary must be a number from 0 to 100"),
+    ('canary = { version = "2.0.0", percent = -1 }', "must be a number from 0 to 100, got -1"),
+    ('canary = { version = "2.0.0", percent = "10" }', "must be a number from 0 to 100, got '10'"),
+    ('canary = { version = "2.0.0", percent = true }', "must be a number from 0 to 100, got True"),
+    ('canary = { version = "2.0.0", percent = 10, sticky = "X User" }', "must be a request header name"),
+    ('canary = { version = "2.0.0", percent = 10, sticky = 3 }', "must be a request header name, got 3"),
+    ('shadow = { version = "2.0.0", sticky = "X-User-ID" }', "only a canary is sticky"),
+    ('shadow = { version = "2.0.0", max_disagreement = 1.5 }', "'max_disagreement' in [routes.fraud] shadow must be a "
+                                                               "number from 0 to 1"),
+    ('canary = { version = "2.0.0", percent = 1, max_error_rate = -0.1 }', "'max_error_rate'"),
+    ('shadow = { version = "2.0.0", window = 0 }', "'window' in [routes.fraud] shadow must be a positive integer"),
+    ('shadow = { version = "2.0.0", window = 2.5 }', "must be a positive integer, got 2.5"),
+    ('shadow = { version = "2.0.0", weight = 2 }', "unknown key 'weight' in [routes.fraud] shadow"),
+])
+def test_shadow_and_canary_refusals(tmp_path: Path, three: list[Path], line: str, message: str) -> None:
+    error = refusal(service_file(tmp_path, ISSUE_EXAMPLE + line + "\n"))
+    assert message in error.message, error.message
+
+
+@pytest.mark.parametrize("line", [
+    'shadow = { version = "2.0.0", percent = 100 }',
+    'shadow = { version = "2.0.0", percent = 33.333333333, max_disagreement = 0.125, window = 7 }',
+    'canary = { version = "2.0.0", percent = 10, sticky = "X-User-ID", max_error_rate = 0.0 }',
+    'canary = { version = "2.0.0", percent = 0 }',
+])
+def test_write_service_round_trips_shadow_and_canary(tmp_path: Path, three: list[Path], line: str) -> None:
+    service = read_service(service_file(tmp_path, ISSUE_EXAMPLE + line + "\n"))
+    written = tmp_path / "mlship-again.toml"
+    write_service(service, written)
+    again = read_service(written)
+    assert again.rollouts == service.rollouts and again.defaults == service.defaults
