@@ -130,6 +130,12 @@ TimeoutOpt = Annotated[int | None, typer.Option(
 SampleRowsOpt = Annotated[int | None, typer.Option("--sample-rows", min=1, max=1000,
                                                    help="Rows of the sample kept as golden cases (default 5).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object (for CI) instead of tables.")]
+DenyLicensesOpt = Annotated[list[str] | None, typer.Option(
+    "--deny-licenses", metavar="SPDX,...", help="Fail when a requirement's license needs one of these SPDX ids, e.g. "
+    "GPL-3.0-only,AGPL-3.0-only (default: [tool.mlship] deny_licenses). [env var: MLSHIP_DENY_LICENSES]",
+    envvar="MLSHIP_DENY_LICENSES")]
+DenyUnknownOpt = Annotated[bool, typer.Option(
+    "--deny-unknown-licenses", help="Fail, rather than warn, when a requirement has no recognizable license.")]
 
 
 @app.command(cls=_Command)
@@ -150,6 +156,8 @@ def package(
     kernel: KernelOpt = None,
     timeout: TimeoutOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be served and why; write nothing.")] = False,
+    deny_licenses: DenyLicensesOpt = None,
+    deny_unknown_licenses: DenyUnknownOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Execute NOTEBOOK and write a verified bundle: model, served code, pinned requirements, golden cases."""
@@ -160,6 +168,7 @@ def package(
         output=output, force=force, name=name, version=version, kernel=kernel, timeout=timeout,
         sample_rows=sample_rows, requirements=list(requirement or []), dry_run=dry_run,
         choices=Choices(model=model, predict=predict, preprocess=preprocess, sample=sample),
+        deny_licenses=list(deny_licenses or []), deny_unknown_licenses=deny_unknown_licenses,
     )
     builder = BundleBuilder.from_notebook(_notebook_in(notebook), options)
     with _progress(builder.notebook.path.name, quiet=as_json) as (on_cell, on_step):
@@ -503,6 +512,28 @@ def sign(
 
     path = sign_bundle(bundle.resolve(), key, password=os.environ.get(KeyEnv) or _password_if_needed(key))
     display_success(f"signed {bundle}: {path}")
+
+
+@app.command(cls=_Command)
+@_boundary
+def sbom(
+    artifact: Annotated[Path, typer.Argument(metavar="BUNDLE|IMAGE.tar|TARBALL", show_default=False, help=(
+        "A bundle directory, an image archive (docker save, or an OCI archive) or an on-prem tarball."))],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="cyclonedx (CycloneDX 1.6 JSON) or spdx (SPDX 2.3 "
+                                     "JSON).")] = "cyclonedx",
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write it to FILE instead of printing "
+                                                "it.")] = None,
+) -> None:
+    """Print or write the software bill of materials that a bundle, image or tarball carries."""
+    from .sbom.artifacts import read_sbom
+
+    data = read_sbom(artifact, fmt.lower())
+    if output is None:
+        sys.stdout.write(data.decode())
+        sys.stdout.flush()
+        return
+    output.write_bytes(data)
+    display_success(f"wrote the {fmt.lower()} SBOM of {artifact} to {output}")
 
 
 def _password_if_needed(key: Path) -> str | None:

@@ -89,6 +89,10 @@ def print_package_result(result: PackageResult) -> None:
     if result.bundle is None:
         console.print("dry run: nothing written")
         return
+    if result.license_warnings:
+        display_warning(f"{len(result.license_warnings)} requirement(s) without a recognizable license (listed in "
+                        "the SBOM as such): " + "; ".join(w.removeprefix("no recognizable license: ")
+                                                          for w in result.license_warnings))
     ok = sum(c.ok for c in result.cases)
     t = result.timings
     display_success(
@@ -119,6 +123,7 @@ def package_json(result: PackageResult) -> dict[str, Any]:
         "batch_safe": result.batch_safe,
         "dropped_methods": result.dropped_methods,
         "size_bytes": result.size_bytes,
+        "license_warnings": list(result.license_warnings),
         "timings": {k: round(v, 3) for k, v in result.timings.items()},
     }
 

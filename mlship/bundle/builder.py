@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -19,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BundleError
-from ..notebook.config import CHOICE_KEYS, read_config
+from ..notebook.config import CHOICE_KEYS, license_policy, read_config
 from ..notebook.execute import ProgressCallback
 from ..notebook.extract import Choices, CodePlan, ServePlan
 from ..notebook.read import Notebook, read_notebook
 from ..runtime._contract import VALUES_NAME, CaseResult, InputSchema, Manifest
+from ..sbom.document import warm_up
+from ..sbom.licenses import LicensePolicy
 from .capture import Capture, CaptureRequest, StepCallback, open_kernel
 from .fresh import FreshInterpreter, notebook_search_path, preload_order
 from .writer import BundleWriter
@@ -43,6 +46,8 @@ class PackageOptions:
     requirements: list[str] = field(default_factory=list)
     choices: Choices = field(default_factory=Choices)  # from flags
     dry_run: bool = False
+    deny_licenses: list[str] = field(default_factory=list)  # SPDX ids; [tool.mlship] deny_licenses when empty
+    deny_unknown_licenses: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,13 +63,14 @@ class PackageResult:
     cases: list[CaseResult]
     timings: dict[str, float]
     size_bytes: int = 0
+    license_warnings: tuple[str, ...] = ()  # packages without a recognizable license (the gate lists them)
 
     @classmethod
     def of(cls, bundle: Path | None, capture: Capture, requirements: list[str], cases: list[CaseResult],
-           timings: dict[str, float], started: float) -> PackageResult:
+           timings: dict[str, float], started: float, license_warnings: list[str] | None = None) -> PackageResult:
         timings.setdefault("total", time.perf_counter() - started)
         size = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file()) if bundle else 0
-        return cls(bundle, capture, requirements, cases, timings, size)
+        return cls(bundle, capture, requirements, cases, timings, size, tuple(license_warnings or ()))
 
     @property
     def name(self) -> str:
@@ -152,18 +158,22 @@ class BundleBuilder:
             with open_kernel(self.notebook, self.request(), on_progress=on_progress, timings=timings) as kernel:
                 capture = kernel.capture(None, on_step)
             return PackageResult.of(None, capture, [], [], timings, started)
+        policy = license_policy(self.config, self.options.deny_licenses, self.options.deny_unknown_licenses)
         staging = _staging_dir(dest)
         try:
-            capture, manifest, cases = self._package(staging, on_progress, on_step or log.info, timings)
+            capture, manifest, cases, warnings = self._package(staging, policy, on_progress, on_step or log.info,
+                                                               timings)
             _check_cases(cases)
             _move_into_place(staging, dest)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         timings["total"] = time.perf_counter() - started
-        return PackageResult.of(dest, capture, list(manifest.requirements), cases, timings, started)
+        return PackageResult.of(dest, capture, list(manifest.requirements), cases, timings, started, warnings)
 
-    def _package(self, staging: Path, on_progress: ProgressCallback | None, step: StepCallback,
-                 timings: dict[str, float]) -> tuple[Capture, Manifest, list[CaseResult]]:
+    def _package(self, staging: Path, policy: LicensePolicy, on_progress: ProgressCallback | None,
+                 step: StepCallback, timings: dict[str, float]) -> tuple[Capture, Manifest, list[CaseResult], list[str]]:
+        # The SBOM's libraries take seconds to import: in a thread, while the notebook runs.
+        threading.Thread(target=warm_up, name="mlship-sbom-warm-up", daemon=True).start()
         with ExitStack() as stack:
             with open_kernel(self.notebook, self.request(), on_progress=on_progress, timings=timings) as kernel:
                 # The fresh interpreter starts (maps the installed distributions, and pre-imports the notebook's
@@ -173,7 +183,7 @@ class BundleBuilder:
                     search_path=notebook_search_path(self.notebook.path.parent),
                     preload=preload_order(kernel.index.result())))
                 capture = kernel.capture(staging / VALUES_NAME, step)
-                writer = BundleWriter(capture, staging)
+                writer = BundleWriter(capture, staging, policy)
                 writer.stage()
                 step("resolving dependencies in a fresh interpreter")
                 probe = child.start_probe(writer.probe_modules())
@@ -187,7 +197,7 @@ class BundleBuilder:
                 with _timed(timings, "verify"):
                     cases = child.verify(manifest.name)
                 child.finish()  # it exits while the kernel is collected
-        return capture, manifest, cases
+        return capture, manifest, cases, writer.license_warnings
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------

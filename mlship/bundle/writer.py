@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import ast
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from .. import __version__
 from .._paths import BUNDLE_RUNTIME_NAME, RUNTIME_DIR
 from ..errors import BundleError, MlshipError
 from ..runtime import _contract as contract
-from ..runtime._contract import Golden, Manifest, Method, Selection
+from ..runtime._contract import Golden, Manifest, Method, Selection, sha256_file
+from ..sbom.licenses import LicensePolicy
 from . import manifest as mf
 from ._fresh import import_modules
 from .capture import Capture
@@ -28,9 +30,11 @@ RUNTIME_VERSION_FILE = RUNTIME_DIR / "__init__.py"
 class BundleWriter:
     """Writes one Capture into `staging`, an empty folder that becomes the bundle."""
 
-    def __init__(self, capture: Capture, staging: Path) -> None:
+    def __init__(self, capture: Capture, staging: Path, licenses: LicensePolicy | None = None) -> None:
         self.capture = capture
         self.staging = staging
+        self.licenses = licenses or LicensePolicy()
+        self.license_warnings: list[str] = []
 
     def write(self, dependencies: Dependencies) -> Manifest:
         """Both halves at once, for dependencies already known."""
@@ -64,7 +68,27 @@ class BundleWriter:
         requirements = mf.build_requirements(dependencies.distributions, self.capture.requirements)
         (self.staging / contract.REQUIREMENTS_NAME).write_text("\n".join(requirements) + "\n", encoding="utf-8")
         golden = Golden(self.capture.golden.cases, sources=self.capture.golden.sources)
-        return contract.write(self.staging, self._manifest(requirements, local), golden)
+        manifest = self._manifest(requirements, local)
+        self._write_sbom(manifest)
+        return contract.write(self.staging, manifest, golden)
+
+    def _write_sbom(self, manifest: Manifest) -> None:
+        """The bundle's SBOM (sbom/), after the license gate: its requirements with the license metadata of the
+        packages installed where the notebook ran, and the model (docs/BUNDLE.md "SBOM")."""
+        from ..sbom.artifacts import bundle_model, documents, gate, requirement_packages
+        from ..sbom.document import Contents
+
+        packages = requirement_packages(manifest.requirements, self.capture.python.executable)
+        self.license_warnings = gate(packages, self.licenses, what=f"the bundle {manifest.name}")
+        values = self.staging / contract.VALUES_NAME
+        digested = replace(manifest, artifacts={contract.VALUES_NAME: sha256_file(values)} if values.is_file() else {})
+        model = bundle_model(digested, len(self.capture.golden.cases), model_class=self.capture.plan.model_type)
+        contents = Contents(kind="bundle", name=manifest.name, version=manifest.version,
+                            created=manifest.created_at, model=model, packages=tuple(packages))
+        for fmt, data in documents(contents).items():
+            path = self.staging / contract.SBOM_FILES[fmt]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
 
     def _predictor(self, local_code: bool) -> str:
         plan, code = self.capture.plan, self.capture.code

@@ -9,7 +9,8 @@ from typing import Any
 from ..errors import NotebookError
 
 CHOICE_KEYS = ("model", "predict", "preprocess", "sample")
-OTHER_KEYS = ("name", "version", "requirements", "kernel", "timeout", "sample_rows")
+OTHER_KEYS = ("name", "version", "requirements", "kernel", "timeout", "sample_rows", "deny_licenses",
+              "deny_unknown_licenses")
 
 
 def read_config(notebook_dir: Path) -> dict[str, Any]:
@@ -36,4 +37,21 @@ def read_config(notebook_dir: Path) -> dict[str, Any]:
         isinstance(table["requirements"], list) and all(isinstance(r, str) for r in table["requirements"])
     ):
         raise NotebookError(f"{path}: [tool.mlship] requirements must be a list of strings")
+    deny = table.get("deny_licenses", [])
+    if not (isinstance(deny, str) or (isinstance(deny, list) and all(isinstance(d, str) for d in deny))):
+        raise NotebookError(f"{path}: [tool.mlship] deny_licenses must be a list of SPDX license ids, not {deny!r}",
+                            hint='e.g. deny_licenses = ["GPL-3.0-only", "AGPL-3.0-only"]')
+    if not isinstance(table.get("deny_unknown_licenses", False), bool):
+        raise NotebookError(f"{path}: [tool.mlship] deny_unknown_licenses must be true or false")
     return dict(table)
+
+
+def license_policy(config: dict[str, Any], deny: list[str], deny_unknown: bool | None) -> Any:
+    """The license gate's policy: the flags when given, else [tool.mlship]'s deny_licenses / deny_unknown_licenses."""
+    from ..sbom.licenses import LicensePolicy
+
+    configured = config.get("deny_licenses", [])
+    values = deny or ([configured] if isinstance(configured, str) else list(configured))
+    where = "--deny-licenses" if deny else "[tool.mlship] deny_licenses"
+    unknown = deny_unknown or bool(config.get("deny_unknown_licenses", False))
+    return LicensePolicy.parse(values, fail_unknown=unknown, where=where)

@@ -44,6 +44,10 @@ PREDICTOR_NAME = "predictor.py"
 GOLDEN_NAME = "golden.json"
 VALUES_NAME = "artifacts/values.pkl"
 REQUIREMENTS_NAME = "requirements.txt"
+# The bundle's software bill of materials, CycloneDX and SPDX (docs/BUNDLE.md "SBOM"): listed in `artifacts` and
+# digest-checked like every file, and optional (bundles from before it have none). Adding it changed no field and
+# no format, so every format-3 reader reads a bundle that has one.
+SBOM_FILES = {"cyclonedx": "sbom/sbom.cdx.json", "spdx": "sbom/sbom.spdx.json"}
 
 COLUMN_KINDS = ("dataframe", "records", "columns")
 ROW_KINDS = ("ndarray", "series", "list")

@@ -20,6 +20,10 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BuildError, DockerUnavailable, bundle_errors
 from ..runtime import _contract as contract
 from ..runtime._contract import MANIFEST_NAME, Manifest, sha256_file
+from ..sbom.artifacts import IMAGE_FILES, artifact_contents, gate, image_files, wheel_packages
+from ..sbom.document import BaseImage
+from ..sbom.licenses import LicensePolicy
+from ..sbom.packages import DebPackage
 from ._docker_context import CONTEXT_HASH_LABEL, ImageMetadata, write_context
 from ._docker_engine import (
     BasePython,
@@ -34,6 +38,8 @@ from ._docker_engine import (
     superseded_stages,
     tag_image,
 )
+from ._docker_sbom import base_image as base_image_of
+from ._docker_sbom import debian_packages
 from ._docker_smoke import SmokeResult, parity_json, smoke_rows, smoke_test
 from .wheelhouse import (
     Platform,
@@ -97,6 +103,9 @@ class DockerResult:
     timings: dict[str, float] = field(default_factory=dict)
     builder: str = "engine"
     native: NativeImage | None = None
+    sbom: dict[str, str] = field(default_factory=dict)  # format -> path in the image
+    sbom_summary: str = ""
+    license_warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -110,6 +119,9 @@ class DockerResult:
             from ._native_build import describe
 
             rows.extend(describe(self.native))
+        if self.sbom:
+            rows.append(("sbom", f"{', '.join(self.sbom.values())} ({self.sbom_summary})"))
+        rows.extend(("license", warning) for warning in self.license_warnings)
         if self.context_dir is not None:
             rows.append(("context", f"{self.context_dir} (build it with: docker build {self.context_dir})"))
         if self.image_id and self.native is None:
@@ -171,6 +183,8 @@ class DockerResult:
                 "stage": self.stage.to_json() if self.stage else None,
             },
             "digests": self.digests,
+            "sbom": self.sbom,
+            "license_warnings": self.license_warnings,
             "parity": parity_json(smoke),
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
@@ -215,6 +229,8 @@ class _Plan:
     base_image: str
     tags: list[str]
     timings: dict[str, float] = field(default_factory=dict)
+    licenses: LicensePolicy = field(default_factory=LicensePolicy)  # the license gate (--deny-licenses)
+    image_sbom: ImageSbom | None = None  # once sbom() has run
 
     @classmethod
     def from_bundle(cls, bundle: Path, options: DockerOptions) -> _Plan:
@@ -224,8 +240,9 @@ class _Plan:
         tags = options.tags or [default_tag(manifest.name, manifest.version)]
         for tag in tags:
             check_tag(tag)
+        # A bad --deny-licenses fails here, before any download.
         return cls(bundle, manifest, options, python, parse_platform(options.platform),
-                   options.base_image or f"python:{python}-slim", tags)
+                   options.base_image or f"python:{python}-slim", tags, licenses=options.license_policy())
 
     def step(self, message: str) -> None:
         if self.options.on_step:
@@ -236,9 +253,10 @@ class _Plan:
         base_info = ensure_image(client, self.base_image, self.platform, self.step)
         self.step(f"checking the Python of {self.base_image}")
         base_python = check_base_python(client, self.base_image, self.python, self.platform)
+        base_sbom = (base_image_of(self.base_image, base_info), debian_packages(client, self.base_image))
         self.timings["base check"] = time.perf_counter() - mark
         with tempfile.TemporaryDirectory(prefix="mlship-docker-") as tmp:
-            result = self.write_context(Path(tmp) / "context", client=client, base=base_python)
+            result = self.write_context(Path(tmp) / "context", client=client, base=base_python, base_sbom=base_sbom)
         assert result.build_log is not None and result.build_log.image_id is not None
         image_id = result.build_log.image_id
         tag_image(client, image_id, self.tags)
@@ -310,26 +328,62 @@ class _Plan:
                             wheels=len(wheelhouse.lock), image_id=image.config.digest, tags=self.tags,
                             size=image.size, base_python=native.base_python,
                             layers=[layer.diff_id for layer in (*native.base.layers, *native.new_layers)],
-                            digests=dict(native.pushed), timings=self.timings, builder="native", native=native)
+                            digests=dict(native.pushed), timings=self.timings, builder="native", native=native,
+                            **self._sbom_fields())
 
-    def write_context(self, context: Path, *, client: Any, base: BasePython | None) -> DockerResult:
-        """Resolve the wheels, record the lock in the bundle, write the context; build it if given a client."""
+    def _sbom_fields(self) -> dict[str, Any]:
+        sbom = self.image_sbom
+        if sbom is None:
+            return {}
+        return {"sbom": dict(IMAGE_FILES), "sbom_summary": sbom.summary, "license_warnings": sbom.warnings}
+
+    def write_context(self, context: Path, *, client: Any, base: BasePython | None,
+                      base_sbom: tuple[BaseImage, list[DebPackage]] | None = None) -> DockerResult:
+        """Resolve the wheels, apply the license gate, record the lock in the bundle, write the context with the
+        image's SBOM; build it if given a client."""
         with tempfile.TemporaryDirectory(prefix="mlship-wheels-") as tmp:
             wheelhouse = self.wheelhouse(Path(tmp))
             lock_file = self.bundle.joinpath(*wheelhouse.lock_path.split("/"))
             mark = time.perf_counter()
+            sbom = self.sbom(wheelhouse, base_sbom)
             self.step(f"writing the build context ({len(wheelhouse.lock)} wheels)")
             digest = write_context(context, self.bundle, wheelhouse, image_metadata(self.bundle, self.manifest),
-                                   base_image=self.base_image, python=self.python)
+                                   base_image=self.base_image, python=self.python, sbom=sbom.files,
+                                   sbom_labels=sbom.labels)
             self.timings["context"] = time.perf_counter() - mark
         result = DockerResult(bundle=self.bundle, base_image=self.base_image, platform=self.platform.docker,
                               context_hash=digest, lock_file=lock_file, wheels=len(wheelhouse.lock),
-                              base_python=base.version if base else None, timings=self.timings)
+                              base_python=base.version if base else None, timings=self.timings,
+                              **self._sbom_fields())
         if client is not None:
             mark = time.perf_counter()
             result.build_log = build_image(client, context, self.tags[0], self.platform, self.step)
             self.timings["build"] = time.perf_counter() - mark
         return result
+
+
+    def sbom(self, wheelhouse: Wheelhouse, base_sbom: tuple[BaseImage, list[DebPackage]] | None) -> ImageSbom:
+        """The license gate over the wheels the image installs, then the image's SBOM: those wheels (its venv
+        holds exactly the lock), the base image and its Debian packages (unknown for --context-only)."""
+        packages = wheel_packages(wheelhouse.directory, wheelhouse.lock)
+        warnings = gate(packages, self.licenses, what=f"the image {self.tags[0]}")
+        base, debian = base_sbom or (BaseImage(self.base_image, None), [])
+        with bundle_errors(self.bundle):
+            bundle = contract.read(self.bundle)
+        contents = artifact_contents(bundle, "image", packages, platform=self.platform.docker, base=base,
+                                     debian=debian)
+        files, labels = image_files(contents)
+        summary = f"{len(packages)} Python packages, {len(debian)} Debian packages, base {base.digest or 'by name'}"
+        self.image_sbom = ImageSbom(files, labels, summary, warnings)
+        return self.image_sbom
+
+
+@dataclass(frozen=True)
+class ImageSbom:
+    files: dict[str, bytes]  # absolute path in the image -> content
+    labels: dict[str, str]
+    summary: str
+    warnings: list[str]
 
 
 def _native_json(native: NativeImage) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .. import __version__
@@ -31,6 +31,7 @@ APP_DIR = "/app"
 HOME = "/tmp"
 WHEELS_DIR = "wheels"
 BUNDLE_DIR = "bundle"
+SBOM_DIR = "sbom"  # the image's SBOM files in the context; COPY'd to their folder in the image (sbom/artifacts.py)
 LABEL_PREFIX = "io.mlship"
 CONTEXT_HASH_LABEL = f"{LABEL_PREFIX}.context-hash"
 # ensurepip puts these into every venv; the image does not need them unless the lock asks for them.
@@ -65,6 +66,8 @@ class DockerfileContext:
     cmd: list[str]
     labels: list[tuple[str, str]]
     stage_labels: list[tuple[str, str]]
+    sbom_dir: str = ""  # the context folder holding the SBOM ("" for none)
+    sbom_dest: str = ""  # where it goes in the image
 
 
 @dataclass(frozen=True)
@@ -82,9 +85,10 @@ class ImageMetadata:
     runtime_version: str
 
 
-def image_labels(meta: ImageMetadata, base_image: str, context_hash: str) -> list[tuple[str, str]]:
+def image_labels(meta: ImageMetadata, base_image: str, context_hash: str,
+                 extra: dict[str, str] | None = None) -> list[tuple[str, str]]:
     oci = "org.opencontainers.image"
-    return [
+    return [*sorted((extra or {}).items()),
         (f"{oci}.title", meta.name),
         (f"{oci}.version", meta.version),
         (f"{oci}.created", meta.created),
@@ -102,7 +106,8 @@ def image_labels(meta: ImageMetadata, base_image: str, context_hash: str) -> lis
 
 
 def dockerfile_context(meta: ImageMetadata, *, base_image: str, python: str, wheelhouse: Wheelhouse,
-                       context_hash: str = "") -> DockerfileContext:
+                       context_hash: str = "", sbom_dest: str = "",
+                       sbom_labels: dict[str, str] | None = None) -> DockerfileContext:
     locked = {w.name for w in wheelhouse.lock}
     readyz = f"http://127.0.0.1:{PORT}/readyz"
     return DockerfileContext(
@@ -135,9 +140,11 @@ def dockerfile_context(meta: ImageMetadata, *, base_image: str, python: str, whe
         # PYTHONUNBUFFERED (docs/BUNDLE.md "Integrity").
         entrypoint=[f"{VENV}/bin/python", "-I", "-B", "-u", f"{APP_DIR}/mlship_runtime/_boot.py"],
         cmd=["serve", APP_DIR, "--host", "0.0.0.0", "--port", str(PORT)],
-        labels=image_labels(meta, base_image, context_hash),
+        labels=image_labels(meta, base_image, context_hash, sbom_labels),
         # Deterministic (no build id), so the stage's layers stay cacheable and the context hash stable.
         stage_labels=[(STAGE_LABEL, STAGE_VALUE), (NAME_LABEL, meta.name)],
+        sbom_dir=SBOM_DIR if sbom_dest else "",
+        sbom_dest=sbom_dest,
     )
 
 
@@ -157,11 +164,12 @@ def dockerfile_string(value: Any) -> str:
 
 
 def write_context(dest: Path, bundle: Path, wheelhouse: Wheelhouse, meta: ImageMetadata, *, base_image: str,
-                  python: str) -> str:
+                  python: str, sbom: dict[str, bytes] | None = None, sbom_labels: dict[str, str] | None = None) -> str:
     """Lay out the build context in `dest` (which must not exist or be empty); return its hash.
 
     dest/Dockerfile, dest/.dockerignore, dest/wheels/ (the locked wheels and their lock file), dest/bundle/
-    (the bundle, without caches).
+    (the bundle, without caches), dest/sbom/ (`sbom`: the image's SBOM files by their path in the image, all in
+    one folder; `sbom_labels` name them).
     """
     if dest.exists() and any(dest.iterdir()):
         raise BuildError(f"{dest} is not empty", hint="give --context-only a new or empty directory")
@@ -173,17 +181,32 @@ def write_context(dest: Path, bundle: Path, wheelhouse: Wheelhouse, meta: ImageM
         shutil.copyfile(wheelhouse.directory / locked.filename, wheels / locked.filename)
     (wheels / lock_file_name(wheelhouse)).write_text(wheelhouse.lock_text(), encoding="utf-8")
     shutil.copytree(bundle, dest / BUNDLE_DIR, ignore=_ignore)
+    sbom_dest = _write_sbom(dest / SBOM_DIR, sbom or {})
     env = make_environment()
     (dest / ".dockerignore").write_text(env.get_template(DOCKERIGNORE_TEMPLATE).render(), encoding="utf-8")
-    draft = dockerfile_context(meta, base_image=base_image, python=python, wheelhouse=wheelhouse)
+    draft = dockerfile_context(meta, base_image=base_image, python=python, wheelhouse=wheelhouse,
+                               sbom_dest=sbom_dest, sbom_labels=sbom_labels)
     (dest / "Dockerfile").write_text(render_dockerfile(draft), encoding="utf-8")
     normalize_tree(dest)
     digest = context_hash(dest)
     final = dockerfile_context(meta, base_image=base_image, python=python, wheelhouse=wheelhouse,
-                               context_hash=digest)
+                               context_hash=digest, sbom_dest=sbom_dest, sbom_labels=sbom_labels)
     (dest / "Dockerfile").write_text(render_dockerfile(final), encoding="utf-8")
     normalize_tree(dest)
     return digest
+
+
+def _write_sbom(folder: Path, files: dict[str, bytes]) -> str:
+    """Write the SBOM files into `folder`; return the one image folder they all go to ("" when there are none)."""
+    if not files:
+        return ""
+    parents = {str(PurePosixPath(path).parent) for path in files}
+    if len(parents) != 1:
+        raise ValueError(f"the image's SBOM files must share one folder, got {sorted(parents)}")
+    folder.mkdir()
+    for path, data in sorted(files.items()):
+        (folder / PurePosixPath(path).name).write_bytes(data)
+    return parents.pop()
 
 
 def context_hash(root: Path) -> str:

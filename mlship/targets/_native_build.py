@@ -67,9 +67,14 @@ class NativeImage:
 
 
 def image_extras(plan: _Plan, wheelhouse: Wheelhouse, base: BaseImage) -> tuple[dict[str, bytes], dict[str, str]]:
-    """Files (absolute path in the image -> bytes) for the last layer and labels for the config, added by other
-    features (the SBOM, issue 14): none yet."""
-    return {}, {}
+    """Files (absolute path in the image -> bytes) for the last layer and labels for the config: the image's SBOM
+    (after the license gate), with the base by its manifest digest and the Debian packages its dpkg status lists."""
+    from ..sbom.document import BaseImage as SbomBase
+    from ..sbom.packages import parse_dpkg_status
+
+    sbom = plan.sbom(wheelhouse, (SbomBase(base.reference, base.digest, "manifest"),
+                                  parse_dpkg_status(base.dpkg_status() or "")))
+    return sbom.files, sbom.labels
 
 
 @dataclass(frozen=True)

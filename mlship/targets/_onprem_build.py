@@ -31,6 +31,8 @@ from ..bundle.render import render
 from ..errors import BuildError, bundle_errors
 from ..runtime import _contract as contract
 from ..runtime._contract import MANIFEST_NAME, Manifest
+from ..sbom.artifacts import ONPREM_FILES, artifact_contents, documents, gate, wheel_packages
+from ..sbom.packages import PythonPackage
 from .wheelhouse import (
     Platform,
     Wheelhouse,
@@ -103,6 +105,7 @@ class OnpremResult:
     top: str
     problems: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    license_warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -117,6 +120,8 @@ class OnpremResult:
                      f"({share:.1%} of the content)"),
             ("target", f"{self.platform}, Python {self.python}"),
             ("checks", "safe to unpack (relative paths, no links)" if self.ok else "; ".join(self.problems)),
+            ("sbom", f"{self.top}/{ONPREM_FILES['cyclonedx']}, {self.top}/{ONPREM_FILES['spdx']}"),
+            *(("license", warning) for warning in self.license_warnings),
             ("time", f"{self.timings.get('total', 0):.1f}s ({self.timings.get('wheels', 0):.1f}s wheels, "
                      f"{self.timings.get('archive', 0):.1f}s archive)"),
             ("next", f"copy it to the host, then: tar xzf {self.tarball.name} && cd {self.top} && sudo ./install.sh"),
@@ -127,7 +132,8 @@ class OnpremResult:
             "ok": self.ok, "target": "onprem", "tarball": str(self.tarball), "sha256": self.sha256,
             "size_bytes": self.size, "content_bytes": self.content_size, "wheels_bytes": self.wheels_size, "wheels": self.wheel_count,
             "name": self.name, "version": self.version, "python": self.python, "platform": self.platform,
-            "problems": self.problems, "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "problems": self.problems, "license_warnings": self.license_warnings,
+            "sbom": {fmt: f"{self.top}/{path}" for fmt, path in ONPREM_FILES.items()}, "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
 
 
@@ -164,6 +170,7 @@ class OnpremBuilder:
     def build(self, out_dir: Path, wheelhouse: Wheelhouse | None = None) -> OnpremResult:
         start = time.perf_counter()
         timings: dict[str, float] = {}
+        policy = self.options.license_policy()  # a bad --deny-licenses fails before any download
         out_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=f".{self.top}.", dir=out_dir) as tmp:
             if wheelhouse is None:
@@ -172,8 +179,10 @@ class OnpremBuilder:
                     dest=Path(tmp) / "wheels", cache_dir=self.options.wheel_cache, on_step=self.options.on_step)
                 _record_lock(wheelhouse, self.bundle)
             timings["wheels"] = time.perf_counter() - start
+            packages = wheel_packages(wheelhouse.directory, wheelhouse.lock)
+            warnings = gate(packages, policy, what=f"the tarball {self.tarball_name}")
             self._step(f"writing {self.tarball_name}")
-            members = self.members(wheelhouse)
+            members = self.members(wheelhouse, packages)
             tarball = out_dir / self.tarball_name
             digest = write_tar_gz(tarball, members)
             sizes = {m.name: m.size() for m in members}
@@ -186,10 +195,12 @@ class OnpremBuilder:
             tarball=tarball, sha256=digest, size=tarball.stat().st_size, content_size=sum(sizes.values()),
             wheels_size=sum(wheels),
             wheel_count=len(wheels), name=self.name, version=self.version, python=self.python,
-            platform=self.platform.name, top=self.top, problems=problems, timings=timings)
+            platform=self.platform.name, top=self.top, problems=problems, timings=timings,
+            license_warnings=warnings)
 
-    def members(self, wheelhouse: Wheelhouse) -> list[Member]:
-        """Every file of the tarball, SHA256SUMS last computed over all the others."""
+    def members(self, wheelhouse: Wheelhouse, packages: list[PythonPackage] | None = None) -> list[Member]:
+        """Every file of the tarball, SHA256SUMS last computed over all the others; the SBOM of `packages` (the
+        wheelhouse's, read from its wheels, when not given) under sbom/."""
         ctx = self.context(wheelhouse)
         top = self.top
         lock = wheelhouse.lock_text().encode()
@@ -199,7 +210,18 @@ class OnpremBuilder:
         files += [Member(f"{top}/wheels/{w.filename}", source=wheelhouse.directory / w.filename)
                   for w in wheelhouse.lock]
         files.append(Member(f"{top}/{LOCK_FILE}", data=lock))
+        files += [Member(f"{top}/{ONPREM_FILES[fmt]}", data=data)
+                  for fmt, data in self.sbom(wheelhouse, packages).items()]
         return with_installer(top, ctx, files, guide="INSTALL.txt.jinja")
+
+    def sbom(self, wheelhouse: Wheelhouse, packages: list[PythonPackage] | None) -> dict[str, bytes]:
+        """The tarball's SBOM: the wheels install.sh installs, which are all its venv holds (it removes the
+        tools ensurepip adds, as the image does), and the model."""
+        if packages is None:
+            packages = wheel_packages(wheelhouse.directory, wheelhouse.lock)
+        with bundle_errors(self.bundle):
+            bundle = contract.read(self.bundle)
+        return documents(artifact_contents(bundle, "onprem", packages, platform=self.platform.docker))
 
     def context(self, wheelhouse: Wheelhouse) -> OnpremContext:
         example = self.manifest.input.example

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .options import PLATFORM, WHEEL_CACHE, Option, Target, WheelOptions
+from .options import DENY_LICENSES, DENY_UNKNOWN_LICENSES, PLATFORM, WHEEL_CACHE, Option, Target, WheelOptions
 
 if TYPE_CHECKING:
     from ._docker_build import DockerResult
@@ -55,6 +55,8 @@ TARGET = Target(
     options=(
         PLATFORM,
         WHEEL_CACHE,
+        DENY_LICENSES,
+        DENY_UNKNOWN_LICENSES,
         Option("base_image", ("--base-image",), str | None,
                "Base image with python3.X (default python:X.Y-slim); for the native builder a registry "
                "reference, oci-archive:FILE, docker-archive:FILE or an OCI layout folder.",

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .options import PLATFORM, WHEEL_CACHE, Option, Target, WheelOptions
+from .options import DENY_LICENSES, DENY_UNKNOWN_LICENSES, PLATFORM, WHEEL_CACHE, Option, Target, WheelOptions
 
 if TYPE_CHECKING:
     from ._onprem_build import OnpremResult
@@ -47,6 +47,8 @@ TARGET = Target(
     options=(
         PLATFORM,
         WHEEL_CACHE,
+        DENY_LICENSES,
+        DENY_UNKNOWN_LICENSES,
         Option("output", ("-o", "--output"), Path, "Folder for the tarball.", default=Path("dist")),
     ),
 )

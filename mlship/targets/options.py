@@ -44,6 +44,14 @@ class WheelOptions(BuildOptions):
 
     platform: str = "linux/amd64"
     wheel_cache: Path = field(default_factory=default_wheel_cache)
+    deny_licenses: list[str] = field(default_factory=list)  # SPDX ids; [tool.mlship] deny_licenses when empty
+    deny_unknown_licenses: bool = False
+
+    def license_policy(self) -> Any:
+        """The license gate for the wheels: these options, else [tool.mlship] of ./pyproject.toml (sbom/licenses.py)."""
+        from ..notebook.config import license_policy, read_config
+
+        return license_policy(read_config(Path.cwd()), self.deny_licenses, self.deny_unknown_licenses)
 
 
 class BuildResult(Protocol):
@@ -152,6 +160,12 @@ PLATFORM = Option("platform", ("--platform",), str, "Target platform: linux/amd6
 WHEEL_CACHE = Option("wheel_cache", ("--wheel-cache",), Path | None,
                      "Where downloaded wheels are cached (default ~/.cache/mlship/wheels).",
                      envvar="MLSHIP_WHEEL_CACHE", convert=lambda v: v or default_wheel_cache())
+DENY_LICENSES = Option("deny_licenses", ("--deny-licenses",), list[str] | None,
+                       "Fail when a wheel's license needs one of these SPDX ids, e.g. GPL-3.0-only,AGPL-3.0-only "
+                       "(default: [tool.mlship] deny_licenses of ./pyproject.toml).", envvar="MLSHIP_DENY_LICENSES",
+                       convert=lambda v: list(v or []))
+DENY_UNKNOWN_LICENSES = Option("deny_unknown_licenses", ("--deny-unknown-licenses",), bool,
+                               "Fail, rather than warn, when a wheel has no recognizable license.", default=False)
 
 
 def find_bundle(dist: Path = Path("dist")) -> Path:
