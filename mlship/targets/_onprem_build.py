@@ -8,6 +8,7 @@ an air-gapped Linux host (docs/ONPREM.md).
         requirements.lock         name==version --hash=sha256:... for pip --no-index --require-hashes
         install.sh                POSIX sh installer: checks, venv, offline pip, service account, systemd unit
         bin/SERVICE-serve         launcher: exec venv/bin/python -m mlship_runtime serve app
+        sbom/sbom.cdx.json        the SBOM (CycloneDX 1.6; sbom.spdx.json: SPDX 2.3): the wheels installed, the model
         lib/systemd/SERVICE.service, etc/SERVICE.env, INSTALL.txt, SHA256SUMS
 
 The tarball is a function of the bundle's files, the wheels and SOURCE_DATE_EPOCH only (bundle/archive.py), so

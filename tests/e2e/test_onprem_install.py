@@ -9,7 +9,6 @@ these are end-to-end tests even though they build no real tarball.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -19,7 +18,6 @@ import subprocess
 import sys
 import tarfile
 import time
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import pytest
 from mlship.targets._onprem_build import OnpremBuilder
 from mlship.targets.onprem import OnpremOptions
 from mlship.targets.wheelhouse import LockedWheel, Wheelhouse, parse_platform
+from tests.support.wheels import make_wheel
 
 pytestmark = pytest.mark.e2e
 
@@ -48,28 +47,6 @@ if sys.argv[1] == "verify":
 else:
     print("serving", os.path.realpath(sys.argv[2]), "with", os.path.realpath(sys.prefix))
 """
-
-
-def _wheel(name: str, version: str) -> bytes:
-    """A minimal valid pure-Python wheel holding the module `name`."""
-    info = f"{name}-{version}.dist-info"
-    files = {
-        f"{name}/__init__.py": f"VERSION = {version!r}\n",
-        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: mlship-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = []
-    for path, text in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
-        record.append(f"{path},sha256={digest},{len(text.encode())}")
-    files[f"{info}/RECORD"] = "\n".join([*record, f"{info}/RECORD,,"]) + "\n"
-    import io
-
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for path, text in files.items():
-            archive.writestr(zipfile.ZipInfo(path, (2020, 1, 1, 0, 0, 0)), text)
-    return buffer.getvalue()
 
 
 def _bundle(root: Path, version: str) -> Path:
@@ -102,7 +79,7 @@ def _package(tmp: Path, version: str) -> Path:
     wheels.mkdir(parents=True)
     lock = []
     for name in ("tinya", "tinyb"):
-        data = _wheel(name, "1.0")
+        data = make_wheel(name, "1.0")
         filename = f"{name}-1.0-py3-none-any.whl"
         (wheels / filename).write_bytes(data)
         lock.append(LockedWheel(name, "1.0", filename, hashlib.sha256(data).hexdigest()))

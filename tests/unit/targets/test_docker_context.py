@@ -25,6 +25,7 @@ from mlship.targets._docker_context import (
     write_context,
 )
 from mlship.targets.wheelhouse import LockedWheel, Platform, Wheelhouse, parse_platform
+from tests.support.wheels import make_wheel
 from tests.unit.runtime.sample_bundles import build_bundle
 
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -41,7 +42,7 @@ def fake_wheelhouse(directory: Path, names: tuple[str, ...] = ("alpha", "beta"),
     lock = []
     for name in names:
         path = directory / f"{name}-1.0-py3-none-any.whl"
-        path.write_bytes(f"not really a wheel: {name}".encode())
+        path.write_bytes(make_wheel(name, "1.0", license_expression="MIT"))
         lock.append(LockedWheel(name, "1.0", path.name, hashlib.sha256(path.read_bytes()).hexdigest()))
     return Wheelhouse(directory, lock, PY, platform or parse_platform("linux/amd64"))
 

@@ -22,6 +22,7 @@ from mlship.errors import BuildError, BundleError
 from mlship.targets._onprem_build import OnpremBuilder, OnpremResult, service_name
 from mlship.targets.onprem import OnpremOptions
 from mlship.targets.wheelhouse import LockedWheel, Wheelhouse, parse_platform
+from tests.support.wheels import make_wheel
 
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 TAG = PY.replace(".", "")
@@ -61,8 +62,9 @@ def _wheelhouse(directory: Path, platform: str = "linux/amd64") -> Wheelhouse:
     lock = []
     for name, version in (("anyio", "4.0"), ("starlette", "1.0")):
         filename = f"{name}-{version}-py3-none-any.whl"
-        (directory / filename).write_bytes(f"{name} wheel".encode())
-        lock.append(LockedWheel(name, version, filename, hashlib.sha256(f"{name} wheel".encode()).hexdigest()))
+        data = make_wheel(name, version, license_expression="MIT" if name == "anyio" else "BSD-3-Clause")
+        (directory / filename).write_bytes(data)
+        lock.append(LockedWheel(name, version, filename, hashlib.sha256(data).hexdigest()))
     return Wheelhouse(directory=directory, lock=lock, python=PY, platform=parse_platform(platform))
 
 
@@ -115,6 +117,7 @@ def test_tarball_name_layout_and_contents(built: OnpremResult) -> None:
         "app/mlship.json", "app/predictor.py", "app/requirements.txt", "app/golden.json",
         "app/mlship_runtime/__init__.py", "app/artifacts/values.pkl", f"app/lock/linux_x86_64-py{TAG}.txt",
         "wheels/anyio-4.0-py3-none-any.whl", "wheels/starlette-1.0-py3-none-any.whl",
+        "sbom/sbom.cdx.json", "sbom/sbom.spdx.json",
     }
     assert built.ok and unsafe_members(built.tarball) == []
     assert (built.tarball.parent / f"{built.tarball.name}.sha256").read_text() == \
