@@ -144,7 +144,7 @@ class LicensePolicy:
 
 
 def denied_by(expression: str, deny: Sequence[str]) -> list[str]:
-    """The denied licenses `expression` cannot do without, [] when it is allowed.
+    """The denied licenses that make `expression` unusable, [] when it is allowed.
 
     The expression is put in disjunctive normal form: `MIT OR GPL-3.0-only` can be taken as MIT and is allowed,
     `MIT AND GPL-3.0-only` needs GPL-3.0-only. A `WITH` exception does not change which license it is.
@@ -153,14 +153,17 @@ def denied_by(expression: str, deny: Sequence[str]) -> list[str]:
     blocked = {key.lower() for key in deny}
     choices: Any = lic.dnf(lic.parse(expression))
     terms = choices.args if type(choices).__name__ == "OR" else (choices,)
-    needed: list[str] = []
+    hits: list[list[str]] = []
     for term in terms:
         keys = [symbol.key for symbol in lic.license_symbols(term, decompose=True)]
         hit = [key for key in keys if key.lower() in blocked]
         if not hit:
             return []
-        needed += [key for key in hit if key not in needed]
-    return needed
+        hits.append(hit)
+    order = [key.lower() for key in deny]
+    union = sorted(dict.fromkeys(key for hit in hits for key in hit), key=lambda key: order.index(key.lower()))
+    # Those every choice needs, when some are (else each choice needs one of them)
+    return [key for key in union if all(key in hit for hit in hits)] or union
 
 
 def check_licenses(packages: Iterable[tuple[str, License]], policy: LicensePolicy, *, what: str) -> list[str]:

@@ -21,7 +21,9 @@ from typing import Any
 import pytest
 
 from mlship.bundle.verify import verify_bundle
+from mlship.sbom.document import validate_cyclonedx, validate_spdx
 from tests.support.docker import run_ready, write_tiny_bundle
+from tests.support.pip import distributions, pip_folder, pip_list_command, sbom_distributions
 from tests.support.servers import check_page, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.requires_docker]
@@ -122,6 +124,51 @@ def test_the_final_image_holds_the_venv_and_bundle_only(built: dict[str, dict[st
                                 command=[script], remove=True, network_disabled=True).decode()
     assert out.startswith("[] None /opt/venv"), out
     assert "mlship.json" in out and "mlship_runtime" in out
+
+
+def test_the_image_sbom_lists_exactly_what_pip_lists_in_the_container(built: dict[str, dict[str, Any]], client: Any,
+                                                                      bundles: dict[str, Path], tmp_path: Path) -> None:
+    image = built["iris"]["image"]["id"]
+    labels = client.api.inspect_image(image)["Config"]["Labels"]
+    assert built["iris"]["sbom"] == {"cyclonedx": labels["io.mlship.sbom.cyclonedx"],
+                                     "spdx": labels["io.mlship.sbom.spdx"]}
+    docs = {fmt: client.containers.run(image, entrypoint=["/bin/cat", path], remove=True, network_disabled=True)
+            for fmt, path in built["iris"]["sbom"].items()}
+    assert validate_cyclonedx(docs["cyclonedx"].decode()) is None
+    assert validate_spdx(docs["spdx"].decode()) is None
+    # pip list, run in the container (as root, to read the mounted copy of pip; the image has none of its own)
+    folder = pip_folder(tmp_path / "pip")
+    listed = client.containers.run(image, entrypoint=pip_list_command("/opt/venv/bin/python", "/pip"), user="0",
+                                   volumes={str(folder): {"bind": "/pip", "mode": "ro"}}, remove=True,
+                                   network_disabled=True).decode()
+    assert sbom_distributions(docs["cyclonedx"]) == distributions(listed)
+    sbom = json.loads(docs["cyclonedx"])
+    kinds = {c["type"] for c in sbom["components"]}
+    assert kinds == {"library", "container", "machine-learning-model"}
+    base = next(c for c in sbom["components"] if c["type"] == "container")
+    base_info = client.api.inspect_image(built["iris"]["base_image"])
+    # a local base (mlship base-image) by its image id; one pulled from a registry by its manifest digest
+    assert base["version"] in [base_info["Id"], *(d.split("@")[1] for d in base_info.get("RepoDigests") or [])]
+    debs = [c for c in sbom["components"] if c.get("purl", "").startswith("pkg:deb/")]
+    assert any(c["name"] == "python3" for c in debs) and any(c["name"] == "libc6" for c in debs)
+    model = next(c for c in sbom["components"] if c["type"] == "machine-learning-model")
+    props = {p["name"]: p["value"] for p in model["properties"]}
+    golden = json.loads((bundles["iris"] / "golden.json").read_text())
+    assert props["mlship:model:class"] == "sklearn.pipeline.Pipeline"
+    assert props["mlship:model:golden-cases"] == str(len(golden["cases"]))
+    assert sbom["metadata"]["component"]["type"] == "container"
+
+
+def test_mlship_sbom_reads_a_saved_image(built: dict[str, dict[str, Any]], client: Any, cli: Any,
+                                         tmp_path: Path) -> None:
+    saved = tmp_path / "iris.tar"
+    with saved.open("wb") as out:
+        for chunk in client.images.get(built["iris"]["image"]["tags"][0]).save(named=True):
+            out.write(chunk)
+    result = cli("sbom", saved, "--format", "spdx")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["spdxVersion"] == "SPDX-2.3" and data["name"] == "iris-0.1.0-image"
 
 
 def test_runs_as_a_non_root_user(built: dict[str, dict[str, Any]], client: Any) -> None:

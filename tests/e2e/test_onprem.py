@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -27,6 +28,8 @@ from typing import Any
 import pytest
 
 from mlship.bundle.archive import unsafe_members
+from mlship.sbom.document import validate_cyclonedx, validate_spdx
+from tests.support.pip import distributions, pip_folder, pip_list_command, sbom_distributions
 from tests.support.servers import check_page, free_port, wait_until_ready
 
 pytestmark = pytest.mark.e2e
@@ -285,7 +288,9 @@ def host_install(tarballs: dict[str, dict[str, Any]],
     try:
         result = install_sh(package, "--prefix", prefix)
         assert result.returncode == 0, result.stdout + result.stderr
-        yield {"package": package, "prefix": prefix, "output": result.stdout}
+        listed = subprocess.run(pip_list_command(str(prefix / "venv/bin/python"), str(pip_folder(root / "pip"))),
+                                capture_output=True, text=True, env=offline_env(), check=True).stdout
+        yield {"package": package, "prefix": prefix, "output": result.stdout, "installed": distributions(listed)}
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -299,13 +304,26 @@ def test_host_install_layout(host_install: dict[str, Any]) -> None:
     marker = (prefix / ".mlship-install").read_text()
     assert "name=iris\nversion=0.1.0\n" in marker
     assert not [p.name for p in prefix.iterdir() if p.name.startswith((".staging", ".venv.old", ".app.old"))]
-    # exactly the locked wheels, nothing from this machine's pip configuration or index
-    freeze = subprocess.run([str(prefix / "venv/bin/python"), "-m", "pip", "freeze", "--all"], capture_output=True,
-                            text=True, env=offline_env()).stdout
+    # exactly the locked wheels, nothing from this machine's pip configuration or index, and not even pip (which
+    # install.sh removes once it has installed them)
     lock = (host_install["package"] / "requirements.lock").read_text()
-    for line in freeze.splitlines():
-        if line.split("==")[0].lower() not in ("pip", "setuptools"):
-            assert line.lower().replace("_", "-") in lock.lower().replace("_", "-"), line
+    locked = {(m[1].lower().replace("_", "-"), m[2]) for m in re.finditer(r"^(\S+)==(\S+) ", lock, re.M)}
+    assert host_install["installed"] == locked
+
+
+def test_the_tarball_sbom_lists_exactly_what_pip_lists_in_the_installed_venv(host_install: dict[str, Any],
+                                                                             tarballs: dict[str, dict[str, Any]],
+                                                                             cli: Any, tmp_path: Path) -> None:
+    tarball = Path(tarballs["iris"]["tarball"])
+    assert tarballs["iris"]["sbom"]["cyclonedx"] == "iris-0.1.0/sbom/sbom.cdx.json"
+    result = cli("sbom", tarball, "-o", tmp_path / "sbom.cdx.json")
+    assert result.exit_code == 0, result.output
+    cyclonedx = (tmp_path / "sbom.cdx.json").read_bytes()
+    assert validate_cyclonedx(cyclonedx.decode()) is None
+    assert cyclonedx == (host_install["package"] / "sbom/sbom.cdx.json").read_bytes()
+    assert sbom_distributions(cyclonedx) == host_install["installed"]
+    spdx = cli("sbom", tarball, "--format", "spdx")
+    assert spdx.exit_code == 0 and validate_spdx(spdx.stdout) is None
 
 
 def test_host_serves_the_golden_cases_and_stops_on_sigterm(host_install: dict[str, Any], bundles: dict[str, Path],
