@@ -6,9 +6,12 @@ interpreter): the SBOM lists what the artifact holds, read from the files that a
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import os
 import re
 import subprocess
+import sys
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -102,6 +105,14 @@ def installed_packages(executable: str, names: Iterable[str]) -> dict[str, Pytho
     wanted = sorted(set(names))
     if not wanted:
         return {}
+    if os.path.abspath(executable) == os.path.abspath(sys.executable):  # the kernel ran in mlship's own interpreter
+        found = {}
+        for name in wanted:
+            try:
+                found[name] = _fields(importlib.metadata.metadata(name))  # type: ignore[arg-type]
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        return {canonical(name): from_fields(fields) for name, fields in found.items()}
     proc = subprocess.run([executable, "-I", "-c", _PROBE, *wanted], capture_output=True, text=True,
                           stdin=subprocess.DEVNULL, timeout=120)
     if proc.returncode != 0:
