@@ -19,12 +19,13 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from ..bundle.manifest import canonical
 from ..errors import MlshipError
 from ..runtime import _contract as contract
 from ..runtime._contract import Bundle, Manifest
 from .document import CYCLONEDX, FORMATS, SPDX, BaseImage, Contents, Model, render
 from .licenses import License, LicensePolicy, check_licenses
-from .packages import DebPackage, PythonPackage, canonical, installed_packages, read_wheel
+from .packages import DebPackage, PythonPackage, installed_packages, read_wheel
 
 IMAGE_SBOM_DIR = "/opt/mlship"
 IMAGE_FILES = {CYCLONEDX: f"{IMAGE_SBOM_DIR}/sbom.cdx.json", SPDX: f"{IMAGE_SBOM_DIR}/sbom.spdx.json"}

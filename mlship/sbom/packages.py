@@ -20,15 +20,11 @@ from email.parser import BytesHeaderParser
 from pathlib import Path
 from urllib.parse import quote
 
+from ..bundle.manifest import canonical  # PEP 503: what a purl of type pypi uses
 from ..errors import BuildError
 from .licenses import License, read_license
 
 _METADATA = re.compile(r"^[^/]+\.dist-info/METADATA$")
-
-
-def canonical(name: str) -> str:
-    """PEP 503 normalized project name (what a purl of type pypi uses)."""
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 @dataclass(frozen=True)
