@@ -830,8 +830,12 @@ def build(
         return
     if notebook is not None:
         from .bundle.builder import BundleBuilder, PackageOptions
+        from .targets.options import WheelOptions
 
-        builder = BundleBuilder.from_notebook(_notebook_in(notebook), PackageOptions(force=True))
+        # The license gate of the build applies to the packaging it starts with (the bundle's requirements) too.
+        licenses = build_options if isinstance(build_options, WheelOptions) else WheelOptions()
+        builder = BundleBuilder.from_notebook(_notebook_in(notebook), PackageOptions(
+            force=True, deny_licenses=licenses.deny_licenses, deny_unknown_licenses=licenses.deny_unknown_licenses))
         with _progress(builder.notebook.path.name, quiet=as_json) as (on_cell, on_step):
             bundle = builder.build(on_progress=on_cell, on_step=on_step).bundle
     path = (bundle or find_bundle()).resolve()
