@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import NotebookError
+
+if TYPE_CHECKING:
+    from ..sbom.licenses import LicensePolicy
 
 CHOICE_KEYS = ("model", "predict", "preprocess", "sample")
 OTHER_KEYS = ("name", "version", "requirements", "kernel", "timeout", "sample_rows", "deny_licenses",
@@ -46,7 +49,7 @@ def read_config(notebook_dir: Path) -> dict[str, Any]:
     return dict(table)
 
 
-def license_policy(config: dict[str, Any], deny: list[str], deny_unknown: bool | None) -> Any:
+def license_policy(config: dict[str, Any], deny: list[str], deny_unknown: bool | None) -> LicensePolicy:
     """The license gate's policy: the flags when given, else [tool.mlship]'s deny_licenses / deny_unknown_licenses."""
     from ..sbom.licenses import LicensePolicy
 

@@ -11,9 +11,12 @@ import os
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import BuildError
+
+if TYPE_CHECKING:
+    from ..sbom.licenses import LicensePolicy
 
 StepCallback = Callable[[str], None]
 
@@ -47,7 +50,7 @@ class WheelOptions(BuildOptions):
     deny_licenses: list[str] = field(default_factory=list)  # SPDX ids; [tool.mlship] deny_licenses when empty
     deny_unknown_licenses: bool = False
 
-    def license_policy(self) -> Any:
+    def license_policy(self) -> LicensePolicy:
         """The license gate for the wheels: these options, else [tool.mlship] of ./pyproject.toml (sbom/licenses.py)."""
         from ..notebook.config import license_policy, read_config
 

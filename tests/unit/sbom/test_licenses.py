@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from mlship.errors import NotebookError
+from mlship.notebook.config import license_policy, read_config
 from mlship.sbom.licenses import License, LicenseError, LicensePolicy, check_licenses, denied_by, read_license
 
 
@@ -70,3 +74,17 @@ def test_packages_without_a_license_are_listed_or_refused_when_asked() -> None:
                                                                    "(unrecognized: Proprietary)"]
     with pytest.raises(LicenseError, match=r"x has 1 package\(s\) without a recognizable license: mystery==0.1"):
         check_licenses(allowed, LicensePolicy(fail_unknown=True), what="x")
+
+
+def test_tool_mlship_deny_licenses_and_the_flags_before_it(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[tool.mlship]\ndeny_licenses = ["GPL-3.0-only"]\n'
+                                             "deny_unknown_licenses = true\n")
+    config = read_config(tmp_path)
+    assert license_policy(config, [], None) == LicensePolicy(("GPL-3.0-only",), fail_unknown=True)
+    assert license_policy(config, ["AGPL-3.0-only"], False).deny == ("AGPL-3.0-only",)  # the flag wins
+    assert license_policy({"deny_licenses": "MIT, ISC"}, [], None).deny == ("MIT", "ISC")
+    with pytest.raises(LicenseError, match=r"\[tool.mlship\] deny_licenses: 'GPLv3' is not an SPDX license id"):
+        license_policy({"deny_licenses": ["GPLv3"]}, [], None)
+    (tmp_path / "pyproject.toml").write_text("[tool.mlship]\ndeny_licenses = 3\n")
+    with pytest.raises(NotebookError, match="deny_licenses must be a list of SPDX license ids"):
+        read_config(tmp_path)
