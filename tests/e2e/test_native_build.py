@@ -26,11 +26,13 @@ from typing import Any
 import pytest
 
 from mlship.bundle.verify import verify_bundle
+from mlship.sbom.document import validate_cyclonedx, validate_spdx
 from mlship.targets._native_build import push_image
 from mlship.targets._oci import BlobStore, Entry, make_image, write_archive, write_layer
 from mlship.targets._oci_base import resolve_base
 from mlship.targets.wheelhouse import parse_platform
 from tests.support.docker import _missing, run_ready, start_registry, token_auth, write_tiny_bundle
+from tests.support.pip import sbom_distributions
 from tests.support.servers import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.requires_docker]
@@ -184,6 +186,23 @@ def test_the_output_tar_loads_in_docker_and_skopeo_reads_it_both_ways(built: dic
     docker_archive = json.loads(subprocess.run([skopeo, "inspect", "--config", f"docker-archive:{tar}"],
                                                capture_output=True, check=True).stdout)
     assert docker_archive["rootfs"]["diff_ids"] == data["image"]["layers"]
+
+
+def test_the_native_image_carries_its_sbom(built: dict[str, Any], cli: Any) -> None:
+    data = built["data"]
+    assert data["sbom"] == {"cyclonedx": "/opt/mlship/sbom.cdx.json", "spdx": "/opt/mlship/sbom.spdx.json"}
+    result = cli("sbom", built["tar"])
+    assert result.exit_code == 0, result.output
+    assert validate_cyclonedx(result.stdout) is None
+    # The venv holds exactly the lock (installed by mlship, without pip), so the SBOM lists exactly its wheels.
+    lock = Path(data["lock"]).read_text()
+    assert sbom_distributions(result.stdout) == {(m[1], m[2]) for m in re.finditer(r"^(\S+)==(\S+) ", lock, re.M)}
+    components = json.loads(result.stdout)["components"]
+    base = next(c for c in components if c["type"] == "container")
+    assert base["version"] == data["native"]["base"]["digest"] and base["purl"].startswith("pkg:oci/base@sha256:")
+    assert any(c["name"] == "python3" and c["purl"].startswith("pkg:deb/debian/") for c in components)
+    spdx = cli("sbom", built["tar"], "--format", "spdx")
+    assert spdx.exit_code == 0 and validate_spdx(spdx.stdout) is None
 
 
 def test_two_builds_give_the_same_digest(built: dict[str, Any], cli: Any, tiny: Path, base_ref: str,
