@@ -116,12 +116,15 @@ def test_compare_over_labelled_data_passes_its_gates_and_reports_metrics(bundles
 
 
 def test_compare_fails_a_tight_gate_with_exit_1(bundles: dict[str, Path], tmp_path: Path) -> None:
-    x_test, _, _, _ = expected()
-    x_test.to_csv(tmp_path / "rows.csv", index=False)
-    result = mlship("compare", bundles["old"], bundles["new"], "--data", "rows.csv", "--method", "predict",
-                    "--max-disagreement", "0", cwd=tmp_path)
+    x_test, _, old_pred, new_pred = expected()
+    x_test.to_parquet(tmp_path / "rows.parquet", index=False)  # parquet, read by both bundles and the host
+    result = mlship("compare", bundles["old"], bundles["new"], "--data", "rows.parquet", "--method", "predict",
+                    "--max-disagreement", "0", "--diff-out", "diffs.jsonl", cwd=tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert re.search(r"^gate max_disagreement: FAIL: predict: \d+\.\d\d% of rows disagree", result.stdout, re.M)
+    disagree = [i + 1 for i, (a, b) in enumerate(zip(old_pred, new_pred, strict=True)) if a != b]
+    rows = [json.loads(line) for line in (tmp_path / "diffs.jsonl").read_text().splitlines()]
+    assert [r["row"] for r in rows if r["input_set"] == "data"] == disagree  # parquet rows count from 1
     assert "fails the comparison gates: max_disagreement" in result.stderr
     assert "Traceback" not in result.stderr
 
