@@ -69,10 +69,7 @@ def promote(source: Path, name: str, version: str, *, report: Path | None = None
     source = _service_path(source)
     with _locked_history(source) as history:
         service = _read(source)
-        versions = service.versions(name)
-        if not versions:
-            raise MlshipError(f"{source} serves no model named {name!r}",
-                              hint=f"the models it serves: {_listing(service.names)}")
+        versions = _served_versions(service, name)
         if version not in versions:
             raise MlshipError(f"model {name!r} in {source} has no version {version!r} (it has {_listing(versions)})",
                               hint=f"promote one of {_listing(versions)}, or add the bundle of {name} {version} as "
@@ -85,10 +82,7 @@ def promote(source: Path, name: str, version: str, *, report: Path | None = None
         digest = None
         if report is not None and before != version:
             digest = check_report(report, service, name, before, version)
-        _replace(source, _with_default(text, name, version, source), service)
-        record = _record("promote", source, name, before, version, report, digest)
-        _append(history, record)
-        return RouteChange(source, name, before, version, record)
+        return _change("promote", history, service, text, name, before, version, report, digest)
 
 
 def rollback(source: Path, name: str) -> RouteChange:
@@ -96,10 +90,7 @@ def rollback(source: Path, name: str) -> RouteChange:
     source = _service_path(source)
     with _locked_history(source) as history:
         service = _read(source)
-        versions = service.versions(name)
-        if not versions:
-            raise MlshipError(f"{source} serves no model named {name!r}",
-                              hint=f"the models it serves: {_listing(service.names)}")
+        versions = _served_versions(service, name)
         stack = _promotes(_parse_history(history.name, _read_all(history)), name)
         log = history_file_for(source)
         if not stack:
@@ -117,11 +108,7 @@ def rollback(source: Path, name: str) -> RouteChange:
             raise MlshipError(f"cannot roll {name!r} back to {target!r}: {source} no longer serves that version "
                               f"(it has {_listing(versions)})",
                               hint=f"add its bundle back as a [[models]] table, or promote one of {_listing(versions)}")
-        text = source.read_text(encoding="utf-8")
-        _replace(source, _with_default(text, name, target, source), service)
-        record = _record("rollback", source, name, current, target, None, None)
-        _append(history, record)
-        return RouteChange(source, name, current, target, record)
+        return _change("rollback", history, service, source.read_text(encoding="utf-8"), name, current, target)
 
 
 def read_history(source: Path) -> list[dict[str, Any]]:
@@ -198,6 +185,24 @@ def _service_path(source: Path, *, must_exist: bool = True) -> Path:
         raise MlshipError(f"the service file {path} does not exist",
                           hint="name the mlship.toml the server serves")
     return path
+
+
+def _served_versions(service: Service, name: str) -> tuple[str, ...]:
+    versions = service.versions(name)
+    if not versions:
+        raise MlshipError(f"{service.source} serves no model named {name!r}",
+                          hint=f"the models it serves: {_listing(service.names)}")
+    return versions
+
+
+def _change(action: str, history: IO[str], service: Service, text: str, name: str, before: str, after: str,
+            report: Path | None = None, digest: str | None = None) -> RouteChange:
+    """Write the file with `after` as the default of `name`, then its audit record."""
+    assert service.source is not None
+    _replace(service.source, _with_default(text, name, after, service.source), service)
+    record = _record(action, service.source, name, before, after, report, digest)
+    _append(history, record)
+    return RouteChange(service.source, name, before, after, record)
 
 
 def _read(source: Path) -> Service:

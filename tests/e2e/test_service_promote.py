@@ -10,11 +10,7 @@ returned by the old one.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,8 +21,7 @@ from mlship.runtime import _contract as contract
 from mlship.runtime._contract import read_manifest
 from tests.conftest import Cli
 from tests.e2e.test_service_front import _v2_request
-from tests.e2e.test_service_reload import post
-from tests.support.servers import free_port, wait_until_ready
+from tests.e2e.test_service_reload import post, service
 
 SERVICE = """\
 # Two versions of the series model; CI promotes.
@@ -52,52 +47,39 @@ def test_promote_then_rollback_under_load_switches_the_default_with_no_failed_re
     read = contract.read(new)
     contract.write(new, replace(read.manifest, version="2.0.0"), read.golden)
     body = _v2_request(read_manifest(old), json.loads((old / "golden.json").read_text())["cases"][0]["instances"])
-    source, log, port = tmp_path / "mlship.toml", tmp_path / "server.log", free_port()
-    source.write_text(SERVICE.format(old=old, new=new))
-    base = f"http://127.0.0.1:{port}"
-
+    text = SERVICE.format(old=old, new=new)
     answers: list[tuple[float, int, str]] = []  # (when the request was sent, status, the version that answered)
     stop = threading.Event()
 
-    def load() -> None:
-        while not stop.is_set():
-            sent = time.monotonic()
-            status, answer = post(f"{base}/v2/models/series/infer", body)
-            version = answer.get("model_version", "?") if isinstance(answer, dict) else repr(answer)
-            answers.append((sent, status, version))
+    with service(tmp_path, text) as (base, source, _, _):
+        def load() -> None:
+            while not stop.is_set():
+                sent = time.monotonic()
+                status, answer = post(f"{base}/v2/models/series/infer", body)
+                version = answer.get("model_version", "?") if isinstance(answer, dict) else repr(answer)
+                answers.append((sent, status, version))
 
-    with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "mlship", "serve", str(source), "--port", str(port),
-                                    "--workers", "1"], stdout=out, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "MLSHIP_PLAIN": "1", "MLSHIP_ACCESS_LOG": "0"})
-    threads = [threading.Thread(target=load, daemon=True) for _ in range(3)]
-    try:
-        wait_until_ready(f"{base}/readyz", process, log=log, timeout=90, interval=0.2)
+        threads = [threading.Thread(target=load, daemon=True) for _ in range(3)]
         for thread in threads:
             thread.start()
-        time.sleep(0.5)
-        promote_began = time.monotonic()
-        promoted = cli("promote", source, "series", "2.0.0")
-        assert promoted.exit_code == 0, promoted.output
-        assert "series: 0.1.0 -> 2.0.0" in promoted.output and "reloaded" in promoted.output
-        promoted_at = time.monotonic()
-        time.sleep(0.5)
-        rollback_began = time.monotonic()
-        rolled = cli("rollback", source, "series")
-        assert rolled.exit_code == 0, rolled.output
-        assert "series: 2.0.0 -> 0.1.0" in rolled.output
-        rolled_at = time.monotonic()
-        time.sleep(0.5)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=40)
-        process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            time.sleep(0.5)
+            promote_began = time.monotonic()
+            promoted = cli("promote", source, "series", "2.0.0")
+            assert promoted.exit_code == 0, promoted.output
+            assert "series: 0.1.0 -> 2.0.0" in promoted.output and "reloaded" in promoted.output
+            promoted_at = time.monotonic()
+            time.sleep(0.5)
+            rollback_began = time.monotonic()
+            rolled = cli("rollback", source, "series")
+            assert rolled.exit_code == 0, rolled.output
+            assert "series: 2.0.0 -> 0.1.0" in rolled.output
+            rolled_at = time.monotonic()
+            time.sleep(0.5)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=40)
 
     assert len(answers) > 30, answers
     failed = [a for a in answers if not 200 <= a[1] < 300]
@@ -109,7 +91,7 @@ def test_promote_then_rollback_under_load_switches_the_default_with_no_failed_re
     assert versions(0, promote_began) == {"0.1.0"}
     assert versions(promoted_at, rollback_began) == {"2.0.0"}
     assert versions(rolled_at, float("inf")) == {"0.1.0"}
-    assert source.read_text() == SERVICE.format(old=old, new=new)  # comments and layout kept, default back
+    assert source.read_text() == text  # comments and layout kept, default back
     history = cli("history", source, "--json")
     records = json.loads(history.output)
     assert [(r["action"], r["from"], r["to"]) for r in records] == [("promote", "0.1.0", "2.0.0"),

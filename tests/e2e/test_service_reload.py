@@ -108,10 +108,14 @@ class Load:
 
 
 @contextmanager
-def service(tmp_path: Path, bundles: list[Path]) -> Iterator[tuple[str, Path, subprocess.Popen[bytes], Path]]:
-    """`mlship serve mlship.toml --workers 1` until the block ends: (base URL, service file, process, log)."""
+def service(tmp_path: Path, bundles: list[Path] | str) -> Iterator[tuple[str, Path, subprocess.Popen[bytes], Path]]:
+    """`mlship serve mlship.toml --workers 1` until the block ends: (base URL, service file, process, log). The
+    file lists `bundles`, or is that text."""
     source, log, port = tmp_path / "mlship.toml", tmp_path / "server.log", free_port()
-    write_service(source, bundles)
+    if isinstance(bundles, str):
+        source.write_text(bundles)
+    else:
+        write_service(source, bundles)
     with log.open("wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "mlship", "serve", str(source), "--port", str(port),
                                     "--workers", "1"], stdout=out, stderr=subprocess.STDOUT,
