@@ -168,6 +168,9 @@ class Front:
         lives: dict[str, Live] = {}
         for name, rollout in service.rollouts.items():
             stable = service.defaults[name]
+            if rollout.version == stable:  # promoted: the candidate is the default now, nothing to split
+                logger.info("%s: %s %s is the default version; it gets every request", name, rollout.mode, stable)
+                continue
             old = self.rollouts.get(name)
             if old is not None and old.stable == stable and old.rollout == rollout:
                 lives[name] = old

@@ -207,14 +207,10 @@ def _rollout(table: Mapping[str, Any], route: str, service: Service, where: str)
     if version is None:
         raise ServiceError(f"{where}: {what} has no 'version'", f"name the candidate version: {example}")
     versions = service.versions(route)
-    default = service.defaults[route]
     if version not in versions:
         raise ServiceError(f"{where}: {what} names version {version!r}, but model {route!r} has no such version "
                            f"(it has {_listing(versions)})",
                            f"add a [[models]] table for the bundle of version {version}, or name one of those")
-    if version == default:
-        raise ServiceError(f"{where}: {what} names version {version!r}, which is already the default",
-                           "name another version as the candidate, or remove the table")
     percent = _number(entry, "percent", where, what, 100.0 if mode == "shadow" else None, 0.0, 100.0)
     sticky = entry.get("sticky")
     if sticky is not None:

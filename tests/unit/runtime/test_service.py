@@ -299,6 +299,9 @@ def test_shadow_and_canary_read_exactly_as_the_issue_writes_them(tmp_path: Path,
                                         "max_disagreement = 0.2, max_error_rate = 0, window = 50 }\n"))
     assert guarded.rollouts["fraud"] == Rollout("shadow", "2.0.0", 12.5, None, 0.2, 0.0, 50)
     assert read_service(service_file(tmp_path, ISSUE_EXAMPLE)).rollouts == {}
+    # After `mlship promote` of the candidate the file still reads; the front then splits nothing.
+    promoted = ISSUE_EXAMPLE.replace('default = "1.0.0"', 'default = "2.0.0"')
+    assert read_service(service_file(tmp_path, promoted + 'canary = { version = "2.0.0", percent = 10 }\n')).rollouts
 
 
 @pytest.mark.parametrize(("line", "message"), [
@@ -306,7 +309,6 @@ def test_shadow_and_canary_read_exactly_as_the_issue_writes_them(tmp_path: Path,
     ('shadow = "2.0.0"', "shadow must be an inline table"),
     ('canary = { percent = 10 }', "[routes.fraud] canary has no 'version'"),
     ('canary = { version = "3.0.0", percent = 10 }', "names version '3.0.0', but model 'fraud' has no such version"),
-    ('canary = { version = "1.0.0", percent = 10 }', "which is already the default"),
     ('canary = { version = "2.0.0" }', "canary has no 'percent'"),
     ('canary = { version = "2.0.0", percent = 101 }', "'percent' in [routes.fraud] canary must be a number from 0 to 100"),
     ('canary = { version = "2.0.0", percent = -1 }', "must be a number from 0 to 100, got -1"),
