@@ -26,7 +26,6 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import front_overhead as fo  # noqa: E402
 import runtime_throughput as rt  # noqa: E402
 
 from mlship.runtime import _contract as contract  # noqa: E402
@@ -50,9 +50,11 @@ ROUTES = {
 }
 
 
-class Front:
+class Front(fo.Server):
+    """A front of both versions with the routes of `kind` (ROUTES); readiness and stop as front_overhead's."""
+
     def __init__(self, kind: str, versions: list[Path], work: Path, workers: int) -> None:
-        self.kind, self.port = kind, free_port()
+        self.kind, self.model, self.port = kind, "lr", free_port()
         self.path = "/models/lr/predict"
         service = work / f"{kind}.toml"
         models = "".join(f'[[models]]\nbundle = "{bundle}"\nname = "lr"\nworkers = {workers}\n\n'
@@ -66,20 +68,6 @@ class Front:
             env=clean_env(MLSHIP_ACCESS_LOG="0", MLSHIP_SHADOW_LOG=str(work / f"{kind}.shadow.jsonl")))
         self.runs: dict[str, list[dict[str, Any]]] = {}
 
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.kind} exited with {self.proc.returncode}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"{self.kind} not ready within 180 s")
-
     def metric(self, family: str, **labels: str) -> float:
         from prometheus_client.parser import text_string_to_metric_families
 
@@ -87,14 +75,6 @@ class Front:
             text = response.read().decode()
         return sum(sample.value for metric in text_string_to_metric_families(text) for sample in metric.samples
                    if sample.name == family and all(sample.labels.get(k) == v for k, v in labels.items()))
-
-    def stop(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.log.close()
 
 
 def _version(bundle: Path, copy: Path, version: str) -> Path:
@@ -172,10 +152,10 @@ def main(argv: list[str] | None = None) -> int:
             front.stop()
     medians = {front.kind: {c: rt._median_run(runs) for c, runs in front.runs.items()} for front in fronts}
     lines = []
-    for conns in map(str, connections):
-        off, on = medians["off"][conns], medians["shadow"][conns]
+    for level in map(str, connections):
+        off, on = medians["off"][level], medians["shadow"][level]
         lines.append(
-            f"c{conns:<3} shadow off {off['req_per_s']:7.0f} req/s p50 {off['p50_ms']:6.2f} ms p99 {off['p99_ms']:6.2f}"
+            f"c{level:<3} shadow off {off['req_per_s']:7.0f} req/s p50 {off['p50_ms']:6.2f} ms p99 {off['p99_ms']:6.2f}"
             f" ms | on {on['req_per_s']:7.0f} req/s p50 {on['p50_ms']:6.2f} ms p99 {on['p99_ms']:6.2f} ms | on/off "
             f"{on['req_per_s'] / off['req_per_s']:.2f}x req/s, p50 {on['p50_ms'] - off['p50_ms']:+.2f} ms, p99 "
             f"{on['p99_ms'] - off['p99_ms']:+.2f} ms | errors {off['errors']}/{on['errors']}")
