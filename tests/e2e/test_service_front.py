@@ -31,7 +31,7 @@ from tests.support.servers import clean_env, free_port, wait_until_ready
 
 pytestmark = pytest.mark.e2e
 
-GOOD = ("iris", "churn")
+GOOD = ("iris", "churn", "reviews", "taxi")  # every example, served together
 BROKEN = ("iris-columns", "text")  # a damaged bundle, and one whose golden case the model does not match
 
 
@@ -75,6 +75,8 @@ def front(example_bundles: dict[str, Path], sample_bundle: Callable[[str], Path]
         '[service]\nname = "scoring"\n\n'
         f'[[models]]\nbundle = "{example_bundles["iris"]}"\nworkers = 2\n\n'
         f'[[models]]\nbundle = "{example_bundles["churn"]}"\n\n'
+        f'[[models]]\nbundle = "{example_bundles["reviews"]}"\n\n'
+        f'[[models]]\nbundle = "{example_bundles["taxi"]}"\n\n'
         f'[[models]]\nbundle = "{damaged}"\n\n'
         f'[[models]]\nbundle = "{_wrong_golden(sample_bundle("text"), folder / "wrong")}"\n\n'
         f'[[models]]\nbundle = "{sample_bundle("series")}"\n\n'
