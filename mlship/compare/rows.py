@@ -18,6 +18,9 @@ from ..runtime._batch_input import FORMATS
 
 
 def input_format(path: Path, given: str | None) -> str:
+    if given is not None and given not in ("csv", "jsonl", "parquet"):
+        raise MlshipError(f"--data-format must be csv, jsonl or parquet, got {given!r}", exit_code=2,
+                          hint="pass --data-format csv, jsonl or parquet, or leave it out")
     fmt = given or FORMATS.get(path.suffix.lower())
     if fmt not in ("csv", "jsonl", "parquet"):
         raise MlshipError(f"cannot tell the format of {path} from its extension", exit_code=2,

@@ -54,3 +54,18 @@ def test_output_rows_and_rejects(tmp_path: Path) -> None:
     rejects.write_text(json.dumps({"where": "line 7", "error": "lacks b", "row": {}}) + "\n")
     assert read_rejects(str(rejects)) == {7: "lacks b"}
     assert read_rejects(None) == {}
+
+
+def test_the_data_format_comes_from_the_option_or_the_extension(tmp_path: Path) -> None:
+    import pytest
+
+    from mlship.compare.rows import input_format
+    from mlship.errors import MlshipError
+
+    assert input_format(tmp_path / "a.csv", None) == "csv"
+    assert input_format(tmp_path / "a.txt", "jsonl") == "jsonl"
+    for path, given, words in ((tmp_path / "a.txt", None, "from its extension"),
+                               (tmp_path / "a.csv", "xls", "--data-format must be")):
+        with pytest.raises(MlshipError) as caught:
+            input_format(path, given)
+        assert words in caught.value.message and caught.value.exit_code == 2
