@@ -167,7 +167,7 @@ class Front:
 
         lives: dict[str, Live] = {}
         for name, rollout in service.rollouts.items():
-            stable = service.defaults[name]
+            stable = self.table.default_of(name)  # after a reload: what the table really routes to
             if rollout.version == stable:  # promoted: the candidate is the default now, nothing to split
                 logger.info("%s: %s %s is the default version; it gets every request", name, rollout.mode, stable)
                 continue

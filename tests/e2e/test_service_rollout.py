@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -257,3 +258,32 @@ def test_a_failing_canary_is_retried_on_the_default_then_taken_out(front: tuple[
     entry = next(e for e in _get(f"{url}/v2/repository/index") if e["name"] == "flaky" and e["version"] == "2.0.0")
     assert entry["rollout"] == "canary tripped" and "error rate" in entry["reason"]
     assert entry["state"] == "READY"  # it still answers its explicit version route
+
+
+def test_a_reload_applies_changed_rollouts_and_a_promoted_candidate_splits_nothing(front: tuple[str, Path]) -> None:
+    """Last in this module: it rewrites the service file. lengths: its shadow promoted (default = the candidate);
+    split: canary 10% -> shadow; the unchanged rollouts keep their counts and their guard's verdict."""
+    url, folder = front
+    service = folder / "mlship.toml"
+    text = service.read_text()
+    first = text.index('default = "1.0.0"')
+    text = text[:first] + 'default = "2.0.0"' + text[first + len('default = "1.0.0"'):]  # [routes.lengths]
+    text = text.replace('canary = { version = "2.0.0", percent = 10, sticky = "X-User-ID" }',
+                        'shadow = { version = "2.0.0", percent = 100 }')
+    service.write_text(text)
+    os.kill(int((folder / "front.pid").read_text()), signal.SIGHUP)
+
+    def rollouts() -> dict[str, Any]:
+        return {m["name"]: m.get("rollout") for m in _get(f"{url}/models")["models"]}
+
+    _wait_for(lambda: rollouts()["split"] is not None and rollouts()["split"]["mode"] == "shadow", "reloaded")
+    now = rollouts()
+    assert now["lengths"] is None  # its candidate is the default now
+    assert now["constant"]["state"] == "tripped" and now["flaky"]["state"] == "tripped"  # kept
+    answers = _post_many(url, "/models/lengths/predict", ["xx"] * 20, threads=2)
+    assert {(status, version) for status, version, _ in answers} == {(200, "2.0.0")}
+    answers = _post_many(url, "/models/split/predict", ["xx"] * 50, threads=2)
+    assert {(status, version) for status, version, _ in answers} == {(200, "1.0.0")}
+    labels = {"model": "split", "stable": "1.0.0", "candidate": "2.0.0"}
+    _wait_for(lambda: _samples(url, "mlship_shadow_comparisons_total", result="disagree", **labels) == 50,
+              "the new shadow compared")
