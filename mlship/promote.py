@@ -30,6 +30,7 @@ from typing import IO, Any
 
 import tomlkit
 from tomlkit.exceptions import TOMLKitError
+from tomlkit.items import InlineTable, Table
 
 from .bundle.digest import bundle_digest
 from .compare.report import REPORT_FORMAT
@@ -199,8 +200,11 @@ def _change(action: str, history: IO[str], service: Service, text: str, name: st
             report: Path | None = None, digest: str | None = None) -> RouteChange:
     """Write the file with `after` as the default of `name`, then its audit record."""
     assert service.source is not None
-    _replace(service.source, _with_default(text, name, after, service.source), service)
+    new_text, ended = _with_default(text, name, after, service.source)
+    _replace(service.source, new_text, service)
     record = _record(action, service.source, name, before, after, report, digest)
+    if ended:
+        record["ended"] = ended
     _append(history, record)
     return RouteChange(service.source, name, before, after, record)
 
@@ -219,8 +223,10 @@ def _declared_default(text: str, name: str) -> str | None:
     return str(value) if value is not None else None
 
 
-def _with_default(text: str, name: str, version: str, source: Path) -> str:
-    """`text` with `[routes.NAME] default = VERSION`, everything else as it was."""
+def _with_default(text: str, name: str, version: str, source: Path) -> tuple[str, dict[str, Any]]:
+    """`text` with `[routes.NAME] default = VERSION`, everything else as it was, but a shadow or canary of that
+    very version: it has become the default, so its rollout has ended (and a rollback must not start sending it
+    traffic again). Also returns what was removed ({"canary": {...}}, or {})."""
     try:
         document = tomlkit.parse(text)
         routes = document.get("routes")
@@ -232,7 +238,13 @@ def _with_default(text: str, name: str, version: str, source: Path) -> str:
             table = tomlkit.table()
             routes[name] = table
         table["default"] = version
-        return tomlkit.dumps(document)
+        ended: dict[str, Any] = {}
+        for mode in ("shadow", "canary"):
+            rollout = table.get(mode)
+            if isinstance(rollout, (InlineTable, Table)) and rollout.get("version") == version:
+                ended[mode] = rollout.unwrap()
+                del table[mode]
+        return tomlkit.dumps(document), ended
     except TOMLKitError as exc:  # read_service read it, so this is a file tomlkit cannot edit
         raise MlshipError(f"cannot edit {source}: {exc}",
                           hint=f'set it by hand: [routes.{name}] default = "{version}"') from None
@@ -257,10 +269,10 @@ def _replace(source: Path, text: str, before: Service) -> None:
         os.chmod(temporary, source.stat().st_mode & 0o7777)
         try:
             after = read_service(temporary)
-        except ServiceError as exc:  # a bug if it happens: say so rather than write it
-            raise MlshipError(f"the rewritten {source} would not read: "
+        except ServiceError as exc:
+            raise MlshipError(f"with the new default, {source} would not be served: "
                               f"{exc.message.replace(str(temporary), str(source))}; nothing changed",
-                              hint="report this; meanwhile set the default by hand") from None
+                              hint=exc.hint) from None
         if [m.bundle for m in after.models] != [m.bundle for m in before.models]:
             raise MlshipError(f"the rewritten {source} would serve other models; nothing changed",
                               hint="report this; meanwhile set the default by hand")

@@ -128,6 +128,18 @@ def test_rollback_refuses_when_the_file_was_changed_by_hand_since(source: Path) 
         rollback(source, "fraud")
 
 
+def test_promoting_the_candidate_of_a_canary_ends_the_canary_and_rollback_does_not_restart_it(source: Path) -> None:
+    with_canary = TEMPLATE.replace('default = "1.0.0"   # stable\n',
+                                   'default = "1.0.0"   # stable\ncanary = { version = "2.0.0", percent = 10 }\n')
+    source.write_text(with_canary)
+    assert read_service(source).rollouts["fraud"].version == "2.0.0"
+    change = promote(source, "fraud", "2.0.0")
+    assert change.record is not None and change.record["ended"] == {"canary": {"version": "2.0.0", "percent": 10}}
+    assert source.read_text() == TEMPLATE.replace('default = "1.0.0"', 'default = "2.0.0"')
+    rollback(source, "fraud")
+    assert source.read_text() == TEMPLATE and "fraud" not in read_service(source).rollouts
+
+
 def test_the_actor_is_the_pipelines_or_user_at_host() -> None:
     assert actor({"MLSHIP_ACTOR": "release-bot", "GITHUB_ACTOR": "alice"}) == "release-bot"
     assert actor({"GITHUB_ACTOR": "alice"}) == "github:alice"
