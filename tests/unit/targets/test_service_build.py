@@ -155,6 +155,19 @@ def test_the_image_service_file_reads_back(service_file: Path, tmp_path: Path) -
                                                   for e in ("env1", "env1", "env2")]
 
 
+def test_the_image_service_file_keeps_the_shadow_or_canary(service_file: Path, tmp_path: Path) -> None:
+    service_file.write_text(service_file.read_text() + 'canary = { version = "1.0.0", percent = 10, '
+                            'sticky = "X-User-ID", window = 50 }\n')
+    plan = ServicePlan.from_file(service_file, PLATFORM)
+    folder = tmp_path / "artifact" / "app"
+    for planned in plan.models:
+        (folder / planned.folder).parent.mkdir(parents=True, exist_ok=True)
+        (folder / planned.folder).symlink_to(planned.model.bundle)
+    written = plan.write_service_file(folder / "mlship.toml", bundle_root=folder, python=lambda env: "python3")
+    assert read_service(folder / "mlship.toml").rollouts == written.rollouts == read_service(service_file).rollouts
+    assert written.rollouts["pinned"].sticky == "X-User-ID"
+
+
 def test_the_onprem_tarball_holds_every_environment_and_model_and_a_relative_service_file(
         service_file: Path, tmp_path: Path) -> None:
     import tarfile
