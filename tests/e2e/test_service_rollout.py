@@ -194,7 +194,16 @@ def test_shadow_counts_agreement_under_load_and_logs_each_disagreement(front: tu
     answers = _post_many(url, "/models/lengths/predict", texts)
     assert all(status == 200 and version == "1.0.0" for status, version, _ in answers), answers[:3]
     assert [predictions[0] for _, _, predictions in answers] == [_by_threshold(3)(text) for text in texts]
-    disagreeing = sum(len(text) == 2 for text in texts)  # what an offline comparison of the two says: 80 of 400
+    # What `mlship compare` (the offline comparison, each bundle in its own process) says about the same rows.
+    (folder / "rows.jsonl").write_text("".join(json.dumps(text) + "\n" for text in texts))
+    compared = subprocess.run(
+        [sys.executable, "-m", "mlship", "compare", str(folder / "v1"), str(folder / "v2"), "--data",
+         str(folder / "rows.jsonl"), "--diff-out", str(folder / "offline.jsonl")],
+        capture_output=True, text=True, env=clean_env(), timeout=120)
+    assert compared.returncode == 0, compared.stderr
+    offline = [json.loads(line) for line in (folder / "offline.jsonl").read_text().splitlines()]
+    disagreeing = sum(row["input_set"] == "data" for row in offline)
+    assert disagreeing == sum(len(text) == 2 for text in texts)  # 80 of 400
     labels = {"model": "lengths", "stable": "1.0.0", "candidate": "2.0.0"}
     family = "mlship_shadow_comparisons_total"
     _wait_for(lambda: _samples(url, family, **labels) == len(texts), "every copy compared")
@@ -203,7 +212,9 @@ def test_shadow_counts_agreement_under_load_and_logs_each_disagreement(front: tu
     assert _samples(url, family, result="error", **labels) == 0
     records = [json.loads(line) for line in (folder / "shadow.jsonl").read_text().splitlines()]
     mine = [record for record in records if record["model"] == "lengths"]
-    assert len(mine) == disagreeing
+    assert len(mine) == disagreeing  # the shadow's log holds the rows the offline comparison names
+    assert sorted(r["input"]["instances"][0] for r in mine) == sorted(r["input"] for r in offline
+                                                                      if r["input_set"] == "data")
     assert mine[0]["input"] == {"instances": ["xx"]} and mine[0]["stable_output"] == ["short"]
     assert mine[0]["candidate_output"] == ["long"] and mine[0]["request_id"]
 
