@@ -418,6 +418,12 @@ def _applied(change: Any, no_reload: bool, pid_file: Path | None) -> None:
         raise MlshipError(f"wrote {change.source} ({what}), but its server's reload did not succeed: {summary}",
                           hint="the server keeps serving what it served; its log and POST /v2/repository/index "
                           "say why")
+    routed = (result.status or {}).get("defaults", {}).get(change.name, change.after)
+    if routed != change.after:
+        raise MlshipError(f"wrote {change.source} ({what}), but its server still routes {change.name} to {routed}: "
+                          f"version {change.after} is not running there",
+                          hint="POST /v2/repository/index on the server says why; fix it and run mlship reload, "
+                          f"or roll back with mlship rollback {change.source} {change.name}")
     display_success(f"{what} in {change.source}; its server (pid {result.pid}) reloaded")
 
 

@@ -74,13 +74,14 @@ class Outcome:
     added: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    defaults: dict[str, str] = field(default_factory=dict)  # what each name routes to after it (`mlship promote`)
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {"generation": self.generation, "result": self.result, "error": self.error, "added": self.added,
                 "changed": self.changed, "removed": self.removed, "failed": self.failed,
-                "seconds": round(self.seconds, 3)}
+                "defaults": self.defaults, "seconds": round(self.seconds, 3)}
 
     def summary(self) -> str:
         if self.result == "invalid":
@@ -232,6 +233,7 @@ class Reloader:
                 del self.rejected[key]
 
         new = RouteTable(_ordered(backends, wanted), _defaults(service.defaults, backends, old))
+        outcome.defaults = dict(new.defaults)
         self.front.swap(new)
         self.front.set_rollouts(service)  # issue 12: the shadow/canary of the new file (h12shadow)
         leaving = [b for key, b in old.backends.items() if new.backends.get(key) is not b]
