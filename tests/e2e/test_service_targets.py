@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import tarfile
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,13 @@ run_ready, PYTHON = test_docker.run_ready, test_onprem_install.PYTHON
 OLD, NEW = "six==1.16.0", "six==1.17.0"
 
 
-def write_service(path: Path, bundles: list[Path], default: str = "2.0.0") -> Path:
+# The image's service shadows pinned 2.0.0 with 1.0.0: answers come from 2.0.0 alone; the two disagree on every row.
+SHADOW = 'shadow = { version = "1.0.0", percent = 100 }\n'
+
+
+def write_service(path: Path, bundles: list[Path], default: str = "2.0.0", routes: str = "") -> Path:
     models = "".join(f'[[models]]\nbundle = "{bundle}"\n\n' for bundle in bundles)
-    path.write_text(f'[service]\nname = "scoring"\n\n{models}[routes.pinned]\ndefault = "{default}"\n')
+    path.write_text(f'[service]\nname = "scoring"\n\n{models}[routes.pinned]\ndefault = "{default}"\n{routes}')
     return path
 
 
@@ -67,7 +72,8 @@ def answers_of_the_pair(url: str) -> dict[str, Any]:
 def service(example_bundles: dict[str, Path], pair: dict[str, Path],
             tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_service(tmp_path_factory.mktemp("service") / "mlship.toml",
-                         [example_bundles["iris"], example_bundles["reviews"], pair["1.0.0"], pair["2.0.0"]])
+                         [example_bundles["iris"], example_bundles["reviews"], pair["1.0.0"], pair["2.0.0"]],
+                         routes=SHADOW)
 
 
 @pytest.fixture(scope="module")
@@ -129,13 +135,39 @@ def test_each_model_answers_from_its_own_environment_under_a_read_only_root_and_
 
 
 @pytest.mark.requires_docker
+def test_the_image_shadows_as_its_service_file_says(image: dict[str, Any], client: Any) -> None:
+    container, url = run_ready(client, image["image"]["id"], timeout=180, read_only=True, user="1000777:0")
+    try:
+        for _ in range(5):
+            request = urllib.request.Request(f"{url}/models/pinned/predict", data=b'{"instances": ["a"]}',
+                                             method="POST", headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=30) as response:
+                assert response.headers["X-Model-Version"] == "2.0.0"
+                assert json.loads(response.read())["predictions"] == ["1.17.0"]
+        wanted = ('mlship_shadow_comparisons_total{candidate="1.0.0",model="pinned",result="disagree",'
+                  'stable="2.0.0"} 5.0')
+        deadline = time.monotonic() + 30
+        while wanted not in (text := urllib.request.urlopen(f"{url}/metrics", timeout=30).read().decode()):
+            assert time.monotonic() < deadline, text
+            time.sleep(0.2)
+        models = json.loads(urllib.request.urlopen(f"{url}/models", timeout=30).read())["models"]
+        rollout = next(m for m in models if m["name"] == "pinned")["rollout"]
+        assert rollout["mode"] == "shadow" and rollout["comparisons"]["disagree"] == 5
+        # The read-only root: the disagreement log cannot be written, which is a warning, not a failure.
+        assert "cannot write the shadow disagreement log" in container.logs().decode()
+    finally:
+        container.remove(force=True)
+
+
+@pytest.mark.requires_docker
 def test_a_change_to_one_models_artifacts_changes_only_that_models_layer(
         image: dict[str, Any], example_bundles: dict[str, Path], pair: dict[str, Path], base_image: str,
         wheel_cache: Path, token: str, cli: Any, tmp_path: Path) -> None:
     changed = write_tiny_bundle(tmp_path / "pinned-1", name="pinned", version="1.0.0", reports=OLD,
                                 values={"retrained": True})
     service = write_service(tmp_path / "mlship.toml",
-                            [example_bundles["iris"], example_bundles["reviews"], changed, pair["2.0.0"]])
+                            [example_bundles["iris"], example_bundles["reviews"], changed, pair["2.0.0"]],
+                            routes=SHADOW)
     result = cli("build", "--target", "docker", service, "--base-image", base_image, "--wheel-cache", wheel_cache,
                  "--tag", f"mlship-e2e-scoring2:{token}", "--no-test", "--json")
     assert result.exit_code == 0, result.output
