@@ -211,10 +211,13 @@ class Front:
             candidate = self.table.backends.get((backend.name, live.candidate))
             if candidate is not None and candidate.ready and live.pick(
                     header(scope, sticky.lower().encode()) if sticky else None):
-                answer = await self._try_candidate(candidate, target, headers, body, rid)
-                if answer is not None:
-                    backend = candidate
-                live.answered(backend.version, candidate_failed=answer is None)
+                tried = await self._try_candidate(candidate, target, headers, body, rid)
+                if tried is not None and tried.status < 400:
+                    answer, backend = tried, candidate
+                else:  # the default answers; the candidate failed unless the default refuses the request too
+                    answer = await self._ask(backend, method, target, headers, body, rid)
+                live.answered(backend.version, candidate_failed=answer is not tried and (
+                    tried is None or tried.status >= 500 or answer.status < 400))
             else:
                 live.answered(backend.version, candidate_failed=False)
         if answer is None:
@@ -235,17 +238,16 @@ class Front:
 
     async def _try_candidate(self, candidate: Backend, target: bytes, headers: list[tuple[bytes, bytes]],
                              body: bytes, rid: str) -> UpstreamResponse | None:
-        """A canary's answer, or None when it failed (no answer, or 5xx): the default answers instead."""
+        """A canary's answer, or None when there was none; a 4xx or 5xx one is answered by the default instead."""
         try:
             answer = await candidate.request("POST", target, headers, body, self.timeout)
         except (UpstreamError, TimeoutError) as exc:
             logger.warning("canary %s failed request %s (%s); the default answers it", candidate.label, rid, exc,
                            extra={"request_id": rid})
             return None
-        if answer.status >= 500:
+        if answer.status >= 400:
             logger.warning("canary %s answered request %s with HTTP %d; the default answers it", candidate.label,
                            rid, answer.status, extra={"request_id": rid})
-            return None
         return answer
 
     async def _ask(self, backend: Backend, method: str, target: bytes, headers: list[tuple[bytes, bytes]],
