@@ -1,5 +1,5 @@
 """Shadow and canary in the multi-model front, end to end: real processes and HTTP (`python -m mlship.runtime
-serve-service FILE`). Four model names, each a stable version and a candidate of the same small model (the
+serve-service FILE`). Five model names, each a stable version and a candidate of the same small model (the
 length class of a string, with another threshold: they disagree on known rows), a constant predictor, and one
 that fails on long strings:
 
@@ -7,6 +7,8 @@ that fails on long strings:
 - split: canary 10%, sticky on X-User-ID: the split, stickiness, X-Model-Version, explicit versions;
 - constant: shadow of a constant predictor: the guard trips, the index and /models say so, zero client errors;
 - flaky: canary 50% of a candidate that fails some requests: each retried on the default, then the guard trips.
+- strict: canary 50% of a candidate whose schema refuses what the default takes: answered by the default, tripped;
+and last, a reload of an edited file (a promoted shadow, a canary turned shadow).
 """
 
 from __future__ import annotations
@@ -72,6 +74,17 @@ def _bundle(dest: Path, version: str, predictor: str, answer: Any) -> Path:
     return dest
 
 
+def _integers_only(dest: Path) -> Path:
+    """A candidate whose input schema takes integers: it refuses (400) the strings the stable version takes."""
+    write_tiny_bundle(dest, name="model", version="2.0.0")
+    (dest / "predictor.py").write_text(_CONSTANT)
+    read = contract.read(dest, check_digests=False)
+    schema = contract.InputSchema.from_json({"kind": "list", "type": "integer", "example": 1})
+    cases = (contract.GoldenCase("predict-0", "predict", [1], ["short"]),)
+    contract.write(dest, replace(read.manifest, input=schema), replace(read.golden, cases=cases))
+    return dest
+
+
 def _by_threshold(threshold: int) -> Any:
     return lambda text: "long" if len(text) >= threshold else "short"
 
@@ -97,6 +110,10 @@ shadow = {{ version = "3.0.0", percent = 100, max_disagreement = 0.1, window = 2
 [routes.flaky]
 default = "1.0.0"
 canary = {{ version = "2.0.0", percent = 50, max_error_rate = 0.05, window = 20 }}
+
+[routes.strict]
+default = "1.0.0"
+canary = {{ version = "2.0.0", percent = 50, max_error_rate = 0.05, window = 20 }}
 """
 
 
@@ -108,7 +125,7 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]
     constant = _bundle(folder / "v3", "3.0.0", _CONSTANT, lambda text: "short")
     failing = _bundle(folder / "v2-failing", "2.0.0", _FAILING, _by_threshold(3))
     pairs = {"lengths": (stable, candidate), "split": (stable, candidate), "constant": (stable, constant),
-             "flaky": (stable, failing)}
+             "flaky": (stable, failing), "strict": (stable, _integers_only(folder / "v2-integers"))}
     models = "\n".join(f'[[models]]\nbundle = "{bundle}"\nname = "{name}"\n'
                        for name, pair in pairs.items() for bundle in pair)
     service = folder / "mlship.toml"
@@ -133,7 +150,7 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]
     assert process.returncode == 0, log.read_text()
 
 
-def _post_many(url: str, path: str, texts: list[str], users: list[str | None] | None = None,
+def _post_many(url: str, path: str, texts: list[Any], users: list[str | None] | None = None,
                threads: int = 8) -> list[tuple[int, str, Any]]:
     """POST {"instances": [text]} for every text from `threads` kept-alive connections at once: (status,
     X-Model-Version, predictions or error) in the order of `texts`."""
@@ -271,6 +288,18 @@ def test_a_failing_canary_is_retried_on_the_default_then_taken_out(front: tuple[
     assert entry["state"] == "READY"  # it still answers its explicit version route
 
 
+def test_a_canary_that_refuses_what_the_default_takes_is_answered_by_the_default(front: tuple[str, Path]) -> None:
+    url, _ = front
+    answers = _post_many(url, "/models/strict/predict", ["xx"] * 100)
+    assert {(status, version) for status, version, _ in answers} == {(200, "1.0.0")}  # its 400s never reach a client
+    labels = {"model": "strict", "stable": "1.0.0", "candidate": "2.0.0"}
+    assert _samples(url, "mlship_guard_trips_total", **labels) == 1
+    after = _post_many(url, "/models/strict/predict", [7] * 10, threads=2)  # what only the candidate takes
+    assert {(status, version) for status, version, _ in after} == {(400, "1.0.0")}  # out of traffic: the default's
+    entry = next(e for e in _get(f"{url}/v2/repository/index") if e["name"] == "strict" and e["version"] == "2.0.0")
+    assert entry["rollout"] == "canary tripped" and "error rate" in entry["reason"]
+
+
 def test_a_reload_applies_changed_rollouts_and_a_promoted_candidate_splits_nothing(front: tuple[str, Path]) -> None:
     """Last in this module: it rewrites the service file. lengths: its shadow promoted (default = the candidate);
     split: canary 10% -> shadow; the unchanged rollouts keep their counts and their guard's verdict."""
@@ -298,3 +327,4 @@ def test_a_reload_applies_changed_rollouts_and_a_promoted_candidate_splits_nothi
     labels = {"model": "split", "stable": "1.0.0", "candidate": "2.0.0"}
     _wait_for(lambda: _samples(url, "mlship_shadow_comparisons_total", result="disagree", **labels) == 50,
               "the new shadow compared")
+
