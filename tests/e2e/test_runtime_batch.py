@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import re
 import subprocess
 import sys
@@ -39,20 +38,28 @@ def write_iris_csv(path: Path, rows: int) -> Path:
     return path
 
 
+# Starts the job and reports the job's own peak RSS. A child forked from pytest would not do: Linux keeps a
+# process's peak RSS across exec, so it would report at least pytest's own size at the fork (over 600 MiB late in
+# a full run). This small launcher's child starts from the launcher's few MiB instead.
+_LAUNCHER = """
+import os, subprocess, sys
+process = subprocess.Popen(sys.argv[2:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(process.pid, 0)
+with open(sys.argv[1], "w") as report:
+    report.write(str(usage.ru_maxrss * 1024))  # Linux reports KiB
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_measured(bundle: Path, *args: str, stderr: Path) -> tuple[int, int]:
     """Run `python -m mlship_runtime predict . ARGS` in the bundle; return its exit code and peak RSS in bytes."""
+    peak = stderr.with_name(stderr.name + ".peak")
     with stderr.open("w") as errors:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mlship_runtime", "predict", ".", *args],
-            cwd=bundle,
-            env=clean_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=errors,
-        )
-        # wait4 reports this child's own peak RSS (RUSAGE_CHILDREN would mix in every earlier child of pytest).
-        _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return process.returncode, usage.ru_maxrss * 1024  # Linux reports KiB
+        code = subprocess.run(
+            [sys.executable, "-c", _LAUNCHER, str(peak), sys.executable, "-m", "mlship_runtime", "predict", ".", *args],
+            cwd=bundle, env=clean_env(), stdout=subprocess.DEVNULL, stderr=errors, check=False,
+        ).returncode
+    return code, int(peak.read_text())
 
 
 def test_a_million_rows_in_bounded_memory_and_in_input_order(
