@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..bundle.digest import bundle_digest
 from ..errors import BuildError, DockerUnavailable, bundle_errors
 from ..runtime import _contract as contract
-from ..runtime._contract import MANIFEST_NAME, Manifest, sha256_file
+from ..runtime._contract import Manifest
 from ..sbom.artifacts import IMAGE_FILES, artifact_contents, gate, image_files, wheel_packages
 from ..sbom.document import BaseImage
 from ..sbom.licenses import LicensePolicy
@@ -427,8 +428,7 @@ def image_metadata(bundle: Path, manifest: Manifest) -> ImageMetadata:
         created=manifest.created_at,
         revision=os.environ.get("MLSHIP_REVISION") or revision or notebook_sha,
         source=os.environ.get("MLSHIP_SOURCE") or url or (source.notebook if source else ""),
-        # mlship.json lists the sha256 of every other file in the bundle, so its own digest covers them all.
-        bundle_digest="sha256:" + sha256_file(bundle / MANIFEST_NAME),
+        bundle_digest=bundle_digest(bundle),
         notebook_sha256=notebook_sha,
         python=manifest.python.version,
         runtime_version=manifest.runtime_version,

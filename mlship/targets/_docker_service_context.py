@@ -19,9 +19,9 @@ from pathlib import Path
 
 from .. import __version__
 from .._paths import BUNDLE_RUNTIME_NAME, RUNTIME_DIR
+from ..bundle.digest import bundle_digest
 from ..bundle.render import make_environment
 from ..errors import BuildError
-from ..runtime._contract import MANIFEST_NAME, sha256_file
 from ._docker_context import (
     _PACKAGE_DIRS_TO_DROP,
     _VENV_TOOLS,
@@ -106,7 +106,7 @@ def service_labels(plan: ServicePlan, base_image: str, digest: str) -> list[tupl
     oci = "org.opencontainers.image"
     listing = ", ".join(p.label for p in plan.models)
     models = [{"name": p.model.name, "version": p.model.version, "environment": p.environment,
-               "bundle_digest": "sha256:" + sha256_file(p.model.bundle / MANIFEST_NAME)} for p in plan.models]
+               "bundle_digest": bundle_digest(p.model.bundle)} for p in plan.models]
     envs = {env.name: list(env.members) for env in plan.environments}
     return [
         (f"{oci}.title", plan.service.name),

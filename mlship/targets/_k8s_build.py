@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from ..bundle.digest import bundle_digest
 from ..bundle.manifest import open_bundle
 from ..errors import BuildError
-from ..runtime._contract import MANIFEST_NAME, sha256_file
 from . import _k8s_objects as k8s
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ def build_k8s(bundle: Path, options: K8sOptions) -> K8sResult:
         name=name, model_name=manifest.name, version=manifest.version, image=image, namespace=namespace,
         replicas=options.replicas, max_replicas=options.max_replicas, cpu=options.cpu, memory=memory,
         workers=workers, startup_failures=max(15, math.ceil((3 * load + 10) / 2)),
-        bundle_digest="sha256:" + sha256_file(bundle / MANIFEST_NAME),
+        bundle_digest=bundle_digest(bundle),
         notebook_sha256=manifest.source.sha256 if manifest.source else "",
         mlship_version=__version__, config_hash="", kserve=options.kserve,
         **({} if ephemeral is None else {"ephemeral_request": ephemeral, "ephemeral_limit": ephemeral}))
