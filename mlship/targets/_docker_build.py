@@ -157,8 +157,9 @@ class DockerResult:
 
     def _smoke_rows(self) -> list[tuple[str, str]]:
         if self.smoke is None and self.native is not None:
-            return [("smoke test", "not run: the native builder runs nothing (the golden cases were replayed when "
-                                   "the bundle was packaged; `docker run IMAGE verify /app` replays them in the image)")]
+            from ._native_build import NOT_RUN
+
+            return [("smoke test", f"{NOT_RUN}`docker run IMAGE verify /app` replays them in the image)")]
         return smoke_rows(self.smoke, built=bool(self.image_id))
 
     def to_json(self) -> dict[str, Any]:
@@ -166,7 +167,7 @@ class DockerResult:
         return {
             "ok": self.ok,
             "builder": self.builder,
-            "native": None if self.native is None else _native_json(self.native),
+            "native": None if self.native is None else self.native.to_json(),
             "bundle": str(self.bundle),
             "platform": self.platform,
             "base_image": self.base_image,
@@ -385,23 +386,6 @@ class ImageSbom:
     labels: dict[str, str]
     summary: str
     warnings: list[str]
-
-
-def _native_json(native: NativeImage) -> dict[str, Any]:
-    image = native.image
-    return {
-        "manifest_digest": image.digest,
-        "config_digest": image.config.digest,
-        "base": {"reference": native.base.reference, "digest": native.base.digest,
-                 "layers": [layer.descriptor.digest for layer in native.base.layers]},
-        "layers": [{"digest": layer.digest, "size": layer.size, "media_type": layer.media_type}
-                   for layer in image.layers],
-        "reused": native.reused,
-        "output": str(native.output) if native.output else None,
-        "pushed": native.pushed,
-        "uploads": {tag: {"uploaded": c.uploaded, "existing": c.existing, "mounted": c.mounted,
-                          "uploaded_bytes": c.uploaded_bytes} for tag, c in native.uploads.items()},
-    }
 
 
 def default_tag(name: str, version: str) -> str:

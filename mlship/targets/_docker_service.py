@@ -4,7 +4,8 @@
 The steps of the one-bundle build, for several bundles: the environments are grouped and each one's wheelhouse
 resolved on the host (_service_plan.py), the context is written (_docker_service_context.py), the engine builds
 it, and the smoke test replays every model's golden cases through the front's /models/NAME/versions/VERSION
-routes. The one-bundle path (_docker_build.py) is unchanged.
+routes. The one-bundle path (_docker_build.py) is unchanged. With --builder native, or auto when no engine
+answers, _native_service.py writes the same image without an engine.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BuildError
+from ..errors import DockerUnavailable
 from ._docker_build import check_tag, default_tag
 from ._docker_engine import (
     _STEP_FROM,
@@ -36,6 +37,7 @@ from ._service_plan import ServicePlan
 from .wheelhouse import parse_platform
 
 if TYPE_CHECKING:
+    from ._native_build import NativeImage
     from .docker import DockerOptions
 
 
@@ -59,6 +61,8 @@ class DockerServiceResult:
     removed_stages: list[str] = field(default_factory=list)
     digests: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    builder: str = "engine"
+    native: NativeImage | None = None  # what the native builder made (_native_service.py)
 
     @property
     def ok(self) -> bool:
@@ -69,10 +73,16 @@ class DockerServiceResult:
         base = f"{self.base_image} (Python {self.base_python})" if self.base_python else self.base_image
         rows.append(("base image", base))
         rows.append(("wheels", ", ".join(f"{env}: {count}" for env, count in self.wheels.items())))
-        rows.append(("context hash", self.context_hash))
+        rows.append(("context hash" if self.native is None else "build hash", self.context_hash))
         if self.context_dir is not None:
             rows.append(("context", f"{self.context_dir} (build it with: docker build {self.context_dir})"))
-        if self.image_id:
+        if self.native is not None:
+            from ._native_build import NOT_RUN, describe
+
+            rows.extend(describe(self.native))
+            rows.append(("smoke test", f"{NOT_RUN}`mlship verify mlship.toml --url URL` replays them against a "
+                                       "container of the image)"))
+        elif self.image_id:
             state = "" if self.kept else " (removed: it failed its smoke test; --keep-failed keeps it)"
             rows.append(("image", f"{self.image_id}{state}"))
             rows.append(("tags", ", ".join(self.tags)))
@@ -81,14 +91,17 @@ class DockerServiceResult:
             log = self.build_log
             rows.append(("build", f"{len(log.steps)} steps, {len(log.cached)} from cache, "
                                   f"{self.timings.get('build', 0):.1f}s"))
-        rows.extend(smoke_rows(self.smoke, built=bool(self.image_id)))
-        rows.extend((f"pushed {tag}", digest) for tag, digest in self.digests.items())
+        if self.native is None:
+            rows.extend(smoke_rows(self.smoke, built=bool(self.image_id)))
+            rows.extend((f"pushed {tag}", digest) for tag, digest in self.digests.items())
         rows.append(("time", ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items())))
         return rows
 
     def to_json(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "builder": self.builder,
+            "native": None if self.native is None else self.native.to_json(),
             "service": self.plan.to_json(),
             "platform": self.platform,
             "base_image": self.base_image,
@@ -112,14 +125,11 @@ class DockerServiceResult:
 
 def build_docker_service(path: Path, options: DockerOptions) -> DockerServiceResult:
     """Build the service file at PATH into one image, smoke-test every model in it, push it."""
+    from ._native_build import check_options
+
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    if options.builder == "native" or options.output is not None:
-        flag = "--builder native" if options.builder == "native" else "--output"
-        raise BuildError(f"{flag}: the native builder builds one bundle; the image of a service file ({path}) is "
-                         "built by the Docker engine",
-                         hint="drop it (the engine builds the service's image), or write the build context with "
-                         "--context-only DIR for kaniko or buildah")
+    check_options(options.builder, output=options.output, context_only=options.context_only)
     platform = parse_platform(options.platform)
     plan = ServicePlan.from_file(Path(path), platform)
     tags = options.tags or [default_tag(plan.service.name, "latest")]
@@ -127,7 +137,23 @@ def build_docker_service(path: Path, options: DockerOptions) -> DockerServiceRes
         check_tag(tag)
     base_image = options.base_image or f"python:{plan.python}-slim"
     step = options.on_step or (lambda message: None)
-    client = None if options.context_only is not None else connect()
+    native = options.context_only is None and (
+        options.builder == "native" or (options.builder == "auto" and options.output is not None))
+    client = None
+    if options.context_only is None and not native:
+        try:
+            client = connect()  # before any download: no daemon fails in a second, with its hint
+        except DockerUnavailable as unavailable:
+            if options.builder == "engine":
+                raise
+            step(f"{unavailable.message}: building natively (--builder native)")
+            native = True
+    if native:
+        from ._native_service import build_native_service
+
+        result = build_native_service(plan, options, tags=tags, base_image=base_image, step=step)
+        result.timings["total"] = time.perf_counter() - started
+        return result
     try:
         base_python = None
         if client is not None:

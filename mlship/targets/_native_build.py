@@ -15,9 +15,10 @@ import hashlib
 import json
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import BuildError
 from ._docker_context import APP_DIR, VENV, DockerfileContext, dockerfile_context
@@ -36,7 +37,7 @@ from ._oci import (
 from ._oci_base import BaseImage, check_python, resolve_base
 from ._registry import Counters, RegistryClient, find_credentials, split_reference
 from .options import cache_dir
-from .wheelhouse import Wheelhouse
+from .wheelhouse import Platform, Wheelhouse
 
 if TYPE_CHECKING:
     from ._docker_build import _Plan
@@ -46,6 +47,29 @@ if TYPE_CHECKING:
 _CODE = ("mlship_runtime", "code")
 _SKIP = ("__pycache__", ".DS_Store")
 BASE_DIGEST_LABEL = "org.opencontainers.image.base.digest"
+NOT_RUN = "not run: the native builder runs nothing (the golden cases were replayed when the bundle was packaged; "
+
+
+class FinalStage(Protocol):
+    """What image_config reads of a Dockerfile's final stage: DockerfileContext (one bundle) and
+    ServiceDockerfile (a service file) both have it."""
+
+    @property
+    def uid(self) -> int: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def app_dir(self) -> str: ...
+    @property
+    def passwd_line(self) -> str: ...
+    @property
+    def start_period(self) -> int: ...
+    @property
+    def healthcheck(self) -> list[str]: ...
+    @property
+    def entrypoint(self) -> list[str]: ...
+    @property
+    def cmd(self) -> list[str]: ...
 
 
 def default_oci_cache() -> Path:
@@ -64,6 +88,23 @@ class NativeImage:
     output: Path | None = None
     pushed: dict[str, str] = field(default_factory=dict)  # tag -> manifest digest
     uploads: dict[str, Counters] = field(default_factory=dict)
+    kinds: list[str] = field(default_factory=lambda: ["venv", "code", "model"])  # what our layers hold, in order
+
+    def to_json(self) -> dict[str, Any]:
+        image = self.image
+        return {
+            "manifest_digest": image.digest,
+            "config_digest": image.config.digest,
+            "base": {"reference": self.base.reference, "digest": self.base.digest,
+                     "layers": [layer.descriptor.digest for layer in self.base.layers]},
+            "layers": [{"digest": layer.digest, "size": layer.size, "media_type": layer.media_type}
+                       for layer in image.layers],
+            "reused": self.reused,
+            "output": str(self.output) if self.output else None,
+            "pushed": self.pushed,
+            "uploads": {tag: {"uploaded": c.uploaded, "existing": c.existing, "mounted": c.mounted,
+                              "uploaded_bytes": c.uploaded_bytes} for tag, c in self.uploads.items()},
+        }
 
 
 def image_extras(plan: _Plan, wheelhouse: Wheelhouse, base: BaseImage) -> tuple[dict[str, bytes], dict[str, str]]:
@@ -87,9 +128,14 @@ class CheckedBase:
 def prepare_base(plan: _Plan, auth: str | None) -> CheckedBase:
     """The base read into the cache and checked (Python, architecture): first, so a wrong base fails at once."""
     mark = time.perf_counter()
-    base = resolve_base(plan.base_image, BlobStore(default_oci_cache()), plan.platform, auth=auth, on_step=plan.step)
-    executable, version = check_python(base, plan.python, plan.platform)
+    checked = check_base(plan.base_image, plan.python, plan.platform, auth=auth, step=plan.step)
     plan.timings["base"] = time.perf_counter() - mark
+    return checked
+
+
+def check_base(reference: str, python: str, platform: Platform, *, auth: str | None, step: Any) -> CheckedBase:
+    base = resolve_base(reference, BlobStore(default_oci_cache()), platform, auth=auth, on_step=step)
+    executable, version = check_python(base, python, platform)
     return CheckedBase(base, executable, version)
 
 
@@ -111,61 +157,75 @@ def build_native(plan: _Plan, checked: CheckedBase, wheelhouse: Wheelhouse, meta
     build_hash = "sha256:" + hashlib.sha256("".join(layer.diff_id for layer in ours).encode()).hexdigest()
     ctx = dockerfile_context(meta, base_image=plan.base_image, python=plan.python, wheelhouse=wheelhouse,
                              context_hash=build_hash)
-    config = image_config(base, ctx, ours, {**dict(ctx.labels), BASE_DIGEST_LABEL: base.digest, **labels})
+    config = image_config(base, ctx, ours, {**dict(ctx.labels), BASE_DIGEST_LABEL: base.digest, **labels},
+                          env=bundle_env(ctx))
     image = make_image(store, config, [layer.descriptor for layer in (*base.layers, *ours)])
     plan.timings["layers"] = time.perf_counter() - mark
     result = NativeImage(image, base, version, ours, ["venv"] if cached else [])
-    if output is not None:
-        mark = time.perf_counter()
-        plan.step(f"writing {output}")
-        result.output = write_archive(image, output, plan.tags)
-        plan.timings["output"] = time.perf_counter() - mark
-    if push:
-        mark = time.perf_counter()
-        for tag in plan.tags:
-            result.pushed[tag], result.uploads[tag] = push_image(image, tag, base, auth=auth, step=plan.step)
-        plan.timings["push"] = time.perf_counter() - mark
+    deliver(result, plan.tags, output=output, push=push, auth=auth, step=plan.step, timings=plan.timings)
     return result
 
 
+def deliver(result: NativeImage, tags: list[str], *, output: Path | None, push: bool, auth: str | None, step: Any,
+            timings: dict[str, float]) -> None:
+    """Write the image as one tar (--output) and/or push it under every tag (--push)."""
+    image = result.image
+    if output is not None:
+        mark = time.perf_counter()
+        step(f"writing {output}")
+        result.output = write_archive(image, output, tags)
+        timings["output"] = time.perf_counter() - mark
+    if push:
+        mark = time.perf_counter()
+        for tag in tags:
+            result.pushed[tag], result.uploads[tag] = push_image(image, tag, result.base, auth=auth, step=step)
+        timings["push"] = time.perf_counter() - mark
+
+
 def _venv_layer(store: BlobStore, wheelhouse: Wheelhouse, *, python: str, executable: str, version: str,
-                step: Any) -> tuple[Layer, bool]:
-    key = hashlib.sha256(venv_key(wheelhouse, venv=VENV, executable=executable, version=version).encode()).hexdigest()
+                step: Any, venv: str = VENV) -> tuple[Layer, bool]:
+    """The layer of `wheelhouse` installed into `venv`, from the cache when the same key made it before."""
+    key = hashlib.sha256(venv_key(wheelhouse, venv=venv, executable=executable, version=version).encode()).hexdigest()
     known = store.root / "layers" / f"{key}.json"
-    comment = f"installed {len(wheelhouse.lock)} locked wheels into {VENV} # mlship"
+    comment = f"installed {len(wheelhouse.lock)} locked wheels into {venv} # mlship"
     if known.is_file():
         data = json.loads(known.read_text(encoding="utf-8"))
         layer = Layer(Descriptor.from_json(data["descriptor"]), data["diff_id"], comment)
         if store.has(layer.descriptor.digest):
-            step(f"venv layer from the cache ({len(wheelhouse.lock)} wheels)")
+            step(f"venv layer of {venv} from the cache ({len(wheelhouse.lock)} wheels)")
             return layer, True
-    step(f"installing {len(wheelhouse.lock)} wheels into {VENV} (installer, no engine)")
+    step(f"installing {len(wheelhouse.lock)} wheels into {venv} (installer, no engine)")
     with tempfile.TemporaryDirectory(prefix="mlship-venv-") as tmp:
         root = Path(tmp)
-        prefix = make_venv(wheelhouse, root, venv=VENV, python=python, executable=executable, version=version)
-        step("writing the venv layer")
-        layer = write_layer(store, tree_entries(prefix, VENV), comment)
+        prefix = make_venv(wheelhouse, root, venv=venv, python=python, executable=executable, version=version)
+        step(f"writing the venv layer of {venv}")
+        layer = write_layer(store, tree_entries(prefix, venv), comment)
     known.parent.mkdir(exist_ok=True)
     known.write_text(json.dumps({"descriptor": layer.descriptor.to_json(), "diff_id": layer.diff_id}),
                      encoding="utf-8")
     return layer, False
 
 
-def _passwd(base: BaseImage, ctx: DockerfileContext) -> list[Entry]:
+def _passwd(base: BaseImage, ctx: FinalStage) -> list[Entry]:
     passwd = base.passwd()
     if ctx.passwd_line not in passwd.splitlines():
         passwd = passwd + ("" if passwd.endswith("\n") or not passwd else "\n") + ctx.passwd_line + "\n"
     return [Entry("etc", "dir", 0o755), Entry("etc/passwd", "file", 0o644, data=passwd.encode())]
 
 
+def tree_files(root: Path, prefix: str) -> list[Entry]:
+    """tree_entries without caches and mlship's temporary files (what the engine's context leaves out)."""
+    return [entry for entry in tree_entries(root, prefix)
+            if not any(part in _SKIP or part.endswith((".pyc", ".tmp")) or part.startswith(".mlship-")
+                       for part in entry.path.split("/"))]
+
+
 def _bundle_entries(bundle: Path, *, code: bool) -> list[Entry]:
     """The bundle's members under /app: the code layer's (runtime, code/) or the model's (the rest)."""
     entries = []
     app = APP_DIR.strip("/")
-    for entry in tree_entries(bundle, app):
+    for entry in tree_files(bundle, app):
         parts = entry.path.split("/")
-        if any(part in _SKIP or part.endswith((".pyc", ".tmp")) or part.startswith(".mlship-") for part in parts):
-            continue
         if len(parts) == 1:
             entries.append(entry)  # /app itself, in both layers
             continue
@@ -184,27 +244,23 @@ def _extra_entries(files: dict[str, bytes]) -> list[Entry]:
     return entries
 
 
-def image_config(base: BaseImage, ctx: DockerfileContext, layers: list[Layer], labels: dict[str, str]) -> dict[str, Any]:
-    """The image config the Dockerfile's final stage gives, on the base's own config."""
+def bundle_env(ctx: DockerfileContext) -> list[tuple[str, str]]:
+    """The ENV of templates/Dockerfile.jinja's final stage."""
+    return [("PATH", f"{ctx.venv}/bin:$PATH"), ("PYTHONPATH", ctx.app_dir), ("PYTHONDONTWRITEBYTECODE", "1"),
+            ("PYTHONUNBUFFERED", "1"), ("HOME", ctx.home)]
+
+
+def image_config(base: BaseImage, ctx: FinalStage, layers: list[Layer], labels: dict[str, str], *,
+                 env: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """The image config the Dockerfile's final stage gives (its ENV as `env`, where ":$PATH" is the base's PATH),
+    on the base's own config."""
     base_config = dict(base.config.get("config") or {})
-    env = list(base_config.get("Env") or [])
-    path = next((e.split("=", 1)[1] for e in env if e.startswith("PATH=")), "")
-    for name, value in (("PATH", f"{ctx.venv}/bin:{path}" if path else f"{ctx.venv}/bin"),
-                        ("PYTHONPATH", ctx.app_dir), ("PYTHONDONTWRITEBYTECODE", "1"), ("PYTHONUNBUFFERED", "1"),
-                        ("HOME", ctx.home)):
-        # As Docker's ENV: a variable the base sets is replaced where it stands, a new one is appended.
-        entry = f"{name}={value}"
-        at = next((i for i, e in enumerate(env) if e.split("=", 1)[0] == name), None)
-        if at is None:
-            env.append(entry)
-        else:
-            env[at] = entry
     second = 1_000_000_000
     config = {
         **{k: v for k, v in base_config.items() if k not in ("Healthcheck", "OnBuild")},
         "User": f"{ctx.uid}:0",
         "ExposedPorts": {**(base_config.get("ExposedPorts") or {}), f"{ctx.port}/tcp": {}},
-        "Env": env,
+        "Env": _merged_env(list(base_config.get("Env") or []), env),
         "Entrypoint": list(ctx.entrypoint),
         "Cmd": list(ctx.cmd),
         "WorkingDir": ctx.app_dir,
@@ -227,6 +283,19 @@ def image_config(base: BaseImage, ctx: DockerfileContext, layers: list[Layer], l
     if base.config.get("variant"):
         image["variant"] = base.config["variant"]
     return image
+
+
+def _merged_env(merged: list[str], given: Sequence[tuple[str, str]]) -> list[str]:
+    path = next((e.split("=", 1)[1] for e in merged if e.startswith("PATH=")), "")
+    for name, value in given:
+        # As Docker's ENV: a variable the base sets is replaced where it stands, a new one is appended.
+        entry = f"{name}={value.replace(':$PATH', f':{path}' if path else '')}"
+        at = next((i for i, e in enumerate(merged) if e.split("=", 1)[0] == name), None)
+        if at is None:
+            merged.append(entry)
+        else:
+            merged[at] = entry
+    return merged
 
 
 def push_image(image: Image, tag: str, base: BaseImage, *, auth: str | None, step: Any) -> tuple[str, Counters]:
@@ -255,7 +324,7 @@ def describe(result: NativeImage) -> list[tuple[str, str]]:
     rows = [("builder", "native (no engine)"),
             ("base digest", result.base.digest),
             ("image", f"{image.digest} (manifest), config {image.config.digest}"),
-            ("layers", f"{len(result.base.layers)} of the base + venv, code, model"
+            ("layers", f"{len(result.base.layers)} of the base + {', '.join(result.kinds)}"
                        + (f" ({', '.join(result.reused)} from the cache)" if result.reused else "")),
             ("size", f"{image.size / 1e6:.1f} MB compressed")]
     if result.output:

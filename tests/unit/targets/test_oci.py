@@ -19,7 +19,7 @@ import pytest
 
 from mlship.errors import BuildError
 from mlship.targets._docker_context import ImageMetadata, dockerfile_context
-from mlship.targets._native_build import _bundle_entries, image_config
+from mlship.targets._native_build import _bundle_entries, bundle_env, image_config
 from mlship.targets._native_venv import make_venv
 from mlship.targets._oci import BlobStore, Entry, Layer, make_image, write_archive, write_layer
 from mlship.targets._oci_base import BaseImage, check_python, resolve_base
@@ -169,7 +169,7 @@ def test_the_config_is_the_dockerfiles_final_stage_on_the_bases_config(tmp_path:
     house = Wheelhouse(tmp_path, [], "3.11", AMD64)
     ctx = dockerfile_context(meta, base_image="b", python="3.11", wheelhouse=house, context_hash="h")
     layer = Layer(write_layer(BlobStore(tmp_path), FILES, "x").descriptor, "sha256:" + "4" * 64, "ours")
-    config: dict[str, Any] = image_config(base, ctx, [layer], dict(ctx.labels))
+    config: dict[str, Any] = image_config(base, ctx, [layer], dict(ctx.labels), env=bundle_env(ctx))
     settings = config["config"]
     assert settings["Env"] == ["PATH=/opt/venv/bin:/usr/bin:/bin", "LANG=C.UTF-8", "HOME=/tmp", "PYTHONPATH=/app",
                                "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"]

@@ -228,9 +228,3 @@ def test_a_target_that_builds_one_bundle_refuses_a_service_file(service_file: Pa
     both = cli("build", "--target", "onprem", service_file, "--bundle", service_file.parent / "dist" / "tiny")
     assert both.exit_code == 2 and "--bundle and the service file" in both.output
 
-
-def test_the_native_builder_refuses_a_service_file(service_file: Path, cli: Any) -> None:
-    result = cli("build", "--target", "docker", service_file, "--builder", "native")
-    assert result.exit_code == 1
-    assert "--builder native: the native builder builds one bundle" in result.output
-    assert "built by the Docker engine" in result.output
