@@ -89,14 +89,19 @@ def client(token: str) -> Iterator[Any]:
 
 def native(cli: Any, bundle: Path, base: str, cache: Path, oci: Path, *args: str | Path,
            env: dict[str, str] | None = None) -> tuple[int, dict[str, Any], str]:
-    """`mlship build --target docker` with DOCKER_HOST pointing at a port nothing listens on (no engine is
-    reachable) and the native builder's cache in `oci`."""
+    """`mlship build --target docker --bundle BUNDLE` with no engine reachable (without_engine)."""
+    return without_engine(cli, oci, "--bundle", bundle, "--base-image", base, "--wheel-cache", cache, *args, env=env)
+
+
+def without_engine(cli: Any, oci: Path, *args: str | Path,
+                   env: dict[str, str] | None = None) -> tuple[int, dict[str, Any], str]:
+    """`mlship build --target docker --json ARGS` with DOCKER_HOST pointing at a port nothing listens on (no
+    engine is reachable) and the native builder's cache in `oci`: (exit code, the JSON, the output)."""
     with pytest.MonkeyPatch.context() as patch:
         for name, value in {"DOCKER_HOST": f"tcp://127.0.0.1:{free_port()}", "MLSHIP_OCI_CACHE": str(oci),
                             **(env or {})}.items():
             patch.setenv(name, value)
-        result = cli("build", "--target", "docker", "--bundle", bundle, "--base-image", base, "--wheel-cache", cache,
-                     "--json", *args)
+        result = cli("build", "--target", "docker", "--json", *args)
     data = json.loads(result.stdout) if result.stdout.strip().startswith("{") else {}
     return result.exit_code, data, result.output
 

@@ -23,7 +23,6 @@ import pytest
 from mlship.bundle.verify import verify_bundle
 from tests.e2e import test_native_build, test_service_targets
 from tests.support.docker import run_ready, write_tiny_bundle
-from tests.support.servers import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.requires_docker]
 
@@ -40,13 +39,7 @@ LABELS = {"tiny 0.1.0": "tiny/versions/0.1.0", "pinned 1.0.0": "pinned/versions/
 
 def build(cli: Any, service: Path, base: str, cache: Path, oci: Path, *args: str | Path) -> tuple[int, dict[str, Any], str]:
     """`mlship build --target docker SERVICE` with no engine reachable and the native builder's cache in `oci`."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{free_port()}")
-        patch.setenv("MLSHIP_OCI_CACHE", str(oci))
-        result = cli("build", "--target", "docker", service, "--base-image", base, "--wheel-cache", cache,
-                     "--json", *args)
-    data = json.loads(result.stdout) if result.stdout.strip().startswith("{") else {}
-    return result.exit_code, data, result.output
+    return test_native_build.without_engine(cli, oci, service, "--base-image", base, "--wheel-cache", cache, *args)
 
 
 @pytest.fixture(scope="module")
