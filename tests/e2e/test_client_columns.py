@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import signal
 import subprocess
 import sys
 import urllib.error
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.servers import clean_env, free_port, wait_until_ready
+from tests.support.servers import clean_env, free_port, shut_down, wait_until_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -113,11 +112,7 @@ class _Server:
         wait_until_ready(f"{self.url}/readyz", self.proc, log=log, interval=0.2)
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        shut_down(self.proc, timeout=15)
         self.log.close()
 
 

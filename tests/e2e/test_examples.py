@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import urllib.error
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 
 from mlship.runtime._contract import FORMAT
-from tests.support.servers import free_port, wait_until_ready
+from tests.support.servers import free_port, shut_down, wait_until_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -115,14 +114,9 @@ def test_serve_over_http(bundles: dict[str, Path], cli: Any, name: str, tmp_path
         with urllib.request.urlopen(f"{url}/metadata", timeout=5) as resp:
             assert json.loads(resp.read())["name"] == name
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-        finally:
-            log.close()
+        code = shut_down(proc, timeout=15)
+        log.close()
+    assert code == [0], (tmp_path / "server.log").read_text()
 
 
 def test_package_is_reproducible(examples: Path, cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,7 +19,7 @@ import pytest
 
 from mlship.runtime._codec import outputs_match
 from tests.support.mlflow_client import CLIENT_SCRIPT, mlflow_client_python
-from tests.support.servers import clean_env, free_port, wait_until_ready
+from tests.support.servers import clean_env, free_port, shut_down, wait_until_ready
 
 # One bundle per input kind: frames (iris_frame; mixed: every JSON type, with missing values), records, columns
 # (MLflow's named tensors), an array (iris_array, MLflow's unnamed tensor), a list of strings (text), a named series.
@@ -70,10 +70,7 @@ def servers(sample_bundle: Callable[[str], Path], tmp_path_factory: pytest.TempP
             wait_until_ready(f"{url}/readyz", process, log=log, timeout=120, interval=0.2)
         yield [_plan_entry(sample, sample_bundle(sample), url) for sample, url, _, _ in started]
     finally:
-        for *_, process, _log in started:
-            process.terminate()
-        for *_, process, _log in started:
-            process.wait(timeout=30)
+        shut_down(*(process for *_, process, _log in started))
 
 
 @pytest.fixture(scope="module")

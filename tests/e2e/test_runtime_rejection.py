@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import urllib.error
@@ -15,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.servers import free_port, wait_until_ready
+from tests.support.servers import free_port, shut_down, wait_until_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -54,12 +53,7 @@ def test_iris_answers_422_to_a_value_its_scaler_makes_infinite(
         status, answer = _post(f"{url}/predict", {"instances": [row]})
         assert status == 200 and len(answer["predictions"]) == 1
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
-        finally:
-            log.close()
+        code = shut_down(process, timeout=15)
+        log.close()
+    assert code == [0], (tmp_path / "server.log").read_text()
     assert "rejected the input" in (tmp_path / "server.log").read_text()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mlship.runtime._contract import FORMAT
-from tests.support.servers import free_port, wait_until_ready
+from tests.support.servers import free_port, shut_down, wait_until_ready
 from tests.support.services import bundle_copy
 
 
@@ -99,12 +98,7 @@ def mlship_serve(*args: str | Path, cwd: Path, log: Path) -> Iterator[str]:
         wait_until_ready(f"{url}/readyz", process, log=log, timeout=180, interval=0.3)
         yield url
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        shut_down(process)
 
 
 def models(url: str) -> dict[str, dict[str, object]]:

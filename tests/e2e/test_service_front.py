@@ -27,7 +27,7 @@ from mlship.runtime._codec import outputs_match, replace_non_finite
 from mlship.runtime._contract import read_manifest
 from mlship.runtime._tensors import input_tensors
 from mlship.runtime._verify import verify_url
-from tests.support.servers import clean_env, free_port, wait_until_ready
+from tests.support.servers import clean_env, free_port, shut_down, wait_until_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -90,13 +90,8 @@ def front(example_bundles: dict[str, Path], sample_bundle: Callable[[str], Path]
                               if entry["name"] not in BROKEN), "ready")
         yield url, process, log
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
-    assert process.returncode == 0, log.read_text()
+        code = shut_down(process)
+    assert code == [0], log.read_text()
     assert not (folder / "front.pid").exists()
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -27,7 +26,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Cli
-from tests.support.servers import free_port, wait_until_ready
+from tests.support.servers import free_port, shut_down, wait_until_ready
 from tests.support.services import bundle_copy
 from tests.unit.runtime.sample_bundles import edit_golden
 
@@ -125,12 +124,7 @@ def service(tmp_path: Path, bundles: list[Path] | str) -> Iterator[tuple[str, Pa
         wait_until_ready(f"{base}/readyz", process, log=log, timeout=90, interval=0.2)
         yield base, source, process, log
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        shut_down(process)
 
 
 def reload(cli: Cli, source: Path) -> Any:

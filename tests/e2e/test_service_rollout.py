@@ -31,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mlship.runtime import _contract as contract
 from tests.support.docker import write_tiny_bundle
-from tests.support.servers import clean_env, free_port, wait_until_ready
+from tests.support.servers import clean_env, free_port, shut_down, wait_until_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -141,13 +141,8 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]
         wait_until_ready(f"{url}/readyz", process, log=log, timeout=120)
         yield url, folder
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
-    assert process.returncode == 0, log.read_text()
+        code = shut_down(process)
+    assert code == [0], log.read_text()
 
 
 def _post_many(url: str, path: str, texts: list[Any], users: list[str | None] | None = None,

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from .servers import free_port, wait_until_ready
+from .servers import free_port, shut_down, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_TAG = f"mlship-base:bookworm-py{sys.version_info.major}{sys.version_info.minor}"
@@ -214,10 +214,5 @@ def start_registry(root: Path, *, access_log: bool = False, htpasswd: Path | Non
                          status=401 if auth else 200)
         yield f"127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        shut_down(proc, timeout=10)
         log.close()
