@@ -41,6 +41,12 @@ def reload_service(service_file: Path, *, pid_file: Path | None = None, wait: bo
     outcome it writes beside the pid file. MlshipError when no server runs for the file, or none answered."""
     source = service_file.resolve()
     pid_path = pid_file or pid_file_for(source)
+    if pid_path is None:
+        raise MlshipError(f"cannot find the server of {source}: there is no $XDG_RUNTIME_DIR and no writable "
+                          "temporary directory, so it has no pid file to be found by",
+                          hint="send the server SIGHUP yourself (`kill -HUP PID`: its log names its pid), or start "
+                          "it with MLSHIP_PID_FILE set to a writable path and give mlship reload the same "
+                          "--pid-file (or MLSHIP_PID_FILE)")
     pid = _running_front(source, pid_path, explicit=pid_file is not None)
     status_path = status_file_for(pid_path)
     before = _generation(status_path, pid)
@@ -96,7 +102,8 @@ def _no_server(source: Path, pid_path: Path, why: str, *, explicit: bool = False
             "give the --pid-file the server was started with")
     return NoServerRunning(f"no mlship server is running for {source} ({why}: {pid_path})",
                        hint=hint + "; a server started with --pid-file or MLSHIP_PID_FILE needs the same --pid-file "
-                       "here")
+                       "here; one that could not write its pid file says so in its log, with the pid to send SIGHUP "
+                       "to (`kill -HUP PID`)")
 
 
 def _alive(pid: int) -> bool:

@@ -77,11 +77,17 @@ _UPSTREAM_SLACK = 10.0
 _MODEL_VERSION = b"x-model-version"  # on every answer of a model route: the version that answered
 
 
-def pid_file_for(service_file: Path) -> Path:
+def pid_file_for(service_file: Path) -> Path | None:
     """Where the front of `service_file` writes its pid unless told (`mlship reload` reads it): one file per
-    service file, in $XDG_RUNTIME_DIR or the temporary directory."""
+    service file, in $XDG_RUNTIME_DIR or the temporary directory; None when there is neither (a read-only root
+    without a writable /tmp: MLSHIP_PID_FILE then names one)."""
     digest = hashlib.sha256(str(service_file.resolve()).encode()).hexdigest()[:16]
-    folder = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    folder = os.environ.get("XDG_RUNTIME_DIR")
+    if not folder:
+        try:
+            folder = tempfile.gettempdir()
+        except FileNotFoundError:  # "No usable temporary directory found": none it tried could be written
+            return None
     return Path(folder) / f"mlship-{digest}.pid"
 
 
@@ -632,10 +638,13 @@ def serve_service(service_file: Path, *, host: str, port: int, workers: int | No
     return 0 if server.started else 1
 
 
-def shadow_log_for(pid_file: Path) -> Path:
-    """Where the shadow's disagreements go: $MLSHIP_SHADOW_LOG, else beside the pid file (<pid file>.shadow.jsonl)."""
+def shadow_log_for(pid_file: Path | None) -> Path | None:
+    """Where the shadow's disagreements go: $MLSHIP_SHADOW_LOG, else beside the pid file (<pid file>.shadow.jsonl);
+    None (not written) with neither."""
     configured = os.environ.get("MLSHIP_SHADOW_LOG", "").strip()
-    return Path(configured) if configured else pid_file.with_name(pid_file.name + ".shadow.jsonl")
+    if configured:
+        return Path(configured)
+    return pid_file.with_name(pid_file.name + ".shadow.jsonl") if pid_file is not None else None
 
 
 def _env_bytes(name: str) -> int:
@@ -649,11 +658,17 @@ def _env_bytes(name: str) -> int:
     return LOG_BYTES
 
 
-def _write_pid(path: Path) -> Path | None:
-    """Best effort: a read-only filesystem must not stop the server (`mlship reload` then needs --pid)."""
+def _write_pid(path: Path | None) -> Path | None:
+    """Best effort: a read-only filesystem must not stop the server; `mlship reload` then cannot find it, so the
+    one log line says how to reach it (its pid for SIGHUP, or MLSHIP_PID_FILE)."""
+    unfound = f"`mlship reload` cannot find this server: send SIGHUP to pid {os.getpid()} to reload it, or set " \
+        "MLSHIP_PID_FILE (--pid-file) to a writable path"
+    if path is None:
+        logger.warning("no pid file (no $XDG_RUNTIME_DIR and no writable temporary directory): %s", unfound)
+        return None
     try:
         path.write_text(f"{os.getpid()}\n")
     except OSError as exc:
-        logger.warning("cannot write the pid file %s: %s", path, exc.strerror or exc)
+        logger.warning("cannot write the pid file %s (%s): %s", path, exc.strerror or exc, unfound)
         return None
     return path

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,27 @@ def test_a_missing_pid_file_means_no_server(tmp_path: Path) -> None:
     error = refusal(tmp_path, None)
     assert error.message.startswith(f"no mlship server is running for {tmp_path / 'mlship.toml'} (no pid file")
     assert error.hint is not None and "--pid-file" in error.hint
+
+
+def test_a_missing_default_pid_file_says_how_to_reach_a_server_that_could_not_write_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    error = refusal(tmp_path, None, explicit=False)
+    assert error.hint is not None and "kill -HUP PID" in error.hint and "MLSHIP_PID_FILE" in error.hint
+
+
+def test_without_a_temporary_directory_reload_says_how_to_find_the_server(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    def nowhere() -> str:
+        raise FileNotFoundError(2, "No usable temporary directory found")
+
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.setattr(tempfile, "gettempdir", nowhere)
+    error = refusal(tmp_path, None, explicit=False)
+    assert error.message == (f"cannot find the server of {tmp_path / 'mlship.toml'}: there is no $XDG_RUNTIME_DIR "
+                             "and no writable temporary directory, so it has no pid file to be found by")
+    assert error.hint is not None and "kill -HUP PID" in error.hint and "MLSHIP_PID_FILE" in error.hint
+    assert "--pid-file" in error.hint
 
 
 def test_a_pid_file_without_a_number_is_named(tmp_path: Path) -> None:
