@@ -6,14 +6,14 @@ over plain HTTP, even to a loopback registry, and oras-py aims at artifacts; nei
 HTTP status and the fix in its errors. Tested against Debian's docker-registry (tests/e2e/test_native_build.py).
 
 Auth, as Docker does it: anonymous first; on a 401 the WWW-Authenticate challenge says Basic (send the
-credentials) or Bearer (fetch a token from its realm with the credentials, for the challenge's scope). Credentials
-come from --registry-auth / MLSHIP_REGISTRY_AUTH (USER:PASSWORD) or ~/.docker/config.json (`auths`, base64
-`auth`, or an `identitytoken`). Loopback registries (and those named in MLSHIP_INSECURE_REGISTRIES) speak HTTP.
+credentials) or Bearer (fetch a token from its realm with the credentials, for the challenge's scope; an identity
+token is a refresh token, POSTed as an OAuth2 refresh_token grant). Credentials come from --registry-auth,
+MLSHIP_REGISTRY_AUTH or the Docker config file and its credential helpers (_credentials.py). Loopback registries
+(and those named in MLSHIP_INSECURE_REGISTRIES) speak HTTP.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import http.client
 import json
@@ -21,18 +21,20 @@ import os
 import re
 import urllib.parse
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..errors import BuildError
+from ._credentials import TOKEN_USERNAME, Credentials
+from ._credentials import find_credentials as find_credentials  # callers import it from here
 from ._oci import DOCKER_LIST, DOCKER_MANIFEST, INDEX_TYPE, MANIFEST_TYPE, BlobStore, DigestMismatch
 
 DOCKER_HUB = "registry-1.docker.io"
 MANIFEST_TYPES = (MANIFEST_TYPE, INDEX_TYPE, DOCKER_MANIFEST, DOCKER_LIST)
 _TIMEOUT = 60
 _CHUNK = 1 << 20
-_AUTH_HINT = ("log in with `docker login {registry}` (mlship reads ~/.docker/config.json), or pass "
-              "--registry-auth USER:PASSWORD (better: the env var MLSHIP_REGISTRY_AUTH)")
+_AUTH_HINT = ("log in with `docker login {registry}` (mlship reads ~/.docker/config.json and its credential "
+              "helpers), or pass --registry-auth USER:PASSWORD (better: the env var MLSHIP_REGISTRY_AUTH)")
+_OAUTH_FALLBACK = (400, 401, 404, 405)  # token services without OAuth2 POST (the spec: 404; GCR, ACR, Artifactory)
 
 
 @dataclass(frozen=True)
@@ -80,45 +82,6 @@ def _insecure(host: str) -> bool:
     hostname = urllib.parse.urlsplit(f"//{host}").hostname or host
     extra = {h.strip() for h in os.environ.get("MLSHIP_INSECURE_REGISTRIES", "").split(",") if h.strip()}
     return hostname in ("localhost", "::1") or hostname.startswith("127.") or host in extra or hostname in extra
-
-
-@dataclass(frozen=True)
-class Credentials:
-    username: str = ""
-    password: str = ""
-    identity_token: str = ""
-
-    @property
-    def basic(self) -> str | None:
-        if not self.username:
-            return None
-        return "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
-
-
-def find_credentials(registry: str, given: str | None = None) -> Credentials | None:
-    """USER:PASSWORD given on the command line, else the registry's entry in the Docker config file."""
-    if given:
-        user, sep, password = given.partition(":")
-        if not sep:
-            raise BuildError("--registry-auth must be USER:PASSWORD", hint="or log in with `docker login`")
-        return Credentials(user, password)
-    folder = os.environ.get("DOCKER_CONFIG") or str(Path.home() / ".docker")
-    path = Path(folder) / "config.json"
-    try:
-        auths = json.loads(path.read_text(encoding="utf-8")).get("auths") or {}
-    except (OSError, ValueError):
-        return None
-    names = {registry, f"https://{registry}", f"http://{registry}"}
-    if registry in ("docker.io", DOCKER_HUB):
-        names |= {"https://index.docker.io/v1/", "index.docker.io", "docker.io"}
-    for key, entry in auths.items():
-        if key.rstrip("/") in names or key in names:
-            if entry.get("identitytoken"):
-                return Credentials(identity_token=str(entry["identitytoken"]))
-            if entry.get("auth"):
-                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
-                return Credentials(user, password)
-    return None
 
 
 @dataclass
@@ -283,6 +246,10 @@ class RegistryClient:
         fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
         creds = self.credentials
         if scheme.lower() == "basic":
+            if creds is not None and creds.identity_token:
+                raise BuildError(f"registry {self.host} asks for a username and password (HTTP basic auth), but "
+                                 f"the credentials for it ({creds.source}) are an identity token, which only a "
+                                 "bearer-token service takes", hint=_AUTH_HINT.format(registry=self.ref.registry))
             if creds is None or creds.basic is None or self.authorization == creds.basic:
                 return False
             self.authorization = creds.basic
@@ -290,26 +257,7 @@ class RegistryClient:
         if scheme.lower() != "bearer" or "realm" not in fields:
             return False
         scope = fields.get("scope") or f"repository:{self.ref.repository}:{'pull,push' if action == 'push' else 'pull'}"
-        query = urllib.parse.urlencode({k: v for k, v in (("service", fields.get("service")), ("scope", scope))
-                                        if v})
-        url = f"{fields['realm']}{'&' if '?' in fields['realm'] else '?'}{query}"
-        headers = {}
-        if creds is not None and creds.identity_token:
-            form = urllib.parse.urlencode({"grant_type": "refresh_token", "refresh_token": creds.identity_token,
-                                           "service": fields.get("service", ""), "scope": scope}).encode()
-            method, body = "POST", form
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
-        else:
-            method, body = "GET", None
-            if creds is not None and creds.basic:
-                headers["Authorization"] = creds.basic
-        try:
-            connection, response = _open_url(method, url, headers, body)
-            data = response.read()
-            connection.close()
-        except (OSError, http.client.HTTPException) as exc:
-            raise BuildError(f"the token service {fields['realm']} of registry {self.host} is unreachable: {exc}",
-                             hint="check the network path to the registry's auth service") from None
+        response, data = self._fetch_token(fields["realm"], fields.get("service", ""), scope)
         if response.status != 200:
             raise self._refused(response.status, f"token for {scope}")
         token = json.loads(data).get("token") or json.loads(data).get("access_token")
@@ -317,6 +265,33 @@ class RegistryClient:
             return False
         self.authorization = f"Bearer {token}"
         return True
+
+    def _fetch_token(self, realm: str, service: str, scope: str) -> tuple[http.client.HTTPResponse, bytes]:
+        """Ask the token service for a bearer token: an identity token as an OAuth2 refresh_token grant (POST,
+        the token spec's oauth.md), falling back to GET where the service has no OAuth2 endpoint; else GET with
+        basic auth (or anonymously)."""
+        creds = self.credentials
+        query = urllib.parse.urlencode({k: v for k, v in (("service", service), ("scope", scope)) if v})
+        url = f"{realm}{'&' if '?' in realm else '?'}{query}"
+        basic = creds.basic if creds is not None else None
+        attempts: list[tuple[str, dict[str, str], bytes | None]] = []
+        if creds is not None and creds.identity_token:
+            form = urllib.parse.urlencode({"grant_type": "refresh_token", "refresh_token": creds.identity_token,
+                                           "service": service, "scope": scope, "client_id": "mlship"}).encode()
+            attempts.append(("POST", {"Content-Type": "application/x-www-form-urlencoded"}, form))
+            basic = Credentials(TOKEN_USERNAME, creds.identity_token).basic
+        attempts.append(("GET", {"Authorization": basic} if basic else {}, None))
+        for number, (method, headers, body) in enumerate(attempts, 1):
+            try:
+                connection, response = _open_url(method, realm if body else url, headers, body)
+                data = response.read()
+                connection.close()
+            except (OSError, http.client.HTTPException) as exc:
+                raise BuildError(f"the token service {realm} of registry {self.host} is unreachable: {exc}",
+                                 hint="check the network path to the registry's auth service") from None
+            if response.status not in _OAUTH_FALLBACK or number == len(attempts):
+                break
+        return response, data
 
     def _check(self, response: _Response, what: str, *, action: str, expect: tuple[int, ...] = (200,)) -> None:
         if response.status in expect:
@@ -329,7 +304,9 @@ class RegistryClient:
                          hint="check the reference, your permissions on the repository, and the registry's log")
 
     def _refused(self, status: int, what: str) -> BuildError:
-        given = "the credentials given were refused" if self.credentials else "no credentials were found"
+        creds = self.credentials
+        given = (f"the credentials given were refused (from {creds.source})" if creds and creds.source else
+                 "the credentials given were refused" if creds else "no credentials were found")
         return BuildError(f"registry {self.host} refused {what} for {self.ref.repository} (HTTP {status}): {given}",
                           hint=_AUTH_HINT.format(registry=self.ref.registry))
 
