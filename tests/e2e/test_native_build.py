@@ -10,13 +10,11 @@ One cold build is shared by the module; the second cold build (the reproducibili
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import re
 import shutil
 import subprocess
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -34,6 +32,7 @@ from mlship.targets.wheelhouse import parse_platform
 from tests.support.docker import _missing, run_ready, start_registry, token_auth, write_tiny_bundle
 from tests.support.pip import sbom_distributions
 from tests.support.servers import free_port
+from tests.support.token_service import TokenService
 
 pytestmark = [pytest.mark.e2e, pytest.mark.requires_docker]
 
@@ -270,82 +269,9 @@ def test_a_refused_login_names_the_registry_and_the_status(cli: Any, tiny: Path,
         assert code == 1 and f"error: registry {address} has no image mlship/base:py311 (HTTP 404)" in output
 
 
-class _TokenService:
-    """A bearer-token service as registries use (Docker Hub's auth.docker.io, distribution's `auth: token`): GET
-    /token?service=S&scope=repository:NAME:ACTIONS with basic auth mlship:right-password answers an ES256 JWT
-    that the registry checks against the certificate in its rootcertbundle (the x5c header carries it)."""
-
-    def __init__(self, folder: Path) -> None:
-        import datetime
-
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mlship-test-token")])
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(self.key.public_key())
-                .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
-                .not_valid_after(now + datetime.timedelta(days=1)).sign(self.key, hashes.SHA256()))
-        self.bundle = folder / "token.pem"
-        self.bundle.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        self.x5c = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
-        self.issued: list[str] = []
-
-    def jwt(self, service: str, scope: str) -> str:
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-
-        def part(data: dict[str, Any]) -> str:
-            return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
-
-        kind, name, actions = scope.split(":", 1)[0], scope.split(":", 1)[1].rsplit(":", 1)[0], scope.rsplit(":", 1)[1]
-        now = int(time.time())
-        claims = {"iss": "mlship-test-issuer", "sub": "mlship", "aud": service, "exp": now + 300, "nbf": now - 10,
-                  "iat": now, "jti": uuid.uuid4().hex,
-                  "access": [{"type": kind, "name": name, "actions": actions.split(",")}]}
-        signing = f"{part({'typ': 'JWT', 'alg': 'ES256', 'x5c': [self.x5c]})}.{part(claims)}"
-        r, s = decode_dss_signature(self.key.sign(signing.encode(), ec.ECDSA(hashes.SHA256())))
-        signature = base64.urlsafe_b64encode(r.to_bytes(32, "big") + s.to_bytes(32, "big")).rstrip(b"=").decode()
-        self.issued.append(scope)
-        return f"{signing}.{signature}"
-
-    def serve(self) -> tuple[Any, str]:
-        import http.server
-        import threading
-        import urllib.parse
-
-        service = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
-                expected = "Basic " + base64.b64encode(b"mlship:right-password").decode()
-                if self.headers.get("Authorization") != expected:
-                    self.send_response(401)
-                    self.end_headers()
-                    return
-                body = json.dumps({"token": service.jwt(query["service"][0], query["scope"][0])}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        return server, f"http://127.0.0.1:{server.server_address[1]}/token"
-
-
 def test_a_push_to_a_registry_with_bearer_tokens(built: dict[str, Any], cli: Any, tiny: Path, base_ref: str,
                                                  wheel_cache: Path, token: str, tmp_path: Path) -> None:
-    tokens = _TokenService(tmp_path)
+    tokens = TokenService(tmp_path)
     server, realm = tokens.serve()
     (tmp_path / "reg").mkdir()
     auth = token_auth(realm, "mlship-test", "mlship-test-issuer", tokens.bundle)
