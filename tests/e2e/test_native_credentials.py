@@ -176,7 +176,7 @@ def test_an_identity_token_in_the_store_gets_bearer_tokens(cli: Any, tiny: Path,
             assert code == 0, output
             assert data["native"]["pushed"][tag] == data["native"]["manifest_digest"]
             assert set(tokens.requests) == {"POST refresh_token"}  # never a GET with a password
-            assert "repository:mlship/tiny:pull,push" in tokens.issued
+            assert {"pull", "push"} in tokens.granted("mlship/tiny")
             # A token service without OAuth2 (POST answers 404): GET with the token as basic auth, as Docker does.
             tokens.oauth, tokens.requests[:] = False, []
             code, _, output = native(cli, tiny, base, wheel_cache, oci, config, "--tag", tag, "--push")

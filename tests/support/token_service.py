@@ -41,6 +41,11 @@ class TokenService:
         self.oauth = True
         self.requests: list[str] = []  # "GET" or "POST grant_type", in order
 
+    def granted(self, repository: str) -> list[set[str]]:
+        """The actions of each token issued for REPOSITORY (the registry orders them either way: pull,push)."""
+        prefix = f"repository:{repository}:"
+        return [set(scope.removeprefix(prefix).split(",")) for scope in self.issued if scope.startswith(prefix)]
+
     def jwt(self, service: str, scope: str) -> str:
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.asymmetric import ec
