@@ -76,7 +76,7 @@ TARGET = Target(
                "podman load and skopeo (oci-archive: and docker-archive:) read (default, without --push: "
                "NAME-VERSION.image.tar beside the bundle)."),
         Option("registry_auth", ("--registry-auth",), str | None, "Native builder: USER:PASSWORD for the "
-               "registries of --base-image and --push (default: ~/.docker/config.json).",
+               "registries of --base-image and --push (default: ~/.docker/config.json and its credential helpers).",
                envvar="MLSHIP_REGISTRY_AUTH"),
         Option("build_cache", ("--no-build-cache",), bool, "Remove the build stage's image (wheels and pip "
                "install) after the build; the next build then installs the dependencies again.", default=False,
