@@ -7,25 +7,33 @@
   license its METADATA states), the base image by digest and the Debian packages its dpkg status lists.
   At IMAGE_SBOM_DIR, named by the labels in IMAGE_LABELS.
 - An on-prem tarball: the same for the wheels it installs, under TOP/sbom/.
+- An image or tarball built from a service file (service_contents): every model (with its environment and bundle
+  digest) and every environment's wheels, a distribution listed once per environment that installs it; the
+  license gate (service_gate) runs over all environments and names the environments and models a package serves.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..bundle.manifest import canonical
-from ..errors import MlshipError
+from ..errors import MlshipError, bundle_errors
 from ..runtime import _contract as contract
 from ..runtime._contract import Bundle, Manifest
-from .document import CYCLONEDX, FORMATS, SPDX, BaseImage, Contents, Model, render
+from .document import CYCLONEDX, FORMATS, SPDX, BaseImage, Contents, Environment, Model, render
 from .licenses import License, LicensePolicy, check_licenses
 from .packages import DebPackage, PythonPackage, installed_packages, read_wheel
+
+if TYPE_CHECKING:
+    from ..targets._service_plan import ServicePlan
 
 IMAGE_SBOM_DIR = "/opt/mlship"
 IMAGE_FILES = {CYCLONEDX: f"{IMAGE_SBOM_DIR}/sbom.cdx.json", SPDX: f"{IMAGE_SBOM_DIR}/sbom.spdx.json"}
@@ -105,6 +113,31 @@ def _bundle_digest(bundle: Path) -> str:
     return "sha256:" + contract.sha256_file(bundle / contract.MANIFEST_NAME)
 
 
+def service_contents(plan: ServicePlan, packages: Mapping[str, list[PythonPackage]], *, kind: str, platform: str,
+                     base: BaseImage | None = None, debian: Iterable[DebPackage] = ()) -> Contents:
+    """The Contents of an image or tarball built from a service file: `packages` maps each environment's name to
+    what it installs (wheel_packages of its wheelhouse)."""
+    missing = [env.name for env in plan.environments if env.name not in packages]
+    if missing:
+        raise MlshipError(f"no packages given for the environment(s) {', '.join(missing)} of {plan.source}")
+    models = []
+    for planned in plan.models:
+        with bundle_errors(planned.model.bundle):
+            bundle = contract.read(planned.model.bundle)
+        model = bundle_model(bundle.manifest, len(bundle.golden.cases), model_class=model_class_of(bundle.path))
+        models.append(replace(model, environment=planned.environment, bundle_digest=_bundle_digest(bundle.path)))
+    # The service has no version of its own: a digest of its models' bundles, so it changes when any of them does.
+    version = hashlib.sha256(" ".join(m.bundle_digest or "" for m in models).encode()).hexdigest()[:12]
+    environments = tuple(Environment(env.name, tuple(sorted(packages[env.name], key=lambda p: p.key)))
+                         for env in plan.environments)
+    return Contents(kind=kind, name=plan.service.name, version=version,
+                    created=max(p.manifest.created_at for p in plan.models), model=models[0], packages=(),
+                    base=base, debian=tuple(debian), platform=platform,
+                    properties=(("service:models", str(len(models))),
+                                ("service:environments", ",".join(env.name for env in environments))),
+                    models=tuple(models), environments=environments)
+
+
 def image_files(contents: Contents) -> tuple[dict[str, bytes], dict[str, str]]:
     """The image's SBOM files (absolute path in the image -> bytes) and the labels that name them."""
     docs = documents(contents)
@@ -115,6 +148,18 @@ def image_files(contents: Contents) -> tuple[dict[str, bytes], dict[str, str]]:
 def gate(packages: list[PythonPackage], policy: LicensePolicy, *, what: str) -> list[str]:
     """check_licenses over `packages`: LicenseError for a denied license; the warnings to show."""
     return check_licenses(((p.pin, p.license) for p in packages), policy, what=what)
+
+
+def service_gate(contents: Contents, policy: LicensePolicy, *, what: str) -> list[str]:
+    """check_licenses over the packages of every environment of a service's `contents`, each named once with the
+    environments that install it and the models each serves: `numpy==2.4.6 (env1: iris 0.1.0, wine 1.0)`."""
+    users: dict[tuple[str, License], list[str]] = {}
+    for env in contents.environments:
+        served = ", ".join(m.label for m in contents.every_model if m.environment == env.name)
+        for package in env.packages:
+            users.setdefault((package.pin, package.license), []).append(f"{env.name}: {served}")
+    return check_licenses(((f"{pin} ({'; '.join(where)})", lic) for (pin, lic), where in users.items()), policy,
+                          what=what)
 
 
 # -- reading one back ---------------------------------------------------------------------------------------------

@@ -42,6 +42,12 @@ class Model:
     notebook_sha256: str | None
     golden_cases: int
     methods: tuple[str, ...] = ()
+    environment: str | None = None  # a service's: the environment (venv) that serves it
+    bundle_digest: str | None = None  # a service's: sha256 of its bundle's mlship.json
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.version}"
 
 
 @dataclass(frozen=True)
@@ -52,8 +58,18 @@ class BaseImage:
 
 
 @dataclass(frozen=True)
+class Environment:
+    """One Python environment (venv) of a service artifact and the distributions installed in it."""
+
+    name: str
+    packages: tuple[PythonPackage, ...]
+
+
+@dataclass(frozen=True)
 class Contents:
-    """What one artifact (kind: bundle, image or onprem) holds."""
+    """What one artifact (kind: bundle, image or onprem) holds. A single bundle's: `model` and its `packages`.
+    A service's (several models, several environments): every model in `models` (`model` is the first), every
+    environment's packages in `environments`, `packages` empty."""
 
     kind: str
     name: str
@@ -65,11 +81,28 @@ class Contents:
     debian: tuple[DebPackage, ...] = ()
     platform: str | None = None  # linux/amd64 (images, tarballs)
     properties: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    models: tuple[Model, ...] = ()
+    environments: tuple[Environment, ...] = ()
+
+    @property
+    def service(self) -> bool:
+        return bool(self.environments)
+
+    @property
+    def every_model(self) -> tuple[Model, ...]:
+        return self.models or (self.model,)
 
     def fingerprint(self) -> str:
-        """A digest of everything the documents say, for their serial number and namespace."""
-        data = json.dumps(asdict(self), sort_keys=True, default=str)
-        return hashlib.sha256(data.encode()).hexdigest()
+        """A digest of everything the documents say, for their serial number and namespace. The service fields are
+        left out when empty, so a single bundle's documents keep the serial number they had before there were any."""
+        data = asdict(self)
+        if not self.service and not self.models:
+            del data["models"], data["environments"]
+        for model in (data["model"], *data.get("models", ())):
+            for key in ("environment", "bundle_digest"):
+                if model[key] is None:
+                    del model[key]
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
     @property
     def timestamp(self) -> _dt.datetime:
@@ -125,31 +158,47 @@ def to_cyclonedx(contents: Contents) -> str:
     def props(pairs: list[tuple[str, str | None]]) -> list[Any]:
         return [Property(name=f"{PROPERTY}:{key}", value=value) for key, value in pairs if value is not None]
 
-    model = contents.model
-    subject = Component(
-        type=ComponentType.CONTAINER if contents.kind == "image" else ComponentType.APPLICATION,
-        name=contents.name, version=contents.version, bom_ref=f"{contents.kind}:{contents.name}",
-        properties=props([("artifact", contents.kind), ("platform", contents.platform), *contents.properties]))
-    ml = Component(
-        type=ComponentType.MACHINE_LEARNING_MODEL, name=model.name, version=model.version, bom_ref="model",
-        group=model.library, description=f"{model.cls or 'model'} served by mlship ({', '.join(model.methods)})",
-        hashes=sha(model.artifact_sha256),
-        properties=props([("model:library", model.library), ("model:class", model.cls),
-                          ("model:artifact", model.artifact), ("model:artifact:sha256", model.artifact_sha256),
-                          ("model:notebook", model.notebook), ("model:notebook:sha256", model.notebook_sha256),
-                          ("model:golden-cases", str(model.golden_cases)),
-                          ("model:methods", ",".join(model.methods))]))
-    libraries = []
-    for package in contents.packages:
+    def model_component(model: Model, ref: str) -> Any:
+        return Component(
+            type=ComponentType.MACHINE_LEARNING_MODEL, name=model.name, version=model.version, bom_ref=ref,
+            group=model.library, description=f"{model.cls or 'model'} served by mlship ({', '.join(model.methods)})",
+            hashes=sha(model.artifact_sha256),
+            properties=props([("model:library", model.library), ("model:class", model.cls),
+                              ("model:artifact", model.artifact), ("model:artifact:sha256", model.artifact_sha256),
+                              ("model:notebook", model.notebook), ("model:notebook:sha256", model.notebook_sha256),
+                              ("model:golden-cases", str(model.golden_cases)),
+                              ("model:methods", ",".join(model.methods)),
+                              ("model:environment", model.environment),
+                              ("model:bundle:digest", model.bundle_digest)]))
+
+    def library(package: PythonPackage, env: str | None) -> Any:
         licenses: list[Any] = []
         if package.license.expression:
             licenses = [LicenseExpression(package.license.expression)]
         elif package.license.declared:
             licenses = [DisjunctiveLicense(name=package.license.declared)]
-        libraries.append(Component(
-            type=ComponentType.LIBRARY, name=package.name, version=package.version, bom_ref=package.purl,
+        # In a service a distribution is listed once per environment that has it: the ref names the environment.
+        return Component(
+            type=ComponentType.LIBRARY, name=package.name, version=package.version,
+            bom_ref=package.purl if env is None else f"{env}:{package.purl}",
             purl=PackageURL.from_string(package.purl), hashes=sha(package.sha256), licenses=licenses,
-            properties=props([("license:source", package.license.source), ("wheel", package.filename)])))
+            properties=props([("license:source", package.license.source), ("wheel", package.filename),
+                              ("environment", env)]))
+
+    subject = Component(
+        type=ComponentType.CONTAINER if contents.kind == "image" else ComponentType.APPLICATION,
+        name=contents.name, version=contents.version, bom_ref=f"{contents.kind}:{contents.name}",
+        properties=props([("artifact", contents.kind), ("platform", contents.platform), *contents.properties]))
+    if contents.service:
+        models = [model_component(m, f"model:{m.name}:{m.version}") for m in contents.every_model]
+        by_env = {env.name: [library(p, env.name) for p in env.packages] for env in contents.environments}
+        libraries = [c for env in contents.environments for c in by_env[env.name]]
+        needs = [(ml, by_env.get(m.environment or "", [])) for ml, m in zip(models, contents.every_model,
+                                                                             strict=True)]
+    else:
+        models = [model_component(contents.model, "model")]
+        libraries = [library(p, None) for p in contents.packages]
+        needs = [(models[0], [])]
     debs = [Component(type=ComponentType.LIBRARY, name=deb.name, version=deb.version, bom_ref=deb.purl,
                       purl=PackageURL.from_string(deb.purl), properties=props([("deb:source", deb.source)]))
             for deb in contents.debian]
@@ -158,16 +207,18 @@ def to_cyclonedx(contents: Contents) -> str:
     bom.metadata.component = subject
     bom.metadata.tools.components.add(Component(type=ComponentType.APPLICATION, name="mlship",
                                                 version=__version__))
-    for component in (ml, *libraries, *debs):
+    for component in (*models, *libraries, *debs):
         bom.components.add(component)
-    top = [ml, *libraries]
+    top = [*models, *libraries]
     if contents.base is not None:
         base = _cyclonedx_base(contents.base, Component, ComponentType, PackageURL, sha, props)
         bom.components.add(base)
         bom.register_dependency(base, debs)
         top.append(base)
     bom.register_dependency(subject, top)
-    for leaf in (ml, *libraries, *debs):
+    for ml, uses in needs:
+        bom.register_dependency(ml, uses)
+    for leaf in (*libraries, *debs):
         bom.register_dependency(leaf, [])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the library's own notices (e.g. about optional fields); validated below
@@ -243,28 +294,39 @@ def to_spdx(contents: Contents) -> str:
                        license_declared=more.pop("license_declared", SpdxNoAssertion()),
                        copyright_text=SpdxNoAssertion(), primary_package_purpose=purpose, **more)
 
-    model = contents.model
     subject_id = spdx_id(contents.kind, contents.name)
     packages = [package(subject_id, contents.name, contents.version,
                         PackagePurpose.CONTAINER if contents.kind == "image" else PackagePurpose.APPLICATION,
                         comment=f"mlship {contents.kind}" + (f" for {contents.platform}" if contents.platform else ""))]
     relationships = [Relationship("SPDXRef-DOCUMENT", RelationshipType.DESCRIBES, subject_id)]
-    model_id = spdx_id("model", model.name)
-    packages.append(package(
-        model_id, model.name, model.version, PackagePurpose.OTHER, checksums=sums(model.artifact_sha256),
-        summary=f"machine-learning-model: {model.cls or 'model'}",
-        comment=(f"machine-learning-model; library {model.library or '?'}; class {model.cls or '?'}; artifact "
-                 f"{model.artifact}; notebook {model.notebook or '?'} sha256 {model.notebook_sha256 or '?'}; "
-                 f"{model.golden_cases} golden cases; methods {', '.join(model.methods)}")))
-    relationships.append(Relationship(subject_id, RelationshipType.CONTAINS, model_id))
-    for item in contents.packages:
-        pid = spdx_id("pypi", item.key, item.version)
-        declared: Any = licensing().parse(item.license.expression) if item.license.expression else SpdxNoAssertion()
-        packages.append(package(pid, item.name, item.version, PackagePurpose.LIBRARY, checksums=sums(item.sha256),
-                                external_references=purl(item.purl), license_declared=declared,
-                                license_comment=None if item.license.expression else item.license.describe(),
-                                file_name=item.filename))
-        relationships.append(Relationship(subject_id, RelationshipType.CONTAINS, pid))
+    model_ids: dict[str, list[str]] = {}  # environment -> its models' ids
+    for model in contents.every_model:
+        model_id = spdx_id("model", model.name, *((model.version,) if contents.service else ()))
+        where = (f"; environment {model.environment}; bundle {model.bundle_digest}" if contents.service else "")
+        packages.append(package(
+            model_id, model.name, model.version, PackagePurpose.OTHER, checksums=sums(model.artifact_sha256),
+            summary=f"machine-learning-model: {model.cls or 'model'}",
+            comment=(f"machine-learning-model; library {model.library or '?'}; class {model.cls or '?'}; artifact "
+                     f"{model.artifact}; notebook {model.notebook or '?'} sha256 {model.notebook_sha256 or '?'}; "
+                     f"{model.golden_cases} golden cases; methods {', '.join(model.methods)}{where}")))
+        relationships.append(Relationship(subject_id, RelationshipType.CONTAINS, model_id))
+        model_ids.setdefault(model.environment or "", []).append(model_id)
+    groups = ([(env.name, env.packages) for env in contents.environments] if contents.service
+              else [(None, contents.packages)])
+    for env, items in groups:
+        for item in items:
+            pid = spdx_id("pypi", *((env,) if env else ()), item.key, item.version)
+            declared: Any = (licensing().parse(item.license.expression) if item.license.expression
+                             else SpdxNoAssertion())
+            packages.append(package(pid, item.name, item.version, PackagePurpose.LIBRARY,
+                                    checksums=sums(item.sha256), external_references=purl(item.purl),
+                                    license_declared=declared,
+                                    license_comment=None if item.license.expression else item.license.describe(),
+                                    file_name=item.filename,
+                                    **({"comment": f"installed in environment {env}"} if env else {})))
+            relationships.append(Relationship(subject_id, RelationshipType.CONTAINS, pid))
+            relationships += [Relationship(model_id, RelationshipType.DEPENDS_ON, pid)
+                              for model_id in model_ids.get(env or "", []) if env]
     if contents.base is not None:
         base = contents.base
         base_id = spdx_id("base-image")
