@@ -7,11 +7,15 @@ What a reload does, in order (docs/SERVICE.md "Changes without downtime"):
 2. Compare it with what runs. A model version is *unchanged* when its bundle folder, its mlship.json (which holds
    the digest of every file), its Python and its worker count are the same: its backend keeps running untouched.
    Added and changed versions get a new backend, started beside the running ones on sockets of its own.
-3. Each new backend must become ready (its workers replayed every golden case) and then answer every golden case of
-   its bundle, over the same connections the front will use. One that fails to start, to become ready within
-   MLSHIP_RELOAD_TIMEOUT seconds (default 120) or to answer a case never takes traffic: it is stopped, the
-   version it would have replaced keeps serving, and the failure is logged, listed by /v2/repository/index
-   (state UNAVAILABLE and why) and counted (`mlship_reload_models_total{result="failed"}`).
+3. Each new backend must become ready (each of its workers replays every golden case in-process before it answers
+   at all, and stays not ready on any mismatch: _model.ModelHandle.check_ready), then answer golden cases over the
+   connections the front will use: the first of each method (the routing, end to end) and any case its /metadata
+   does not report as passed at start-up (a bundle whose own runtime predates the full start-up replay checked only
+   one; see over_http). Not every case again: hundreds of cases would be hundreds of requests before the swap.
+   One that fails to start, to become ready within MLSHIP_RELOAD_TIMEOUT seconds (default 120) or to answer a case
+   never takes traffic: it is stopped, the version it would have replaced keeps serving, and the failure is
+   logged, listed by /v2/repository/index (state UNAVAILABLE and why) and counted
+   (`mlship_reload_models_total{result="failed"}`).
 4. One swap of the routing table (_routes.RouteTable): a request is routed by the old table or the new one.
 5. The backends that left the table (removed, or replaced by a new bundle) are drained: the front waits until
    none of its requests to them are in flight, then stops their processes (SIGTERM, then SIGKILL after the
@@ -30,7 +34,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +45,7 @@ from ._routes import RouteTable
 
 if TYPE_CHECKING:
     from ._backends import Backend
+    from ._contract import GoldenCase
     from ._service import Service, ServiceModel
 
 logger = logging.getLogger(__name__)
@@ -250,7 +255,7 @@ class Reloader:
         return outcome
 
     async def _check(self, backend: Backend) -> str | None:
-        """None when `backend` became ready and answered every golden case, else why not."""
+        """None when `backend` became ready and answered its golden cases over HTTP (over_http), else why not."""
         deadline = time.monotonic() + self.timeout
         while not backend.ready:
             if backend.gave_up:
@@ -270,7 +275,7 @@ class Reloader:
             golden = await asyncio.to_thread(read_golden, backend.bundle)
         except Exception as exc:  # noqa: BLE001 - any unreadable golden.json is this candidate's failure
             return f"cannot read its golden cases: {exc}"
-        for case in golden.cases:
+        for case in over_http(golden.cases, backend.metadata):
             body = json.dumps({"instances": case.instances}).encode()  # as `mlship verify --url` sends it
             headers = [(b"content-type", b"application/json")]
             try:
@@ -320,6 +325,24 @@ class Reloader:
         if self.status_file is not None:
             with contextlib.suppress(OSError):
                 self.status_file.unlink()
+
+
+def over_http(cases: Sequence[GoldenCase], metadata: Mapping[str, Any] | None) -> list[GoldenCase]:
+    """The golden cases a new backend must answer over HTTP before it takes traffic: the first of each method (the
+    routing, end to end) and every case its /metadata (`golden`: each case's id and `startup` result, in order)
+    does not report as "passed" at its start-up; all of them when it reports none (no metadata, another list)."""
+    reported = metadata.get("golden") if isinstance(metadata, Mapping) else None
+    if not isinstance(reported, list) or len(reported) != len(cases):
+        reported = []
+    passed = {index for index, (case, entry) in enumerate(zip(cases, reported, strict=False))
+              if isinstance(entry, Mapping) and entry.get("id") == case.id and entry.get("startup") == "passed"}
+    methods: set[str] = set()
+    chosen = []
+    for index, case in enumerate(cases):
+        if case.method not in methods or index not in passed:
+            chosen.append(case)
+        methods.add(case.method)
+    return chosen
 
 
 def reload_metrics(reloader: Reloader | None) -> list[Any]:

@@ -215,6 +215,10 @@ def test_new_bundles_that_fail_to_load_or_fail_golden_cases_never_take_traffic_a
     edit_golden(bad, lambda golden: golden["cases"][0].update(expected=[99]))
     # And a new version of it, broken the same way: it must not appear in the routes either.
     bad_new = bundle_copy(bad, tmp_path / "a-bad-new", name, "0.2.0")
+    # And one whose last golden case is wrong: never sent over HTTP (its backend reports every case it replayed at
+    # start-up), so its own readiness must refuse it.
+    bad_last = bundle_copy(a, tmp_path / "a-bad-last", name, "0.4.0")
+    edit_golden(bad_last, lambda golden: golden["cases"][-1].update(expected=[99]))
     # And one that cannot even load: its pickled values no longer match their digest.
     unloadable = bundle_copy(a, tmp_path / "a-unloadable", name, "0.3.0")
     (unloadable / "artifacts" / "values.pkl").write_bytes(b"not a pickle")
@@ -223,14 +227,16 @@ def test_new_bundles_that_fail_to_load_or_fail_golden_cases_never_take_traffic_a
         load.start(a, threads=3)
         try:
             source.write_text(source.read_text().replace(str(a), str(bad)) + f'\n[[models]]\nbundle = "{bad_new}"\n'
-                              f'\n[[models]]\nbundle = "{unloadable}"\n\n[routes.{name}]\ndefault = "0.2.0"\n')
+                              f'\n[[models]]\nbundle = "{unloadable}"\n\n[[models]]\nbundle = "{bad_last}"\n'
+                              f'\n[routes.{name}]\ndefault = "0.2.0"\n')
             failed = reload(cli, source)
             assert failed.exit_code == 1, failed.output
             assert f"{name} 0.1.0 FAILED (golden case" in failed.output
             assert f"{name} 0.2.0 FAILED (golden case" in failed.output
             assert f"{name} 0.3.0 FAILED (" in failed.output and "values.pkl" in failed.output
+            assert f"{name} 0.4.0 FAILED (golden case predict-2 does not match" in failed.output
             assert "never took traffic" in failed.output
-            wait_for(lambda: not any(processes_in(process.pid, f) for f in (bad, bad_new, unloadable)), 30,
+            wait_for(lambda: not any(processes_in(process.pid, f) for f in (bad, bad_new, unloadable, bad_last)), 30,
                      "the failed candidates' processes still run")
             assert processes_in(process.pid, a), "the version before keeps serving"
 
@@ -248,8 +254,10 @@ def test_new_bundles_that_fail_to_load_or_fail_golden_cases_never_take_traffic_a
         assert "keeps serving" in entries[(name, "0.1.0")]["reason"]
         assert entries[(name, "0.2.0")]["state"] == "UNAVAILABLE"
         assert entries[(name, "0.3.0")]["state"] == "UNAVAILABLE" and "values.pkl" in entries[(name, "0.3.0")]["reason"]
-        status, answer = post(f"{base}/models/{name}/versions/0.2.0/predict", {"instances": [[1, 2, 3, 4]]})
-        assert status == 404, answer
+        assert entries[(name, "0.4.0")]["state"] == "UNAVAILABLE" and "predict-2" in entries[(name, "0.4.0")]["reason"]
+        for version in ("0.2.0", "0.4.0"):
+            status, answer = post(f"{base}/models/{name}/versions/{version}/predict", {"instances": [[1, 2, 3, 4]]})
+            assert status == 404, answer
         metrics = get_text(f"{base}/metrics")
         assert 'mlship_reloads_total{result="failed"} 1.0' in metrics
         assert 'mlship_reloads_total{result="invalid"} 1.0' in metrics

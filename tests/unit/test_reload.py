@@ -8,12 +8,14 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mlship.errors import MlshipError
 from mlship.reload import reload_service
-from mlship.runtime._reload import Outcome, _defaults
+from mlship.runtime._contract import GoldenCase
+from mlship.runtime._reload import Outcome, _defaults, over_http
 from mlship.runtime._routes import RouteTable
 
 
@@ -93,3 +95,34 @@ def test_the_summary_says_what_changed_and_what_failed() -> None:
                                  "predict-0 does not match: at [0]: expected 1, got 0); nothing of it takes traffic")
     assert Outcome(4, "invalid", error="bad TOML").summary() == "refused: bad TOML; nothing changed"
     assert Outcome(5, "unchanged").summary() == "nothing changed"
+
+
+_CASES = [GoldenCase(f"{method}-{index}", method, [[index]], [0]) for method in ("predict", "predict_proba")
+          for index in range(3)]
+
+
+def _reported(*startup: str) -> dict[str, Any]:
+    """A backend's /metadata `golden` list: each case's id and its start-up result, in order."""
+    return {"golden": [{"id": case.id, "method": case.method, "rows": 1, "startup": result}
+                       for case, result in zip(_CASES, startup, strict=True)]}
+
+
+def test_a_backend_that_passed_every_case_at_start_up_answers_one_per_method_over_http() -> None:
+    assert [case.id for case in over_http(_CASES, _reported(*["passed"] * 6))] == ["predict-0", "predict_proba-0"]
+
+
+def test_cases_a_backend_did_not_report_passed_go_over_http_too() -> None:
+    # A bundle whose runtime replays one case at start-up reports the others "not replayed".
+    old_runtime = _reported("passed", "not replayed", "not replayed", "not replayed", "not replayed", "not replayed")
+    assert over_http(_CASES, old_runtime) == _CASES
+    one_failed = _reported("passed", "passed", "failed", "passed", "passed", "passed")
+    assert [case.id for case in over_http(_CASES, one_failed)] == ["predict-0", "predict-2", "predict_proba-0"]
+
+
+_ALL_PASSED = _reported(*["passed"] * 6)["golden"]
+
+
+@pytest.mark.parametrize("metadata", [None, {}, {"golden": "passed"}, {"golden": _ALL_PASSED[::-1]},
+                                      {"golden": _ALL_PASSED[:5]}])
+def test_without_a_report_that_matches_the_cases_every_case_goes_over_http(metadata: dict[str, Any] | None) -> None:
+    assert over_http(_CASES, metadata) == _CASES
