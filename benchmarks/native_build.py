@@ -61,12 +61,18 @@ def native(bundle: Path, base: str, oci: Path, *args: str) -> tuple[float, dict[
     return elapsed, json.loads(proc.stdout)
 
 
-def registry_size(registry: str, repository: str, tag: str) -> int:
+def registry_layers(registry: str, repository: str, tag: str) -> tuple[int, list[int]]:
+    """(the config's size, each layer's compressed size) as the registry stores them."""
     request = urllib.request.Request(f"http://{registry}/v2/{repository}/manifests/{tag}", headers={
         "Accept": "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"})
     with urllib.request.urlopen(request, timeout=30) as response:
         manifest = json.loads(response.read())
-    return int(manifest["config"]["size"]) + sum(int(layer["size"]) for layer in manifest["layers"])
+    return int(manifest["config"]["size"]), [int(layer["size"]) for layer in manifest["layers"]]
+
+
+def overhead(elapsed: float, timings: dict[str, float]) -> float:
+    """What a build's wall time spent outside its timed steps: starting Python, imports, reading the bundle."""
+    return elapsed - timings.get("total", sum(timings.values()))
 
 
 def main() -> None:
@@ -122,8 +128,9 @@ def main() -> None:
                 loaded = client.images.load(handle.read())[0]
             engine_size = int(client.api.inspect_image(log.image_id)["Size"])
             native_size = int(client.api.inspect_image(loaded.id)["Size"])
-            engine_pushed = registry_size(registry, f"bench/engine-{args.example}", token)
-            native_pushed = registry_size(registry, f"bench/native-{args.example}", token)
+            engine_config, engine_layers = registry_layers(registry, f"bench/engine-{args.example}", token)
+            native_config, native_layers = registry_layers(registry, f"bench/native-{args.example}", token)
+            engine_pushed, native_pushed = engine_config + sum(engine_layers), native_config + sum(native_layers)
             container, url = run_ready(client, loaded.id, timeout=120, read_only=True, user="1000777:0")
             try:
                 results = verify_bundle(bundle, url=url)
@@ -139,10 +146,15 @@ def main() -> None:
         ("warm rebuild", "", f"native {warm:.1f}s (venv layer reused)"),
         ("model-only rebuild + push", f"engine {engine_model_only:.1f}s (layer cache + docker push)",
          f"native {model_only:.1f}s: {len(uploads['uploaded'])} blobs uploaded "
-         f"({uploads['uploaded_bytes'] / 1e6:.2f} MB), {len(uploads['existing'])} already there"),
+         f"({uploads['uploaded_bytes'] / 1e6:.2f} MB), {len(uploads['existing'])} already there; "
+         + ", ".join(f"{k} {v:.2f}s" for k, v in model_data["timings"].items() if k != "total")
+         + f", start and the rest {overhead(model_only, model_data['timings']):.2f}s"),
         ("first push", "", f"native {first_push:.1f}s (build from cache + push of every layer)"),
         ("image size, uncompressed", f"engine {engine_size / 1e6:.1f} MB", f"native {native_size / 1e6:.1f} MB"),
-        ("image size, in the registry", f"engine {engine_pushed / 1e6:.1f} MB", f"native {native_pushed / 1e6:.1f} MB"),
+        ("image size, in the registry", f"engine {engine_pushed / 1e6:.1f} MB", f"native {native_pushed / 1e6:.1f} MB "
+         f"= {native_pushed / engine_pushed:.4f}x"),
+        ("layers in the registry, MB", " ".join(f"{size / 1e6:.2f}" for size in engine_layers),
+         " ".join(f"{size / 1e6:.2f}" for size in native_layers)),
         ("golden cases over HTTP", "", f"native image: {sum(r.ok for r in results)}/{len(results)} match "
                                        "(read-only root, UID 1000777)"),
     ]

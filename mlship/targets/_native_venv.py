@@ -10,19 +10,22 @@ the image (a read-only root never writes a .pyc) and the same bytes on every bui
 
 from __future__ import annotations
 
+import configparser
 import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from .. import __version__
 from ._oci import source_date_epoch
-from .wheelhouse import Wheelhouse
+from .wheelhouse import LockedWheel, Wheelhouse
 
 _DROP_DIRS = ("tests",)
 _PER_PROCESS = 500  # modules compiled by one interpreter (fixed: see _compile)
+_THREADS = 2
 
 
 def venv_key(wheelhouse: Wheelhouse, *, venv: str, executable: str, version: str) -> str:
@@ -52,13 +55,32 @@ def make_venv(wheelhouse: Wheelhouse, root: Path, *, venv: str, python: str, exe
     (prefix / "pyvenv.cfg").write_text(
         f"home = {home}\ninclude-system-site-packages = false\nversion = {version}\n"
         f"executable = {executable}\ncommand = {executable} -m venv {venv}\n", encoding="utf-8")
-    for locked in wheelhouse.lock:
-        scheme = {"purelib": site, "platlib": site, "scripts": f"{venv}/bin", "data": venv,
-                  "headers": f"{venv}/include/site/python{python}/{locked.name}"}
-        destination = SchemeDictionaryDestination(scheme, interpreter=f"{venv}/bin/python", script_kind="posix",
-                                                  destdir=str(root))
+
+    def scheme_of(locked: LockedWheel) -> dict[str, str]:
+        return {"purelib": site, "platlib": site, "scripts": f"{venv}/bin", "data": venv,
+                "headers": f"{venv}/include/site/python{python}/{locked.name}"}
+
+    def install_one(locked: LockedWheel, overwrite: bool) -> None:
+        destination = SchemeDictionaryDestination(scheme_of(locked), interpreter=f"{venv}/bin/python",
+                                                  script_kind="posix", destdir=str(root),
+                                                  overwrite_existing=overwrite)
         with WheelFile.open(wheelhouse.directory / locked.filename) as source:
             install(source, destination, {"INSTALLER": b"mlship\n"})
+
+    # Two at a time (unzipping and hashing let go of the GIL), their folders made first (installer makes a missing
+    # parent without exist_ok: two wheels of one namespace package would race). If two wheels write one path,
+    # one after the other in the lock's order, each overwriting: the last one wins, as with pip, on every build.
+    writes = {locked: _destinations(wheelhouse.directory / locked.filename) for locked in wheelhouse.lock}
+    if _disjoint(list(writes.values())):
+        for locked, paths in writes.items():
+            scheme = {**scheme_of(locked), "site": site}
+            for folder in {str(PurePosixPath(scheme[name], path).parent) for name, path in paths}:
+                (root / folder.strip("/")).mkdir(parents=True, exist_ok=True)
+        with ThreadPoolExecutor(max_workers=_THREADS) as pool:
+            list(pool.map(lambda locked: install_one(locked, False), wheelhouse.lock))
+    else:
+        for locked in wheelhouse.lock:
+            install_one(locked, True)
     site_dir = root / site.strip("/")
     for folder in _DROP_DIRS:
         for found in sorted(site_dir.glob(f"*/**/{folder}"), key=lambda p: len(p.parts), reverse=True):
@@ -66,6 +88,44 @@ def make_venv(wheelhouse: Wheelhouse, root: Path, *, venv: str, python: str, exe
                 shutil.rmtree(found)
     _compile(site_dir, root)
     return prefix
+
+
+def _destinations(wheel_path: Path) -> set[tuple[str, str]]:
+    """What a wheel writes, as (scheme, path): its files and its entry-point scripts (read from its zip)."""
+    with zipfile.ZipFile(wheel_path) as wheel:
+        names = wheel.namelist()
+        paths = {_destination(name) for name in names if not name.endswith("/")}
+        for name in names:
+            if name.endswith(".dist-info/entry_points.txt"):
+                paths |= {("scripts", script) for script in _scripts(wheel.read(name).decode("utf-8"))}
+    return paths
+
+
+def _disjoint(writes: list[set[tuple[str, str]]]) -> bool:
+    """Whether no two wheels write the same path."""
+    seen: set[tuple[str, str]] = set()
+    for paths in writes:
+        if seen & paths:
+            return False
+        seen |= paths
+    return True
+
+
+def _destination(name: str) -> tuple[str, str]:
+    """Where a wheel's member lands, as (scheme, path): purelib and platlib are one site-packages here."""
+    top, _, rest = name.partition("/")
+    if top.endswith(".data") and rest:
+        scheme, _, path = rest.partition("/")
+        return ("site" if scheme in ("purelib", "platlib") else scheme, path)
+    return ("site", name)
+
+
+def _scripts(entry_points: str) -> set[str]:
+    parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(entry_points)
+    return {name for section in ("console_scripts", "gui_scripts") if parser.has_section(section)
+            for name in parser.options(section)}
 
 
 def _compile(site_dir: Path, root: Path) -> None:

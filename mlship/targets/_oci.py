@@ -3,8 +3,8 @@ image config and manifest, and the one tar that `docker load`, `podman load` and
 `docker-archive:`) all read (docs/DOCKER.md "The native builder").
 
 Reproducible by construction: layer members are sorted, owned by 0:0 with empty owner names, modes 644/755, mtime
-SOURCE_DATE_EPOCH (else 1980-01-01, the zip epoch, as the build context uses), PAX headers; gzip has no name and
-mtime 0; JSON documents are serialized with sorted keys and no spaces. Same inputs, same bytes, same digests.
+SOURCE_DATE_EPOCH (else 1980-01-01, the zip epoch, as the build context uses), PAX headers; gzip members cut at
+fixed offsets, with no name and mtime 0; JSON documents are serialized with sorted keys and no spaces. Same inputs, same bytes, same digests.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import json
 import os
 import tarfile
 import tempfile
-import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,10 +234,13 @@ def write_layer(store: BlobStore, entries: Iterable[Entry], comment: str, *, epo
 
 
 class _ParallelGzip(io.RawIOBase):
-    """A gzip stream compressed in fixed 4 MiB blocks on two threads (zlib lets go of the GIL), as pigz does:
-    each block a raw deflate ending in a sync flush, the last one finished, one CRC over everything. The blocks
-    do not depend on the thread count, so the bytes are the same on every machine; the header has no file name
-    and mtime 0."""
+    """A gzip file of fixed 4 MiB members, each compressed by libdeflate on two threads (it lets go of the GIL).
+
+    RFC 1952 allows a gzip file to be several members one after the other, and every reader of layers does read
+    them as one stream: Go's compress/gzip (the engine, containerd, skopeo, podman, crane), pigz, Python's gzip.
+    libdeflate compresses about three times faster than zlib at level 6 and 1% smaller; it has no streaming API,
+    which members do not need. Members are cut at fixed offsets and libdeflate writes no name and mtime 0, so the
+    bytes depend only on the input and the pinned `deflate` wheel, never on the machine or the thread count."""
 
     def __init__(self, out: BlobWriter, level: int) -> None:
         from concurrent.futures import ThreadPoolExecutor
@@ -247,43 +249,39 @@ class _ParallelGzip(io.RawIOBase):
         self.pool = ThreadPoolExecutor(max_workers=2)
         self.pending: list[Any] = []
         self.buffer = bytearray()
-        self.crc = 0
-        self.size = 0
-        out.write(b"\x1f\x8b\x08\x00\x00\x00\x00\x00" + (b"\x02" if level == 9 else b"\x04" if level == 1 else b"\x00")
-                  + b"\xff")
+        self.members = 0
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: Any) -> int:
-        chunk = bytes(data)
-        self.crc = zlib.crc32(chunk, self.crc)
-        self.size += len(chunk)
-        self.buffer += chunk
+        self.buffer += data
         while len(self.buffer) >= _BLOCK:
-            self._submit(bytes(self.buffer[:_BLOCK]), final=False)
+            self._submit(bytes(self.buffer[:_BLOCK]))
             del self.buffer[:_BLOCK]
-        return len(chunk)
+        return len(data)
 
-    def _submit(self, block: bytes, *, final: bool) -> None:
-        self.pending.append(self.pool.submit(_deflate, block, self.level, final))
+    def _submit(self, block: bytes) -> None:
+        self.pending.append(self.pool.submit(_member, block, self.level))
+        self.members += 1
         while len(self.pending) > 4 or (self.pending and self.pending[0].done()):
             self.out.write(self.pending.pop(0).result())
 
     def close(self) -> None:
         if self.closed:
             return
-        self._submit(bytes(self.buffer), final=True)
+        if self.buffer or not self.members:  # an empty input is still one (empty) member: a valid gzip file
+            self._submit(bytes(self.buffer))
         for future in self.pending:
             self.out.write(future.result())
         self.pool.shutdown()
-        self.out.write(self.crc.to_bytes(4, "little") + (self.size & 0xFFFFFFFF).to_bytes(4, "little"))
         super().close()
 
 
-def _deflate(block: bytes, level: int, final: bool) -> bytes:
-    compressor = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
-    return compressor.compress(block) + compressor.flush(zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH)
+def _member(block: bytes, level: int) -> bytes:
+    import deflate
+
+    return bytes(deflate.gzip_compress(block, level))
 
 
 def _gzip(blob: BlobWriter, level: int) -> _ParallelGzip:

@@ -8,11 +8,13 @@ layers once, whiteouts applied, and kept beside the store by base digest.
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import shutil
 import tarfile
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -292,9 +294,15 @@ def _scan(base: BaseImage) -> BaseFiles:
 
 
 def _members(store: BlobStore, layer: Descriptor) -> Iterator[tuple[str, tarfile.TarInfo, tarfile.TarFile]]:
-    with store.path(layer.digest).open("rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
-        for member in tar:
-            yield member.name.removeprefix("./").strip("/"), member, tar
+    # gzip.GzipFile, not tarfile's "r|gz": a gzip layer may be several members (ours are; pigz and BGZF write
+    # them too), and tarfile's own stream reader stops at the end of the first one.
+    with store.path(layer.digest).open("rb") as raw:
+        gzipped = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        with (gzip.GzipFile(fileobj=raw) if gzipped else nullcontext(raw)) as stream, \
+                tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                yield member.name.removeprefix("./").strip("/"), member, tar
 
 
 def _drop(files: dict[str, str], pythons: dict[str, str], path: str, keep_self: bool = False) -> None:

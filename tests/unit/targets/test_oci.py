@@ -20,7 +20,7 @@ import pytest
 from mlship.errors import BuildError
 from mlship.targets._docker_context import ImageMetadata, dockerfile_context
 from mlship.targets._native_build import _bundle_entries, bundle_env, image_config
-from mlship.targets._native_venv import make_venv
+from mlship.targets._native_venv import _destinations, _disjoint, make_venv
 from mlship.targets._oci import BlobStore, Entry, Layer, make_image, write_archive, write_layer
 from mlship.targets._oci_base import BaseImage, check_python, resolve_base
 from mlship.targets._registry import find_credentials, split_reference
@@ -65,6 +65,33 @@ def fake_base(tmp_path: Path, layers: list[list[Entry]], env: list[str] | None =
     return store, write_archive(image, tmp_path / "base.tar", ["base:1"])
 
 
+def test_a_large_layer_is_gzip_members_that_every_reader_takes_as_one_stream(tmp_path: Path) -> None:
+    # Text-like data over three of the 4 MiB members: Python's gzip and the system's gzip read them as one stream,
+    # and the layer is no larger than zlib's single stream at the same level (what the engine's Go gzip is near).
+    import random
+    import shutil
+    import subprocess
+    import zlib
+
+    rng = random.Random(14)
+    words = [bytes(rng.choices(b"abcdefghijklmnopqrstuvwxyz_", k=rng.randint(3, 12))) for _ in range(4000)]
+    data = b" ".join(rng.choice(words) for _ in range(1_400_000))[:10 << 20]
+    store = BlobStore(tmp_path)
+    layer = write_layer(store, [Entry("blob", "file", 0o644, data=data)], "members")
+    blob = store.read(layer.descriptor.digest)
+    assert blob.count(b"\x1f\x8b\x08\x00\x00\x00\x00\x00") >= 3  # one header per member, mtime 0
+    unpacked = gzip.decompress(blob)
+    assert "sha256:" + hashlib.sha256(unpacked).hexdigest() == layer.diff_id
+    with tarfile.open(fileobj=io.BytesIO(unpacked)) as tar:
+        member = tar.extractfile("blob")
+        assert member is not None and member.read() == data
+    system_gzip = shutil.which("gzip")
+    assert system_gzip is not None
+    assert subprocess.run([system_gzip, "-dc"], input=blob, capture_output=True, check=True).stdout == unpacked
+    assert layer.descriptor.size <= len(zlib.compress(unpacked, 6))
+    assert write_layer(BlobStore(tmp_path / "again"), [Entry("blob", "file", 0o644, data=data)], "members") == layer
+
+
 def test_the_archive_is_an_oci_layout_and_a_docker_archive(tmp_path: Path) -> None:
     store, tar_path = fake_base(tmp_path, [FILES])
     with tarfile.open(tar_path) as tar:
@@ -90,6 +117,18 @@ def test_the_bases_files_are_read_through_whiteouts(tmp_path: Path) -> None:
     with pytest.raises(BuildError) as caught:
         check_python(base, "3.11", AMD64)
     assert "has no python3.11 on its PATH (only python3.12 (/usr/local/bin/python3.12))" in caught.value.message
+
+
+def test_a_bases_files_are_read_past_the_first_gzip_member(tmp_path: Path) -> None:
+    # 6 MiB of random bytes first, so /usr/bin/python3.11 lies in the layer's second gzip member (tarfile's own
+    # "r|gz" stream reader would stop at the first).
+    import os
+
+    large = [Entry("aaa", "dir", 0o755), Entry("aaa/blob", "file", data=os.urandom(6 << 20)), *FILES]
+    _, tar_path = fake_base(tmp_path, [large])
+    base = resolve_base(f"oci-archive:{tar_path}", BlobStore(tmp_path / "store"), AMD64)
+    assert sorted(base.files().pythons) == ["usr/bin/python3.11"]
+    assert check_python(base, "3.11", AMD64)[0] == "/usr/bin/python3.11"
 
 
 def test_the_pythons_path_follows_the_bases_path(tmp_path: Path) -> None:
@@ -124,22 +163,23 @@ def test_credentials_come_from_the_flag_or_the_docker_config(tmp_path: Path, mon
         find_credentials("other.local", "nopassword")
 
 
-def write_wheel(folder: Path) -> Path:
-    files = {"pkg/__init__.py": b"def main():\n    return 0\n", "pkg/tests/test_pkg.py": b"",
-             "pkg-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: pkg\nVersion: 1.0\n",
-             "pkg-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-             "pkg-1.0.dist-info/entry_points.txt": b"[console_scripts]\npkgcli = pkg:main\n"}
+def write_wheel(folder: Path, pkg: str = "pkg", extra: dict[str, bytes] | None = None) -> Path:
+    info = f"{pkg}-1.0.dist-info"
+    files = {f"{pkg}/__init__.py": b"def main():\n    return 0\n", f"{pkg}/tests/test_pkg.py": b"",
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {pkg}\nVersion: 1.0\n".encode(),
+             f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+             f"{info}/entry_points.txt": f"[console_scripts]\n{pkg}cli = {pkg}:main\n".encode(), **(extra or {})}
     record = io.StringIO()
     writer = csv.writer(record, lineterminator="\n")
     for name, data in files.items():
         digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
         writer.writerow([name, f"sha256={digest}", len(data)])
-    writer.writerow(["pkg-1.0.dist-info/RECORD", "", ""])
-    path = folder / "pkg-1.0-py3-none-any.whl"
+    writer.writerow([f"{info}/RECORD", "", ""])
+    path = folder / f"{pkg}-1.0-py3-none-any.whl"
     with zipfile.ZipFile(path, "w") as wheel:
         for name, data in files.items():
             wheel.writestr(name, data)
-        wheel.writestr("pkg-1.0.dist-info/RECORD", record.getvalue())
+        wheel.writestr(f"{info}/RECORD", record.getvalue())
     return path
 
 
@@ -159,6 +199,33 @@ def test_the_venv_is_made_by_installer_without_running_the_image(tmp_path: Path)
     assert not (site / "pkg" / "tests").exists()  # package test suites are dropped, as in the engine image
     pyc = next((site / "pkg" / "__pycache__").glob("__init__.cpython-311.pyc")).read_bytes()
     assert int.from_bytes(pyc[8:12], "little") == 315532800  # the source's mtime in the layer
+
+
+def test_wheels_that_write_one_path_are_installed_in_the_locks_order(tmp_path: Path) -> None:
+    # Disjoint wheels install two at a time (one namespace folder between them is fine); two that write one
+    # file install one after the other, so the one later in the lock wins on every build (as with pip), never
+    # whichever thread finished last, and never a FileExistsError.
+    def house(*wheels: Path) -> Wheelhouse:
+        return Wheelhouse(tmp_path, [LockedWheel(w.name.split("-")[0], "1.0", w.name, "0" * 64) for w in wheels],
+                          "3.11", AMD64)
+
+    first = write_wheel(tmp_path, "first", {"shared/data.txt": b"first"})
+    second = write_wheel(tmp_path, "second", {"shared/data.txt": b"second"})
+    other = write_wheel(tmp_path, "other", {"shared/other.txt": b"other"})  # one namespace folder, other files
+    def disjoint(*wheels: Path) -> bool:
+        return _disjoint([_destinations(wheel) for wheel in wheels])
+
+    assert disjoint(first, other) and not disjoint(first, second, other)
+    scripts = write_wheel(tmp_path, "scripts", {"scripts-1.0.dist-info/entry_points.txt":
+                                                b"[console_scripts]\nfirstcli = scripts:main\n"})
+    assert not disjoint(first, scripts)  # one console script name: one bin/ file
+    for order, winner in (((first, second, other), b"second"), ((second, first, other), b"first")):
+        prefix = make_venv(house(*order), tmp_path / f"root-{winner.decode()}", venv="/opt/venv", python="3.11",
+                           executable="/usr/bin/python3.11", version="3.11.2")
+        site = prefix / "lib" / "python3.11" / "site-packages"
+        assert (site / "shared" / "data.txt").read_bytes() == winner
+        assert (site / "shared" / "other.txt").read_bytes() == b"other"
+        assert {p.name for p in (prefix / "bin").glob("*cli")} == {"firstcli", "secondcli", "othercli"}
 
 
 def test_the_config_is_the_dockerfiles_final_stage_on_the_bases_config(tmp_path: Path) -> None:
@@ -190,3 +257,14 @@ def test_the_bundle_splits_into_a_code_layer_and_a_model_layer(tmp_path: Path) -
     assert code == {"app/mlship_runtime/_boot.py", "app/code/helpers.py"}
     assert model == {"app/mlship.json", "app/golden.json", "app/artifacts/values.pkl", "app/predictor.py",
                      "app/lock/linux_x86_64-py311.txt"}
+
+
+def test_disjoint_wheels_of_one_namespace_install_together(tmp_path: Path) -> None:
+    wheels = [write_wheel(tmp_path, f"ns{n}", {f"nspkg/part{n}/__init__.py": b""}) for n in range(6)]
+    assert _disjoint([_destinations(wheel) for wheel in wheels])
+    house = Wheelhouse(tmp_path, [LockedWheel(w.name.split("-")[0], "1.0", w.name, "0" * 64) for w in wheels],
+                       "3.11", AMD64)
+    prefix = make_venv(house, tmp_path / "root", venv="/opt/venv", python="3.11", executable="/usr/bin/python3.11",
+                       version="3.11.2")
+    site = prefix / "lib" / "python3.11" / "site-packages"
+    assert sorted(p.name for p in (site / "nspkg").iterdir()) == [f"part{n}" for n in range(6)]
