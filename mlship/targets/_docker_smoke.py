@@ -12,7 +12,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..bundle.verify import verify_bundle
 from ..errors import MlshipError
 from ..runtime._contract import CaseResult
 from ._docker_context import PORT
@@ -77,6 +76,9 @@ def smoke_test(client: Any, image_id: str, bundle: Path, on_step: Callable[[str]
             result.ready_seconds = time.monotonic() - start
         on_step("smoke test: " + ("not ready" if failure else f"ready after {result.ready_seconds:.1f}s")
                 + "; replaying the golden cases")
+        # Imported here: it reads notebooks (nbformat, jsonschema), which a native build (no smoke test) never needs.
+        from ..bundle.verify import verify_bundle
+
         for model in routes:
             try:
                 cases = verify_bundle(model.bundle, url=url + model.prefix)
