@@ -352,14 +352,18 @@ def promote(
     require_report: Annotated[Path | None, typer.Option(
         "--require-report", help="Promote only if this `mlship compare --json` report passed, for exactly the "
         "current default's bundle (OLD) and this version's (NEW).")] = None,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help="Do not replay VERSION's golden cases first "
+                                            "(the history records it).")] = False,
     no_reload: Annotated[bool, _NO_RELOAD] = False,
     pid_file: Annotated[Path | None, _PID_FILE] = None,
 ) -> None:
-    """Make VERSION the default of model NAME: rewrites [routes.NAME] default in the file (comments kept), records
-    it in the file's history, and reloads a running server with no failed request."""
+    """Make VERSION the default of model NAME once its bundle passes its golden cases: rewrites [routes.NAME]
+    default in the file (comments kept), records it in the file's history, and reloads a running server with no
+    failed request."""
     from .promote import promote as promote_route
 
-    _applied(promote_route(service, name, version, report=require_report), no_reload, pid_file)
+    _applied(promote_route(service, name, version, report=require_report, verify=not no_verify), no_reload,
+             pid_file)
 
 
 @app.command(cls=_Command)
@@ -393,8 +397,9 @@ def history(
         typer.echo(f"no promote or rollback recorded for {service} ({history_file_for(service.absolute())})")
     for r in records:
         report = f"  report sha256:{r['report_sha256'][:12]}" if r.get("report_sha256") else ""
+        unverified = "  not verified (--no-verify)" if r.get("verified") is False else ""
         typer.echo(f"{r.get('time', '?')}  {r.get('actor', '?')}  {r['action']:<8}  {r['name']} "
-                   f"{r['from']} -> {r['to']}{report}")
+                   f"{r['from']} -> {r['to']}{report}{unverified}")
 
 
 def _applied(change: Any, no_reload: bool, pid_file: Path | None) -> None:

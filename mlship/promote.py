@@ -8,6 +8,11 @@ is always either the old one or a valid new one. Each change appends one JSON li
 (history_file_for): when, who, what, from -> to, and the sha256 of the compare report when one was required. The
 history file is locked (flock) for the whole change, so two promotes of one file run one after the other.
 
+Before anything is written, promote replays the golden cases of the promoted version's bundle in a fresh interpreter
+(its own `python`), as `mlship verify` does, and refuses a bundle that cannot load or whose cases differ: a default
+that fails them would keep the server from serving the name after its next start (`verify=False`, the CLI's
+--no-verify, skips it, and the audit record says so).
+
 Rollback undoes the last promote of a name that has not been rolled back yet: the history is read as a stack
 (each promote pushes, each rollback pops), so two rollbacks go back two promotes.
 """
@@ -33,9 +38,10 @@ from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import InlineTable, Table
 
 from .bundle.digest import bundle_digest
+from .bundle.verify import verify_bundle
 from .compare.report import REPORT_FORMAT
 from .errors import MlshipError
-from .runtime._service import Service, ServiceError, read_service
+from .runtime._service import Service, ServiceError, ServiceModel, read_service
 
 HISTORY_SUFFIX = ".history.jsonl"
 
@@ -64,9 +70,11 @@ def history_file_for(source: Path) -> Path:
     return source.with_name(source.name + HISTORY_SUFFIX)
 
 
-def promote(source: Path, name: str, version: str, *, report: Path | None = None) -> RouteChange:
-    """Make `version` the default of model `name` in the service file `source`. With `report`, only when it is a
-    passing `mlship compare --json` report of exactly the current default's bundle (OLD) and that version's (NEW)."""
+def promote(source: Path, name: str, version: str, *, report: Path | None = None,
+            verify: bool = True) -> RouteChange:
+    """Make `version` the default of model `name` in the service file `source`, once its bundle passes its golden
+    cases (unless not `verify`). With `report`, only when it is a passing `mlship compare --json` report of exactly
+    the current default's bundle (OLD) and that version's (NEW)."""
     source = _service_path(source)
     with _locked_history(source) as history:
         service = _read(source)
@@ -83,7 +91,9 @@ def promote(source: Path, name: str, version: str, *, report: Path | None = None
         digest = None
         if report is not None and before != version:
             digest = check_report(report, service, name, before, version)
-        return _change("promote", history, service, text, name, before, version, report, digest)
+        if verify:
+            check_golden(service.model(name, version))
+        return _change("promote", history, service, text, name, before, version, report, digest, verified=verify)
 
 
 def rollback(source: Path, name: str) -> RouteChange:
@@ -164,6 +174,24 @@ def check_report(report: Path, service: Service, name: str, old: str, new: str) 
     return hashlib.sha256(raw).hexdigest()
 
 
+def check_golden(model: ServiceModel) -> None:
+    """Replay `model`'s golden cases in a fresh interpreter (its `python`, else this one); MlshipError naming the
+    first case that differs, or why the bundle cannot be verified at all."""
+    label = f"{model.name} {model.version}"
+    skip = "or pass --no-verify to promote it anyway"
+    try:
+        results = verify_bundle(model.bundle, python=model.python)
+    except MlshipError as exc:
+        raise MlshipError(f"cannot promote {label}: its bundle {model.bundle} cannot be verified: {exc.message}",
+                          hint=f"{exc.hint}; {skip}" if exc.hint else f"fix the bundle, {skip}") from None
+    failed = [result for result in results if not result.ok]
+    if failed:
+        raise MlshipError(f"cannot promote {label}: {len(failed)} of {len(results)} golden cases of {model.bundle} "
+                          f"differ from the notebook (first: {failed[0].id}: {failed[0].detail})",
+                          hint=f"`mlship verify {model.bundle}` shows every case; promote a version that passes, "
+                          f"{skip}")
+
+
 def actor(environ: Mapping[str, str] | None = None) -> str:
     """Who is making the change: $MLSHIP_ACTOR, a CI system's user variable, else user@host."""
     env = os.environ if environ is None else environ
@@ -197,12 +225,15 @@ def _served_versions(service: Service, name: str) -> tuple[str, ...]:
 
 
 def _change(action: str, history: IO[str], service: Service, text: str, name: str, before: str, after: str,
-            report: Path | None = None, digest: str | None = None) -> RouteChange:
-    """Write the file with `after` as the default of `name`, then its audit record."""
+            report: Path | None = None, digest: str | None = None, *, verified: bool | None = None) -> RouteChange:
+    """Write the file with `after` as the default of `name`, then its audit record (with `verified`, whether its
+    golden cases were replayed first, for a promote)."""
     assert service.source is not None
     new_text, ended = _with_default(text, name, after, service.source)
     _replace(service.source, new_text, service)
     record = _record(action, service.source, name, before, after, report, digest)
+    if verified is not None:
+        record["verified"] = verified
     if ended:
         record["ended"] = ended
     _append(history, record)

@@ -1,6 +1,7 @@
 """mlship/promote.py and `mlship promote | rollback | history` without a server: the rewrite keeps the file's
-comments and layout, the audit log, rollback through it, `--require-report` matching, and every refusal leaving
-the file as it was."""
+comments and layout, the audit log, rollback through it, `--require-report` matching, the golden cases of the
+promoted version replayed first, and every refusal leaving the file as it was. The replay (a fresh interpreter, a
+few seconds) is recorded instead of run, but in the tests of it."""
 
 from __future__ import annotations
 
@@ -12,11 +13,15 @@ from typing import Any
 
 import pytest
 
+from mlship import promote as promote_module
 from mlship.bundle.digest import bundle_digest
+from mlship.bundle.verify import verify_bundle
 from mlship.errors import MlshipError
 from mlship.promote import actor, history_file_for, promote, read_history, rollback
+from mlship.runtime._contract import CaseResult
 from mlship.runtime._service import read_service
 from tests.support.services import bundle_copy
+from tests.unit.runtime.sample_bundles import edit_golden
 
 TEMPLATE = """\
 # The scoring service: edited by hand, promoted by CI.
@@ -47,6 +52,19 @@ def source(sample_bundle: Callable[[str], Path], tmp_path: Path) -> Path:
     path = tmp_path / "mlship.toml"
     path.write_text(TEMPLATE)
     return path
+
+
+@pytest.fixture(autouse=True)
+def replayed(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Path, str | None]]:
+    """The bundles whose golden cases promote replayed (bundle, python), each case taken as passed."""
+    calls: list[tuple[Path, str | None]] = []
+
+    def recorded(bundle: Path, *, python: str | None = None) -> list[CaseResult]:
+        calls.append((bundle, python))
+        return [CaseResult("predict-0", "predict", True, "", [0], [0])]
+
+    monkeypatch.setattr(promote_module, "verify_bundle", recorded)
+    return calls
 
 
 def report(tmp_path: Path, old: Path, new: Path, *, passed: bool = True, **changes: Any) -> Path:
@@ -211,3 +229,47 @@ def test_cli_promote_without_a_server_writes_the_file_and_says_so(cli: Any, sour
     back = cli("rollback", source, "fraud", "--no-reload")
     assert back.exit_code == 0 and "not reloaded (--no-reload)" in back.output
     assert source.read_text() == TEMPLATE
+
+
+def test_the_promoted_versions_golden_cases_are_replayed_before_the_file_is_written(
+        source: Path, tmp_path: Path, replayed: list[tuple[Path, str | None]]) -> None:
+    change = promote(source, "fraud", "2.0.0")
+    assert replayed == [(tmp_path / "dist" / "fraud-2", None)]
+    assert change.record is not None and change.record["verified"] is True
+    assert not promote(source, "fraud", "2.0.0").changed and len(replayed) == 1  # nothing to change: no replay
+    rollback(source, "fraud")  # back to what was served before: no replay either
+    assert len(replayed) == 1 and "verified" not in read_history(source)[-1]
+
+
+def test_a_version_whose_golden_cases_differ_is_refused_and_nothing_is_written(
+        source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(promote_module, "verify_bundle", verify_bundle)  # the real replay, in a fresh interpreter
+    bundle = tmp_path / "dist" / "fraud-2"
+    edit_golden(bundle, lambda golden: golden["cases"][-1].update(expected=[99]))
+    with pytest.raises(MlshipError) as refused:
+        promote(source, "fraud", "2.0.0")
+    assert refused.value.message.startswith(f"cannot promote fraud 2.0.0: 1 of 6 golden cases of {bundle} differ "
+                                            "from the notebook (first: predict_proba-5: at [0]: expected 99")
+    assert f"mlship verify {bundle}" in (refused.value.hint or "") and "--no-verify" in (refused.value.hint or "")
+    assert source.read_text() == TEMPLATE and read_history(source) == []
+
+
+def test_a_bundle_that_cannot_be_verified_is_refused(source: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    def unloadable(bundle: Path, *, python: str | None = None) -> list[CaseResult]:
+        raise MlshipError(f"{bundle}/artifacts/values.pkl does not match its digest", hint="package it again")
+
+    monkeypatch.setattr(promote_module, "verify_bundle", unloadable)
+    with pytest.raises(MlshipError, match=r"cannot promote fraud 2.0.0: its bundle .* cannot be verified: .*"
+                       "values.pkl does not match") as refused:
+        promote(source, "fraud", "2.0.0")
+    assert refused.value.hint == "package it again; or pass --no-verify to promote it anyway"
+    assert source.read_text() == TEMPLATE and read_history(source) == []
+
+
+def test_no_verify_promotes_without_replaying_and_the_history_says_so(
+        source: Path, replayed: list[tuple[Path, str | None]], cli: Any) -> None:
+    change = promote(source, "fraud", "2.0.0", verify=False)
+    assert change.changed and replayed == [] and read_history(source)[-1]["verified"] is False
+    shown = cli("history", source)
+    assert shown.exit_code == 0 and "fraud 1.0.0 -> 2.0.0  not verified (--no-verify)" in shown.output
