@@ -38,7 +38,6 @@ from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import InlineTable, Table
 
 from .bundle.digest import bundle_digest
-from .bundle.verify import verify_bundle
 from .compare.report import REPORT_FORMAT
 from .errors import MlshipError
 from .runtime._service import Service, ServiceError, ServiceModel, read_service
@@ -177,6 +176,9 @@ def check_report(report: Path, service: Service, name: str, old: str, new: str) 
 def check_golden(model: ServiceModel) -> None:
     """Replay `model`'s golden cases in a fresh interpreter (its `python`, else this one); MlshipError naming the
     first case that differs, or why the bundle cannot be verified at all."""
+    # Imported here, not at the top: it loads the notebook tools, which rollback and history never need.
+    from .bundle.verify import verify_bundle
+
     label = f"{model.name} {model.version}"
     skip = "or pass --no-verify to promote it anyway"
     try:

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from mlship import promote as promote_module
+from mlship.bundle import verify
 from mlship.bundle.digest import bundle_digest
-from mlship.bundle.verify import verify_bundle
+from mlship.bundle.verify import verify_bundle as real_verify_bundle
 from mlship.errors import MlshipError
 from mlship.promote import actor, history_file_for, promote, read_history, rollback
 from mlship.runtime._contract import CaseResult
@@ -63,7 +63,7 @@ def replayed(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Path, str | None]]:
         calls.append((bundle, python))
         return [CaseResult("predict-0", "predict", True, "", [0], [0])]
 
-    monkeypatch.setattr(promote_module, "verify_bundle", recorded)
+    monkeypatch.setattr(verify, "verify_bundle", recorded)
     return calls
 
 
@@ -243,7 +243,7 @@ def test_the_promoted_versions_golden_cases_are_replayed_before_the_file_is_writ
 
 def test_a_version_whose_golden_cases_differ_is_refused_and_nothing_is_written(
         source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(promote_module, "verify_bundle", verify_bundle)  # the real replay, in a fresh interpreter
+    monkeypatch.setattr(verify, "verify_bundle", real_verify_bundle)  # the real replay, in a fresh interpreter
     bundle = tmp_path / "dist" / "fraud-2"
     edit_golden(bundle, lambda golden: golden["cases"][-1].update(expected=[99]))
     with pytest.raises(MlshipError) as refused:
@@ -259,7 +259,7 @@ def test_a_bundle_that_cannot_be_verified_is_refused(source: Path, tmp_path: Pat
     def unloadable(bundle: Path, *, python: str | None = None) -> list[CaseResult]:
         raise MlshipError(f"{bundle}/artifacts/values.pkl does not match its digest", hint="package it again")
 
-    monkeypatch.setattr(promote_module, "verify_bundle", unloadable)
+    monkeypatch.setattr(verify, "verify_bundle", unloadable)
     with pytest.raises(MlshipError, match=r"cannot promote fraud 2.0.0: its bundle .* cannot be verified: .*"
                        "values.pkl does not match") as refused:
         promote(source, "fraud", "2.0.0")
