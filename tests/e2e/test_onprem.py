@@ -30,7 +30,7 @@ import pytest
 from mlship.bundle.archive import unsafe_members
 from mlship.sbom.document import validate_cyclonedx, validate_spdx
 from tests.support.pip import distributions, pip_folder, pip_list_command, sbom_distributions
-from tests.support.servers import check_page, free_port, wait_until_ready
+from tests.support.servers import check_page, free_port, shut_down, wait_until_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -340,12 +340,8 @@ def test_host_serves_the_golden_cases_and_stops_on_sigterm(host_install: dict[st
         assert "golden cases match the notebook" in result.output
         loaded = check_page(f"http://127.0.0.1:{port}")  # the page and Swagger UI from the installed venv
         assert loaded.keys() >= {"/", "/ui/page.js", "/docs", "/docs/swagger-ui-bundle.js"}, loaded
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        [code] = shut_down(proc)
         log.close()
     text = (tmp_path / "serve.log").read_text()
     assert code in (0, -signal.SIGTERM), text

@@ -24,7 +24,7 @@ import pytest
 from mlship.bundle.verify import verify_bundle
 from tests.e2e import test_docker, test_onprem_install
 from tests.support.docker import write_tiny_bundle
-from tests.support.servers import free_port, wait_until_ready
+from tests.support.servers import free_port, shut_down, wait_until_ready
 
 pytestmark = [pytest.mark.e2e]
 
@@ -225,5 +225,4 @@ def test_the_onprem_tarball_installs_every_environment_offline_and_its_launcher_
             results = verify_bundle(bundle, url=f"{url}/models/pinned/versions/{version}")
             assert results and all(r.ok for r in results), results
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        shut_down(server)
