@@ -26,7 +26,7 @@ import pytest
 from mlship.bundle.verify import verify_bundle
 from tests.support.arm64 import arm64_docker_archive, download_debs, make_arm64_rootfs, qemu
 from tests.support.docker import _missing, write_tiny_bundle
-from tests.support.servers import free_port
+from tests.support.servers import free_port, wait_until_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.requires_docker]
 
@@ -199,3 +199,107 @@ def _member(tar: Path, name: str) -> bytes:
 def _config_blob(tar: Path) -> dict[str, Any]:
     """The image config as written (every field, not what a tool's parser keeps)."""
     return dict(json.loads(_member(tar, json.loads(_member(tar, "manifest.json"))[0]["Config"])))
+
+
+@pytest.fixture(scope="module")
+def arm64_base(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A linux/arm64 base of Debian bookworm's arm64 packages (python3.11-minimal and its libraries) as a
+    docker-archive: tar; the .debs are downloaded once per machine into pytest's cache (tests/support/arm64.py)."""
+    cache = getattr(request.config, "cache", None)
+    folder = Path(cache.mkdir("mlship-arm64-base")) if cache is not None else tmp_path_factory.mktemp("arm64-debs")
+    debs = download_debs(folder)
+    work = tmp_path_factory.mktemp("arm64-base")
+    packages = make_arm64_rootfs(debs, work / "rootfs")
+    assert {"libc6", "python3.11-minimal", "libpython3.11-stdlib"} <= set(packages)
+    return f"docker-archive:{arm64_docker_archive(work / 'rootfs', 'mlship-test/arm64:py311', work / 'arm64.tar')}"
+
+
+@pytest.fixture(scope="module")
+def arm64_build(tiny: Path, arm64_base: str, wheel_cache: Path,
+                tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The tiny bundle built natively for linux/arm64 on the arm64 base, written as a tar."""
+    out = tmp_path_factory.mktemp("arm64-out")
+    proc = mlship("--bundle", tiny, "--builder", "native", "--platform", "linux/arm64", "--base-image", arm64_base,
+                  "--wheel-cache", wheel_cache, "--tag", "mlship-test/tiny-arm64:0.1.0", "-o", out / "arm64.tar",
+                  "--json", oci=out / "oci")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return {"data": json.loads(proc.stdout), "tar": out / "arm64.tar", "tag": "mlship-test/tiny-arm64:0.1.0"}
+
+
+def _layer_members(tar: Path, digest: str) -> Iterator[tuple[tarfile.TarInfo, bytes]]:
+    """(member, its first 20 bytes) of every regular file in the layer blob DIGEST of the image tar."""
+    with tarfile.open(tar) as archive:
+        blob = archive.extractfile(f"blobs/sha256/{digest.removeprefix('sha256:')}")
+        assert blob is not None
+        with tarfile.open(fileobj=blob, mode="r:gz") as layer:
+            for member in layer:
+                if member.isfile():
+                    handle = layer.extractfile(member)
+                    assert handle is not None
+                    yield member, handle.read(20)
+
+
+def test_an_arm64_build_is_arm64_through_and_through(arm64_build: dict[str, Any], skopeo: str) -> None:
+    data, tar = arm64_build["data"], arm64_build["tar"]
+    config = json.loads(subprocess.run([skopeo, "inspect", "--config", f"oci-archive:{tar}"], capture_output=True,
+                                       check=True).stdout)
+    assert (config["architecture"], config.get("variant"), config["os"]) == ("arm64", "v8", "linux")
+    assert Path(data["lock"]).name == "linux_aarch64-py311.txt"
+    venv = data["native"]["layers"][-3]["digest"]
+    machines: dict[str, int] = {}
+    tags: list[str] = []
+    for member, head in _layer_members(tar, venv):
+        if head.startswith(b"\x7fELF"):
+            # e_machine: the little-endian half-word at offset 18 of the ELF header.
+            machines[member.name] = int.from_bytes(head[18:20], "little")
+    with tarfile.open(tar) as archive:
+        blob = archive.extractfile(f"blobs/sha256/{venv.removeprefix('sha256:')}")
+        assert blob is not None
+        with tarfile.open(fileobj=blob, mode="r:gz") as layer:
+            for member in layer:
+                if member.isfile() and member.name.endswith(".dist-info/WHEEL"):
+                    text = layer.extractfile(member).read().decode()  # type: ignore[union-attr]
+                    tags += [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Tag:")]
+    # The compiled extensions (orjson, uvloop, httptools, ...) are all aarch64; no x86-64 binary slipped in.
+    assert len(machines) >= 3 and set(machines.values()) == {_EM_AARCH64}, machines
+    assert tags and all(tag.endswith(("-any", "aarch64")) for tag in tags), tags
+    assert any("manylinux" in tag and tag.endswith("aarch64") for tag in tags), tags
+
+
+def test_the_arm64_image_runs_under_qemu_in_podman_and_serves_the_golden_cases(
+        arm64_build: dict[str, Any], podman: Podman, tiny: Path) -> None:
+    emulator = qemu()
+    tag = arm64_build["tag"]
+    podman("load", "-i", arm64_build["tar"])
+    [image] = json.loads(podman("image", "inspect", tag))
+    assert image["Architecture"] == "arm64" and image["Digest"] == arm64_build["data"]["native"]["manifest_digest"]
+    # No binfmt_misc: the static x86-64 qemu is the container's first process and runs the image's aarch64 Python.
+    emulated = ("-v", f"{emulator}:/qemu-aarch64:ro", "--entrypoint", "/qemu-aarch64")
+    machine = podman("run", "--rm", "--network", "none", *_LIMITS, *emulated, tag, "/opt/venv/bin/python", "-c",
+                     "import platform, orjson; print(platform.machine(), orjson.dumps([1]).decode())")
+    assert machine.split() == ["aarch64", "[1]"]
+    port = free_port()
+    name = podman.start("--network", "host", "--read-only", "--user", "1000777:0", "--cap-drop", "ALL",
+                        "--security-opt", "no-new-privileges", *emulated, tag, *image["Config"]["Entrypoint"],
+                        "serve", "/app", "--host", "127.0.0.1", "--port", str(port))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(f"{url}/readyz", timeout=120, interval=0.5)
+    except AssertionError as error:
+        pytest.fail(f"the arm64 image did not get ready under qemu: {error}\n{podman('logs', name, check=False)}")
+    results = verify_bundle(tiny, url=url)
+    assert len(results) == 3 and all(r.ok for r in results), results
+
+
+@pytest.mark.parametrize(("platform", "base", "message"), [
+    ("linux/arm64", "amd64", "is for linux/amd64, but the target platform is linux/arm64 (aarch64)"),
+    ("linux/amd64", "arm64", "is for linux/arm64, but the target platform is linux/amd64 (x86_64)"),
+])
+def test_a_base_of_the_other_architecture_is_refused(request: pytest.FixtureRequest, tiny: Path, wheel_cache: Path,
+                                                     tmp_path: Path, platform: str, base: str, message: str) -> None:
+    reference = request.getfixturevalue(f"{base}_base")
+    proc = mlship("--bundle", tiny, "--builder", "native", "--platform", platform, "--base-image", reference,
+                  "--wheel-cache", wheel_cache, "-o", tmp_path / "never.tar", oci=tmp_path / "oci")
+    assert proc.returncode == 1
+    assert f"error: the base image {reference} {message}" in proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr and not (tmp_path / "never.tar").exists()
