@@ -68,7 +68,7 @@ def make_arm64_rootfs(debs: Path, root: Path) -> list[str]:
     returns the package names."""
     packages = _closure(debs)
     status = []
-    for name, (deb, fields) in sorted(packages.items()):
+    for _, (deb, fields) in sorted(packages.items()):
         subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
         status.append("".join(f"{key}: {fields[key]}\n" for key in ("Package", "Version", "Architecture")
                               if key in fields) + "Status: install ok installed\n")
