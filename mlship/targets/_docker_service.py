@@ -2,8 +2,8 @@
 "A service: several models, one image").
 
 The steps of the one-bundle build, for several bundles: the environments are grouped and each one's wheelhouse
-resolved on the host (_service_plan.py), the context is written (_docker_service_context.py), the engine builds
-it, and the smoke test replays every model's golden cases through the front's /models/NAME/versions/VERSION
+resolved on the host (_service_plan.py), the license gate runs over every environment's wheels and the image's
+SBOM is written (_service_sbom.py), the context is written (_docker_service_context.py), the engine builds it, and the smoke test replays every model's golden cases through the front's /models/NAME/versions/VERSION
 routes. The one-bundle path (_docker_build.py) is unchanged. With --builder native, or auto when no engine
 answers, _native_service.py writes the same image without an engine.
 """
@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DockerUnavailable
+from ..sbom.artifacts import IMAGE_FILES, image_files
+from ..sbom.document import BaseImage
 from ._docker_build import check_tag, default_tag
 from ._docker_engine import (
     _STEP_FROM,
@@ -31,9 +33,12 @@ from ._docker_engine import (
     superseded_stages,
     tag_image,
 )
+from ._docker_sbom import base_image as base_image_of
+from ._docker_sbom import debian_packages
 from ._docker_service_context import stage_name, write_service_context
 from ._docker_smoke import SmokeModel, SmokeResult, parity_json, smoke_rows, smoke_test
 from ._service_plan import ServicePlan
+from ._service_sbom import service_sbom
 from .wheelhouse import parse_platform
 
 if TYPE_CHECKING:
@@ -63,6 +68,9 @@ class DockerServiceResult:
     timings: dict[str, float] = field(default_factory=dict)
     builder: str = "engine"
     native: NativeImage | None = None  # what the native builder made (_native_service.py)
+    sbom: dict[str, str] = field(default_factory=dict)  # format -> path in the image
+    sbom_summary: str = ""
+    license_warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -74,6 +82,9 @@ class DockerServiceResult:
         rows.append(("base image", base))
         rows.append(("wheels", ", ".join(f"{env}: {count}" for env, count in self.wheels.items())))
         rows.append(("context hash" if self.native is None else "build hash", self.context_hash))
+        if self.sbom:
+            rows.append(("sbom", f"{', '.join(self.sbom.values())} ({self.sbom_summary})"))
+        rows.extend(("license", warning) for warning in self.license_warnings)
         if self.context_dir is not None:
             rows.append(("context", f"{self.context_dir} (build it with: docker build {self.context_dir})"))
         if self.native is not None:
@@ -118,6 +129,8 @@ class DockerServiceResult:
                 "removed_stages": self.removed_stages,
             },
             "digests": self.digests,
+            "sbom": self.sbom,
+            "license_warnings": self.license_warnings,
             "parity": parity_json(self.smoke),
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
@@ -137,6 +150,7 @@ def build_docker_service(path: Path, options: DockerOptions) -> DockerServiceRes
         check_tag(tag)
     base_image = options.base_image or f"python:{plan.python}-slim"
     step = options.on_step or (lambda message: None)
+    policy = options.license_policy()  # a bad --deny-licenses fails here, before any download
     native = options.context_only is None and (
         options.builder == "native" or (options.builder == "auto" and options.output is not None))
     client = None
@@ -156,22 +170,30 @@ def build_docker_service(path: Path, options: DockerOptions) -> DockerServiceRes
         return result
     try:
         base_python = None
+        base, debian = BaseImage(base_image, None), []  # unknown for --context-only: no engine to ask
         if client is not None:
             mark = time.perf_counter()
-            ensure_image(client, base_image, platform, step)
+            base_info = ensure_image(client, base_image, platform, step)
             step(f"checking the Python of {base_image}")
             base_python = check_base_python(client, base_image, plan.python, platform).version
+            base, debian = base_image_of(base_image, base_info), debian_packages(client, base_image)
             timings["base check"] = time.perf_counter() - mark
         with tempfile.TemporaryDirectory(prefix="mlship-service-") as tmp:
             mark = time.perf_counter()
             houses = plan.resolve(Path(tmp) / "wheels", options.wheel_cache, step)
             timings["wheels"] = time.perf_counter() - mark
+            # The gate before the context is written or anything built: a denied license leaves no image behind.
+            sbom = service_sbom(plan, houses, policy, kind="image", what=f"the image {tags[0]}", base=base,
+                                debian=debian)
+            files, labels = image_files(sbom.contents)
             context = options.context_only.resolve() if options.context_only else Path(tmp) / "context"
             step(f"writing the build context ({len(plan.models)} models, {len(plan.environments)} environments)")
-            digest = write_service_context(context, plan, houses, base_image=base_image)
+            digest = write_service_context(context, plan, houses, base_image=base_image, sbom=files,
+                                           sbom_labels=labels)
             result = DockerServiceResult(plan, base_image, platform.docker, digest,
                                          {env: len(house.lock) for env, house in houses.items()},
-                                         base_python=base_python, timings=timings)
+                                         base_python=base_python, timings=timings, sbom=dict(IMAGE_FILES),
+                                         sbom_summary=sbom.summary, license_warnings=sbom.warnings)
             if client is None:
                 result.context_dir = context
             else:

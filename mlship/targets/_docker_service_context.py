@@ -4,6 +4,7 @@
     envs/ENV/                       the locked wheels of each environment and its lock file
     layers/NN/app/models/NAME/VERSION/   one folder per model: the bundle, with its parent folders
     layers/service/app/             mlship.toml (the image's service file) and mlship_runtime/ (the front)
+    sbom/                           the image's SBOM (sbom/artifacts.py IMAGE_FILES), the last layer
 
 `COPY layers/NN/ /` puts a model's parent folders into its layer with the context's fixed times: an unchanged
 model gives a byte-identical layer (the same digest) in every build, wherever it sits in the Dockerfile, whereas
@@ -30,8 +31,10 @@ from ._docker_context import (
     HOME,
     LABEL_PREFIX,
     PORT,
+    SBOM_DIR,
     UID,
     _ignore,
+    _write_sbom,
     context_hash,
     dockerfile_string,
     lock_file_name,
@@ -95,6 +98,8 @@ class ServiceDockerfile:
     entrypoint: list[str]
     cmd: list[str]
     labels: list[tuple[str, str]]
+    sbom_dir: str = ""  # the context folder holding the SBOM ("" for none)
+    sbom_dest: str = ""  # where it goes in the image
 
 
 def stage_name(service: str, env: str) -> str:
@@ -102,7 +107,8 @@ def stage_name(service: str, env: str) -> str:
     return f"service:{service}:{env}"
 
 
-def service_labels(plan: ServicePlan, base_image: str, digest: str) -> list[tuple[str, str]]:
+def service_labels(plan: ServicePlan, base_image: str, digest: str,
+                   sbom_labels: dict[str, str] | None = None) -> list[tuple[str, str]]:
     oci = "org.opencontainers.image"
     listing = ", ".join(p.label for p in plan.models)
     models = [{"name": p.model.name, "version": p.model.version, "environment": p.environment,
@@ -116,12 +122,14 @@ def service_labels(plan: ServicePlan, base_image: str, digest: str) -> list[tupl
         (ENVIRONMENTS_LABEL, json.dumps(envs, separators=(",", ":"))),
         (f"{LABEL_PREFIX}.version", __version__),
         (f"{LABEL_PREFIX}.python", plan.python),
+        *sorted((sbom_labels or {}).items()),
         (CONTEXT_HASH_LABEL, digest),
     ]
 
 
-def dockerfile(plan: ServicePlan, houses: dict[str, Wheelhouse], *, base_image: str, digest: str = "") \
-        -> ServiceDockerfile:
+def dockerfile(plan: ServicePlan, houses: dict[str, Wheelhouse], *, base_image: str, digest: str = "",
+               sbom_dest: str = "", sbom_labels: dict[str, str] | None = None) -> ServiceDockerfile:
+    """`sbom_dest`: the image folder the context's sbom/ goes to ("" for none); `sbom_labels` name its files."""
     front = env_python(plan.environments[0].name)
     stages = []
     for env in plan.environments:
@@ -143,7 +151,9 @@ def dockerfile(plan: ServicePlan, houses: dict[str, Wheelhouse], *, base_image: 
         healthcheck=[front, "-c", f"import urllib.request; urllib.request.urlopen('{readyz}', timeout=4)"],
         entrypoint=front_command(front, SERVICE_FILE),
         cmd=["--host", "0.0.0.0", "--port", str(PORT)],
-        labels=service_labels(plan, base_image, digest),
+        labels=service_labels(plan, base_image, digest, sbom_labels),
+        sbom_dir=SBOM_DIR if sbom_dest else "",
+        sbom_dest=sbom_dest,
     )
 
 
@@ -153,8 +163,10 @@ def render(context: ServiceDockerfile) -> str:
     return str(env.get_template(TEMPLATE).render(asdict(context)))
 
 
-def write_service_context(dest: Path, plan: ServicePlan, houses: dict[str, Wheelhouse], *, base_image: str) -> str:
-    """Lay out the build context of `plan` in `dest` (new or empty); return its hash (the context-hash label)."""
+def write_service_context(dest: Path, plan: ServicePlan, houses: dict[str, Wheelhouse], *, base_image: str,
+                          sbom: dict[str, bytes] | None = None, sbom_labels: dict[str, str] | None = None) -> str:
+    """Lay out the build context of `plan` in `dest` (new or empty); return its hash (the context-hash label).
+    `sbom`: the image's SBOM files by their path in the image (one folder); `sbom_labels` name them."""
     if dest.exists() and any(dest.iterdir()):
         raise BuildError(f"{dest} is not empty", hint="give --context-only a new or empty directory")
     dest.mkdir(parents=True, exist_ok=True)
@@ -172,12 +184,15 @@ def write_service_context(dest: Path, plan: ServicePlan, houses: dict[str, Wheel
     service_dir.mkdir(parents=True)
     shutil.copytree(RUNTIME_DIR, service_dir / BUNDLE_RUNTIME_NAME, ignore=_ignore)
     plan.write_service_file(service_dir / "mlship.toml", bundle_root=Path(APP_DIR), python=env_python)
+    sbom_dest = _write_sbom(dest / SBOM_DIR, sbom or {})
     env = make_environment()
     (dest / ".dockerignore").write_text(env.get_template("dockerignore").render(), encoding="utf-8")
-    (dest / "Dockerfile").write_text(render(dockerfile(plan, houses, base_image=base_image)), encoding="utf-8")
+    draft = dockerfile(plan, houses, base_image=base_image, sbom_dest=sbom_dest, sbom_labels=sbom_labels)
+    (dest / "Dockerfile").write_text(render(draft), encoding="utf-8")
     normalize_tree(dest)
     digest = context_hash(dest)
-    (dest / "Dockerfile").write_text(render(dockerfile(plan, houses, base_image=base_image, digest=digest)),
-                                     encoding="utf-8")
+    final = dockerfile(plan, houses, base_image=base_image, digest=digest, sbom_dest=sbom_dest,
+                       sbom_labels=sbom_labels)
+    (dest / "Dockerfile").write_text(render(final), encoding="utf-8")
     normalize_tree(dest)
     return digest

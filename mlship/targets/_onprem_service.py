@@ -7,10 +7,13 @@ and serves them behind one front (docs/ONPREM.md "A service: several models, one
         app/mlship_runtime/        the front (the building mlship's runtime)
         app/models/NAME/VERSION/   each bundle (mlship.json and its artifacts)
         envs/ENV/wheels/, envs/ENV/requirements.lock      each environment's locked wheels
+        sbom/sbom.cdx.json, sbom/sbom.spdx.json           the SBOM: every model, every environment's wheels
         install.sh, bin/SERVICE-serve, lib/systemd/SERVICE.service, etc/SERVICE.env, INSTALL.txt, SHA256SUMS
 
 install.sh is the one-bundle installer with a venv per environment (PREFIX/envs/ENV) and a model check per model,
-each under its own environment's Python; the launcher starts the front. Same inputs, same bytes.
+each under its own environment's Python; the launcher starts the front. Each venv holds exactly its lock (pip and
+setuptools are removed when the lock does not name them), which is what the SBOM lists. The license gate runs over
+every environment before the tarball is written. Same inputs, same bytes.
 """
 
 from __future__ import annotations
@@ -27,8 +30,11 @@ from .._paths import BUNDLE_RUNTIME_NAME, RUNTIME_DIR
 from ..bundle.archive import Member, unsafe_members, write_tar_gz
 from ..runtime import RUNTIME_VERSION
 from ..runtime._contract import MANIFEST_NAME
+from ..sbom.artifacts import ONPREM_FILES
+from ..sbom.licenses import LicensePolicy
 from ._onprem_build import DEFAULT_PORT, LOCK_FILE, OnpremContext, OnpremResult, service_name, with_installer
 from ._service_plan import ServicePlan
+from ._service_sbom import ServiceSbom, service_sbom
 from .wheelhouse import Wheelhouse, parse_platform
 
 if TYPE_CHECKING:
@@ -68,12 +74,14 @@ class OnpremServiceBuilder:
         timings: dict[str, float] = {}
         out_dir.mkdir(parents=True, exist_ok=True)
         step = self.options.on_step or (lambda message: None)
+        policy = self.options.license_policy()  # a bad --deny-licenses fails before any download
         with tempfile.TemporaryDirectory(prefix=f".{self.top}.", dir=out_dir) as tmp:
             if houses is None:
                 houses = self.plan.resolve(Path(tmp) / "wheels", self.options.wheel_cache, step)
             timings["wheels"] = time.perf_counter() - start
+            sbom = self.sbom(houses, policy)  # the gate, before anything is written
             step(f"writing {self.tarball_name}")
-            members = self.members(houses, Path(tmp))
+            members = self.members(houses, Path(tmp), sbom)
             tarball = out_dir / self.tarball_name
             digest = write_tar_gz(tarball, members)
             sizes = {m.name: m.size() for m in members}
@@ -86,10 +94,14 @@ class OnpremServiceBuilder:
             tarball=tarball, sha256=digest, size=tarball.stat().st_size, content_size=sum(sizes.values()),
             wheels_size=sum(wheels), wheel_count=len(wheels), name=self.name, version=self.context(houses).version,
             python=self.plan.python, platform=self.plan.platform.name, top=self.top, problems=problems,
-            timings=timings, plan=self.plan)
+            timings=timings, plan=self.plan, license_warnings=sbom.warnings)
 
-    def members(self, houses: dict[str, Wheelhouse], tmp: Path) -> list[Member]:
-        """Every file of the tarball, SHA256SUMS last computed over all the others."""
+    def sbom(self, houses: dict[str, Wheelhouse], policy: LicensePolicy) -> ServiceSbom:
+        return service_sbom(self.plan, houses, policy, kind="onprem", what=f"the tarball {self.tarball_name}")
+
+    def members(self, houses: dict[str, Wheelhouse], tmp: Path, sbom: ServiceSbom | None = None) -> list[Member]:
+        """Every file of the tarball, SHA256SUMS last computed over all the others; the SBOM (`sbom`, else that of
+        `houses` with no license denied) under sbom/."""
         ctx = self.context(houses)
         top = self.top
         service_file = tmp / "mlship.toml"
@@ -107,6 +119,8 @@ class OnpremServiceBuilder:
             files.append(Member(f"{top}/envs/{env}/{LOCK_FILE}", data=house.lock_text().encode()))
             files += [Member(f"{top}/envs/{env}/wheels/{w.filename}", source=house.directory / w.filename)
                       for w in house.lock]
+        documents = (sbom or self.sbom(houses, LicensePolicy())).documents()
+        files += [Member(f"{top}/{ONPREM_FILES[fmt]}", data=data) for fmt, data in documents.items()]
         return with_installer(top, ctx, files, guide="INSTALL.service.txt.jinja")
 
     def context(self, houses: dict[str, Wheelhouse]) -> OnpremContext:

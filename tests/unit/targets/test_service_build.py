@@ -18,6 +18,7 @@ from mlship.targets._docker_service_context import write_service_context
 from mlship.targets._service_plan import ServicePlan
 from mlship.targets.wheelhouse import LockedWheel, Wheelhouse, parse_platform
 from tests.support.docker import write_tiny_bundle
+from tests.support.wheels import make_wheel
 
 PLATFORM = parse_platform("linux/amd64")
 
@@ -43,7 +44,7 @@ def fake_houses(plan: ServicePlan, root: Path) -> dict[str, Wheelhouse]:
         for requirement in env.requirements():
             name, version = requirement.split("==")
             filename = f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
-            data = f"{name} {version}".encode()
+            data = make_wheel(name.replace("-", "_"), version, license_expression="MIT")  # the SBOM reads it
             (folder / filename).write_bytes(data)
             lock.append(LockedWheel(name, version, filename, hashlib.sha256(data).hexdigest()))
         houses[env.name] = Wheelhouse(folder, lock, plan.python, PLATFORM)
@@ -228,3 +229,43 @@ def test_a_target_that_builds_one_bundle_refuses_a_service_file(service_file: Pa
     both = cli("build", "--target", "onprem", service_file, "--bundle", service_file.parent / "dist" / "tiny")
     assert both.exit_code == 2 and "--bundle and the service file" in both.output
 
+
+
+def test_the_onprem_tarball_carries_the_services_sbom_and_a_denied_license_writes_nothing(
+        service_file: Path, tmp_path: Path) -> None:
+    from mlship.sbom.artifacts import read_sbom
+    from mlship.sbom.document import validate_cyclonedx, validate_spdx
+    from mlship.sbom.licenses import LicenseError
+    from mlship.targets._onprem_service import OnpremServiceBuilder
+    from mlship.targets.onprem import OnpremOptions
+
+    options = OnpremOptions(platform="linux/amd64", output=tmp_path / "out")
+    builder = OnpremServiceBuilder.from_file(service_file, options)
+    houses = fake_houses(builder.plan, tmp_path / "wheels")
+    result = builder.build(tmp_path / "out", houses)
+    text = read_sbom(result.tarball).decode()
+    assert validate_cyclonedx(text) is None and validate_spdx(read_sbom(result.tarball, "spdx").decode()) is None
+    refs = {c["bom-ref"] for c in json.loads(text)["components"]}
+    assert {"env1:pkg:pypi/six@1.16.0", "env2:pkg:pypi/six@1.17.0", "model:pinned:2.0.0"} <= refs
+    denied = OnpremServiceBuilder.from_file(service_file, OnpremOptions(
+        platform="linux/amd64", output=tmp_path / "denied", deny_licenses=["MIT"]))
+    with pytest.raises(LicenseError, match=r"six==1\.17\.0 \(env2: pinned 2\.0\.0\): MIT"):
+        denied.build(tmp_path / "denied", fake_houses(denied.plan, tmp_path / "wheels2"))
+    assert list((tmp_path / "denied").iterdir()) == []
+
+
+def test_the_service_context_copies_the_sbom_last_and_labels_name_it(service_file: Path, tmp_path: Path) -> None:
+    from mlship.sbom.artifacts import IMAGE_FILES, image_files, service_contents, wheel_packages
+
+    plan = ServicePlan.from_file(service_file, PLATFORM)
+    houses = fake_houses(plan, tmp_path / "wheels")
+    contents = service_contents(plan, {env: wheel_packages(h.directory, h.lock) for env, h in houses.items()},
+                                kind="image", platform="linux/amd64")
+    files, labels = image_files(contents)
+    context = tmp_path / "context"
+    write_service_context(context, plan, houses, base_image="base:1", sbom=files, sbom_labels=labels)
+    dockerfile = (context / "Dockerfile").read_text()
+    copies = [line for line in dockerfile.splitlines() if line.startswith("COPY ")]
+    assert copies[-1] == "COPY sbom/ /opt/mlship/"
+    assert (context / "sbom/sbom.cdx.json").read_bytes() == files[IMAGE_FILES["cyclonedx"]]
+    assert 'io.mlship.sbom.cyclonedx="/opt/mlship/sbom.cdx.json"' in dockerfile
