@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import tarfile
 import time
 import urllib.request
@@ -22,8 +23,10 @@ from typing import Any
 import pytest
 
 from mlship.bundle.verify import verify_bundle
+from mlship.sbom.document import validate_cyclonedx, validate_spdx
 from tests.e2e import test_docker, test_onprem_install
 from tests.support.docker import write_tiny_bundle
+from tests.support.pip import distributions, pip_folder, pip_list_command
 from tests.support.servers import free_port, shut_down, wait_until_ready
 
 pytestmark = [pytest.mark.e2e]
@@ -32,6 +35,7 @@ pytestmark = [pytest.mark.e2e]
 # (removed at the end), and an install root that the service account (nobody, as root) can reach.
 client, token, root_dir = test_docker.client, test_docker.token, test_onprem_install.root_dir
 run_ready, PYTHON = test_docker.run_ready, test_onprem_install.PYTHON
+read_from_image = test_docker._read_from_image
 
 OLD, NEW = "six==1.16.0", "six==1.17.0"
 
@@ -58,6 +62,28 @@ def post(url: str, body: Any) -> Any:
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
+
+
+def sbom_environments(cyclonedx: bytes | str) -> dict[str, set[tuple[str, str]]]:
+    """{environment: {(canonical name, version)}} of the Python packages a service's CycloneDX SBOM lists."""
+    found: dict[str, set[tuple[str, str]]] = {}
+    for c in json.loads(cyclonedx)["components"]:
+        if c.get("purl", "").startswith("pkg:pypi/"):
+            env = next(p["value"] for p in c["properties"] if p["name"] == "mlship:environment")
+            found.setdefault(env, set()).add((c["purl"].split("/", 1)[1].split("@")[0], c["version"]))
+    return found
+
+
+def sbom_models(cyclonedx: bytes | str) -> dict[tuple[str, str], dict[str, str]]:
+    """(name, version) -> the mlship properties of each machine-learning-model component."""
+    return {(c["name"], c["version"]): {p["name"].removeprefix("mlship:model:"): p["value"] for p in c["properties"]}
+            for c in json.loads(cyclonedx)["components"] if c["type"] == "machine-learning-model"}
+
+
+def mlship(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The real `mlship` command, a process of its own (its exit code and output as a user sees them)."""
+    return subprocess.run([sys.executable, "-m", "mlship", *map(str, args)], capture_output=True, text=True,
+                          timeout=600, cwd=cwd, stdin=subprocess.DEVNULL)
 
 
 def answers_of_the_pair(url: str) -> dict[str, Any]:
@@ -175,10 +201,66 @@ def test_a_change_to_one_models_artifacts_changes_only_that_models_layer(
     before_layers, after_layers = image["image"]["layers"], after["image"]["layers"]
     assert len(before_layers) == len(after_layers)
     differ = [i for i, (a, b) in enumerate(zip(before_layers, after_layers, strict=True)) if a != b]
-    # base, passwd, env1, env2, iris, reviews, pinned 1.0.0, pinned 2.0.0, service: the 7th only.
-    assert differ == [len(after_layers) - 3], (before_layers, after_layers)
+    # base, passwd, env1, env2, iris, reviews, pinned 1.0.0, pinned 2.0.0, service, sbom: the 7th, and the SBOM
+    # (it lists every model's digest).
+    assert differ == [len(after_layers) - 4, len(after_layers) - 1], (before_layers, after_layers)
     # The environments' installs came from the cache.
     assert sum("pip install" in step for step in after["build"]["cached"]) == 2, after["build"]["cached"]
+
+
+@pytest.mark.requires_docker
+def test_the_image_sbom_lists_every_model_and_exactly_what_each_environment_holds(
+        image: dict[str, Any], example_bundles: dict[str, Path], client: Any, tmp_path: Path) -> None:
+    image_id = image["image"]["id"]
+    labels = client.api.inspect_image(image_id)["Config"]["Labels"]
+    assert image["sbom"] == {"cyclonedx": labels["io.mlship.sbom.cyclonedx"], "spdx": labels["io.mlship.sbom.spdx"]}
+    docs = {fmt: read_from_image(client, image_id, path) for fmt, path in image["sbom"].items()}
+    assert validate_cyclonedx(docs["cyclonedx"].decode()) is None
+    assert validate_spdx(docs["spdx"].decode()) is None
+    # pip list in each environment, run in the container (as root, to read the mounted copy of pip: no venv has one)
+    folder = pip_folder(tmp_path / "pip")
+    listed = {env: distributions(client.containers.run(
+        image_id, entrypoint=pip_list_command(f"/opt/envs/{env}/bin/python", "/pip"), user="0",
+        volumes={str(folder): {"bind": "/pip", "mode": "ro"}}, remove=True, network_disabled=True).decode())
+        for env in ("env1", "env2")}
+    assert sbom_environments(docs["cyclonedx"]) == listed
+    assert ("six", "1.16.0") in listed["env1"] and ("six", "1.17.0") in listed["env2"]
+    models = sbom_models(docs["cyclonedx"])
+    assert {key: props["environment"] for key, props in models.items()} == {
+        ("iris", "0.1.0"): "env1", ("reviews", "0.1.0"): "env1", ("pinned", "1.0.0"): "env1",
+        ("pinned", "2.0.0"): "env2"}
+    golden = json.loads((example_bundles["iris"] / "golden.json").read_text())
+    iris = models[("iris", "0.1.0")]
+    assert iris["class"] == "sklearn.pipeline.Pipeline" and iris["golden-cases"] == str(len(golden["cases"]))
+    assert iris["bundle:digest"] == next(m["bundle_digest"] for m in json.loads(labels["io.mlship.models"])
+                                         if m["name"] == "iris")
+    sbom = json.loads(docs["cyclonedx"])
+    depends = {d["ref"]: set(d.get("dependsOn", [])) for d in sbom["dependencies"]}
+    assert "env2:pkg:pypi/six@1.17.0" in depends["model:pinned:2.0.0"]
+    assert not any(ref.startswith("env1:") for ref in depends["model:pinned:2.0.0"])
+    base = next(c for c in sbom["components"] if c["bom-ref"] == "base-image")
+    base_info = client.api.inspect_image(image["base_image"])
+    assert base["version"] in [base_info["Id"], *(d.split("@")[1] for d in base_info.get("RepoDigests") or [])]
+    assert any(c["name"] == "libc6" for c in sbom["components"] if c.get("purl", "").startswith("pkg:deb/"))
+    spdx = json.loads(docs["spdx"])
+    assert sum(p.get("summary", "").startswith("machine-learning-model") for p in spdx["packages"]) == 4
+
+
+@pytest.mark.requires_docker
+def test_a_denied_license_fails_the_service_image_naming_package_environment_and_model(
+        onprem_service: Path, base_image: str, wheel_cache: Path, token: str, client: Any, tmp_path: Path) -> None:
+    import docker
+
+    tag = f"mlship-e2e-denied:{token}"
+    result = mlship("build", "--target", "docker", onprem_service, "--base-image", base_image, "--wheel-cache",
+                    wheel_cache, "--tag", tag, "--deny-licenses", "MIT", "--no-test", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    text = " ".join((result.stdout + result.stderr).split())
+    assert "six==1.16.0 (env1: tiny 0.1.0, pinned 1.0.0): MIT" in text, text
+    assert "six==1.17.0 (env2: pinned 2.0.0): MIT" in text, text
+    assert "Traceback" not in text
+    with pytest.raises(docker.errors.ImageNotFound):
+        client.images.get(tag)
 
 
 # -- onprem ----------------------------------------------------------------------------------------------------
@@ -211,6 +293,7 @@ def test_the_onprem_tarball_installs_every_environment_offline_and_its_launcher_
     assert install.returncode == 0, install.stdout + install.stderr
     assert install.stdout.count("against its recorded predictions") == 3, install.stdout
     assert sorted(p.name for p in (prefix / "envs").iterdir()) == ["env1", "env2"]
+    check_the_tarballs_sbom(Path(data["tarball"]), prefix, tmp_path)
     port = free_port()
     log = tmp_path / "front.log"
     with log.open("wb") as output:
@@ -226,3 +309,35 @@ def test_the_onprem_tarball_installs_every_environment_offline_and_its_launcher_
             assert results and all(r.ok for r in results), results
     finally:
         shut_down(server)
+
+
+def check_the_tarballs_sbom(tarball: Path, prefix: Path, tmp_path: Path) -> None:
+    """`mlship sbom TARBALL` prints valid JSON (both formats) that lists every model and, per environment, exactly
+    what pip lists in the installed venv (install.sh leaves each venv = its lock)."""
+    docs = {}
+    for fmt in ("cyclonedx", "spdx"):
+        result = mlship("sbom", tarball, "--format", fmt)
+        assert result.returncode == 0, result.stderr
+        docs[fmt] = result.stdout
+        json.loads(result.stdout)
+    assert validate_cyclonedx(docs["cyclonedx"].strip()) is None and validate_spdx(docs["spdx"]) is None
+    folder = pip_folder(tmp_path / "pip")
+    listed = {env: distributions(subprocess.run(pip_list_command(str(prefix / "envs" / env / "bin" / "python"),
+                                                                 str(folder)),
+                                                capture_output=True, text=True, check=True, timeout=120).stdout)
+              for env in ("env1", "env2")}
+    assert sbom_environments(docs["cyclonedx"]) == listed
+    assert not any(name in ("pip", "setuptools") for env in listed.values() for name, _ in env)
+    assert {key: props["environment"] for key, props in sbom_models(docs["cyclonedx"]).items()} == {
+        ("tiny", "0.1.0"): "env1", ("pinned", "1.0.0"): "env1", ("pinned", "2.0.0"): "env2"}
+
+
+def test_a_denied_license_fails_the_service_tarball_and_writes_none(onprem_service: Path, wheel_cache: Path,
+                                                                     tmp_path: Path) -> None:
+    out = tmp_path / "dist"
+    result = mlship("build", "--target", "onprem", onprem_service, "--wheel-cache", wheel_cache, "-o", out,
+                    "--deny-licenses", "MIT", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    text = " ".join((result.stdout + result.stderr).split())
+    assert "six==1.17.0 (env2: pinned 2.0.0): MIT" in text and "Traceback" not in text, text
+    assert not out.exists() or list(out.iterdir()) == []
