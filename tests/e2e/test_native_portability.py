@@ -49,6 +49,7 @@ class Podman:
     here: cgroupfs and runc (systemd and crun are refused), no event log."""
 
     def __init__(self, binary: str, root: Path) -> None:
+        self.root = root
         self.base = [binary, "--root", str(root / "storage"), "--runroot", str(root / "run"),
                      "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--runtime", "runc",
                      "--events-backend", "none"]
@@ -68,8 +69,11 @@ class Podman:
         return name
 
     def close(self) -> None:
+        """Remove the containers, then the whole store (vfs copies every layer: about 1 GB here)."""
         for name in self.containers:
             self("rm", "-f", "-t", "2", name, check=False)
+        self("system", "reset", "--force", check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
