@@ -360,13 +360,18 @@ def write_archive(image: Image, dest: Path, tags: list[str]) -> Path:
     naming the same blobs): docker load, podman load, skopeo oci-archive: and docker-archive: all read it."""
     from ._registry import split_reference
 
+    # Each manifest named with its platform, from the config, so a reader choosing by platform (podman load warns
+    # without it) finds the image without opening it.
+    config = json.loads(image.store.read(image.config.digest))
+    platform = {key: config[key] for key in ("architecture", "os", "variant") if config.get(key)}
     manifest_desc = Descriptor(MANIFEST_TYPE, image.digest, len(image.manifest))
     refs = []
     for tag in tags:
         ref = split_reference(tag)
         refs.append(Descriptor(MANIFEST_TYPE, image.digest, len(image.manifest),
                                {REF_NAME: ref.tag, "io.containerd.image.name": ref.full}).to_json())
-    index = {"schemaVersion": 2, "mediaType": INDEX_TYPE, "manifests": refs or [manifest_desc.to_json()]}
+    manifests = [{**ref, "platform": platform} for ref in refs or [manifest_desc.to_json()]]
+    index = {"schemaVersion": 2, "mediaType": INDEX_TYPE, "manifests": manifests}
     docker = [{"Config": _blob_name(image.config.digest), "RepoTags": [split_reference(t).full for t in tags],
                "Layers": [_blob_name(layer.digest) for layer in image.layers]}]
     members: list[tuple[str, bytes | Path]] = [

@@ -102,6 +102,7 @@ def test_the_archive_is_an_oci_layout_and_a_docker_archive(tmp_path: Path) -> No
     ref = index["manifests"][0]
     assert ref["annotations"] == {"org.opencontainers.image.ref.name": "1",
                                   "io.containerd.image.name": "docker.io/library/base:1"}
+    assert ref["platform"] == {"architecture": "amd64", "os": "linux"}
     assert f"blobs/sha256/{ref['digest'][7:]}" in names
     assert docker[0]["RepoTags"] == ["docker.io/library/base:1"]
     assert {docker[0]["Config"], *docker[0]["Layers"]} <= names
