@@ -165,7 +165,7 @@ def build_docker_service(path: Path, options: DockerOptions) -> DockerServiceRes
     if native:
         from ._native_service import build_native_service
 
-        result = build_native_service(plan, options, tags=tags, base_image=base_image, step=step)
+        result = build_native_service(plan, options, tags=tags, base_image=base_image, policy=policy, step=step)
         result.timings["total"] = time.perf_counter() - started
         return result
     try:

@@ -9,10 +9,12 @@ The image templates/Dockerfile.service.jinja gives, from the pieces of the one-b
     one layer per model: its bundle at /app/models/NAME/VERSION, in the service file's order
     the service layer: /app/mlship.toml (each model's python its environment's), /app/mlship_runtime (the front),
         /etc/passwd with the service's user
-    the SBOM layer, when there is one: /opt/mlship/sbom.*.json
+    the SBOM layer: /opt/mlship/sbom.{cdx,spdx}.json (_service_sbom.py: every model, every environment's wheels,
+        the base by digest and its Debian packages), named by the labels
 
 so a change to one model's artifacts changes that model's layer, the SBOM layer (it lists every model's digest)
 and the config: the venvs, the other models and the service layer keep their digests and are not uploaded again.
+The license gate runs over every environment's wheels before any layer is written.
 The config is the final stage's (user, entrypoint, env, port, healthcheck, labels), taken from the same
 ServiceDockerfile the engine's Dockerfile is rendered from, so both builders make the same image.
 """
@@ -26,6 +28,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._paths import BUNDLE_RUNTIME_NAME, RUNTIME_DIR
+from ..sbom.artifacts import IMAGE_FILES, IMAGE_SBOM_DIR, image_files
+from ..sbom.document import BaseImage as SbomBase
+from ..sbom.licenses import LicensePolicy
+from ..sbom.packages import parse_dpkg_status
 from ._docker_build import default_tag
 from ._docker_context import APP_DIR
 from ._docker_service import DockerServiceResult
@@ -35,7 +41,6 @@ from ._docker_service_context import (
     ServiceDockerfile,
     dockerfile,
     env_python,
-    service_labels,
 )
 from ._native_build import (
     BASE_DIGEST_LABEL,
@@ -52,6 +57,7 @@ from ._native_build import (
 from ._oci import Layer, make_image, write_layer
 from ._oci_base import BaseImage
 from ._service_plan import ServicePlan
+from ._service_sbom import service_sbom
 from .wheelhouse import Wheelhouse
 
 if TYPE_CHECKING:
@@ -61,9 +67,9 @@ Step = Any  # Callable[[str], None]
 
 
 def build_native_service(plan: ServicePlan, options: DockerOptions, *, tags: list[str], base_image: str,
-                         step: Step) -> DockerServiceResult:
-    """Check the base, resolve every environment's wheels, write the layers and the config, then --output
-    (default: NAME-latest.image.tar beside the service file, without --push) and/or --push."""
+                         policy: LicensePolicy, step: Step) -> DockerServiceResult:
+    """Check the base, resolve every environment's wheels, apply the license gate, write the layers and the
+    config, then --output (default: NAME-latest.image.tar beside the service file, without --push) and/or --push."""
     timings: dict[str, float] = {}
     output = options.output
     if output is None and not options.push:
@@ -76,7 +82,12 @@ def build_native_service(plan: ServicePlan, options: DockerOptions, *, tags: lis
         houses = plan.resolve(Path(tmp) / "wheels", options.wheel_cache, step)
         timings["wheels"] = time.perf_counter() - mark
         mark = time.perf_counter()
-        native = _image(plan, checked, houses, base_image=base_image, tmp=Path(tmp), step=step)
+        base = checked.image
+        sbom = service_sbom(plan, houses, policy, kind="image", what=f"the image {tags[0]}",
+                            base=SbomBase(base.reference, base.digest, "manifest"),
+                            debian=parse_dpkg_status(base.dpkg_status() or ""))
+        native = _image(plan, checked, houses, image_files(sbom.contents), base_image=base_image, tmp=Path(tmp),
+                        step=step)
         timings["layers"] = time.perf_counter() - mark
     deliver(native, tags, output=output.resolve() if output else None, push=options.push,
             auth=options.registry_auth, step=step, timings=timings)
@@ -86,11 +97,13 @@ def build_native_service(plan: ServicePlan, options: DockerOptions, *, tags: lis
                                {env: len(house.lock) for env, house in houses.items()},
                                image_id=image.config.digest, tags=tags, size=image.size,
                                base_python=checked.version, layers=layers, digests=dict(native.pushed),
-                               timings=timings, builder="native", native=native)
+                               timings=timings, builder="native", native=native, sbom=dict(IMAGE_FILES),
+                               sbom_summary=sbom.summary, license_warnings=sbom.warnings)
 
 
-def _image(plan: ServicePlan, checked: CheckedBase, houses: dict[str, Wheelhouse], *, base_image: str, tmp: Path,
-           step: Step) -> NativeImage:
+def _image(plan: ServicePlan, checked: CheckedBase, houses: dict[str, Wheelhouse],
+           sbom: tuple[dict[str, bytes], dict[str, str]], *, base_image: str, tmp: Path, step: Step) -> NativeImage:
+    """The layers and the config; `sbom`: the SBOM's files by their path in the image, and the labels naming them."""
     base = checked.image
     store = base.store
     stage = dockerfile(plan, houses, base_image=base_image)
@@ -111,10 +124,14 @@ def _image(plan: ServicePlan, checked: CheckedBase, houses: dict[str, Wheelhouse
         kinds.append(planned.label)
     ours.append(_service_layer(plan, base, stage, tmp))
     kinds.append("service")
+    files, sbom_labels = sbom
+    ours.append(write_layer(store, _extra_entries(files), f"COPY sbom/ {IMAGE_SBOM_DIR}/ # mlship"))
+    kinds.append("sbom")
     build_hash = _build_hash(ours)
     # The engine build's label holds the hash of its context; here, of the layers mlship adds.
-    stage = dockerfile(plan, houses, base_image=base_image, digest=build_hash)
-    labels = {**dict(service_labels(plan, base_image, build_hash)), BASE_DIGEST_LABEL: base.digest}
+    stage = dockerfile(plan, houses, base_image=base_image, digest=build_hash, sbom_dest=IMAGE_SBOM_DIR,
+                       sbom_labels=sbom_labels)
+    labels = {**dict(stage.labels), BASE_DIGEST_LABEL: base.digest}
     config = image_config(base, stage, ours, labels, env=service_env(stage))
     image = make_image(store, config, [layer.descriptor for layer in (*base.layers, *ours)])
     return NativeImage(image, base, checked.version, ours, reused, kinds=kinds)

@@ -21,8 +21,10 @@ from typing import Any
 import pytest
 
 from mlship.bundle.verify import verify_bundle
+from mlship.sbom.document import validate_cyclonedx, validate_spdx
 from tests.e2e import test_native_build, test_service_targets
 from tests.support.docker import run_ready, write_tiny_bundle
+from tests.support.pip import distributions, pip_folder, pip_list_command
 
 pytestmark = [pytest.mark.e2e, pytest.mark.requires_docker]
 
@@ -72,9 +74,9 @@ def test_without_an_engine_the_service_is_built_natively_layer_by_layer(built: d
     assert data["digests"] == {built["tag"]: native["manifest_digest"]} == native["pushed"]
     assert [env["models"] for env in data["service"]["environments"]] == [["tiny 0.1.0", "pinned 1.0.0"],
                                                                          ["pinned 2.0.0"]]
-    # The base's layers as the registry has them, then env1, env2, the three models and the service layer.
+    # The base's layers as the registry has them, then env1, env2, the three models, the service layer, the SBOM.
     ours = [layer["digest"] for layer in native["layers"]][len(native["base"]["layers"]):]
-    assert len(ours) == 6 and len(set(ours)) == 6
+    assert len(ours) == 7 and len(set(ours)) == 7
 
 
 def test_skopeo_reads_the_config_from_the_registry(built: dict[str, Any], skopeo: str) -> None:
@@ -136,8 +138,8 @@ def engine_image(cli: Any, service: Path, base_image: str, wheel_cache: Path, to
 
 
 def _listing(client: Any, image: str) -> set[str]:
-    """Every path under /app and /opt/envs with its type and mode, and /etc/passwd's last line."""
-    script = ("import os, stat\nfor top in ('/app', '/opt/envs'):\n for d, ds, fs in os.walk(top):\n"
+    """Every path under /app, /opt/envs and /opt/mlship with its type and mode, and /etc/passwd's last line."""
+    script = ("import os, stat\nfor top in ('/app', '/opt/envs', '/opt/mlship'):\n for d, ds, fs in os.walk(top):\n"
               "  for n in ds + fs:\n   p = os.path.join(d, n); s = os.lstat(p)\n"
               "   print(p, stat.filemode(s.st_mode), s.st_uid, s.st_gid)\n"
               "print(open('/etc/passwd').read().splitlines()[-1])\n")
@@ -169,6 +171,48 @@ def test_the_engines_build_of_the_same_service_has_the_same_config_and_files(
     assert any(line.startswith("/app/models/pinned/2.0.0/mlship.json ") for line in native_files)
 
 
+def _environment(component: dict[str, Any]) -> str:
+    """The environment a CycloneDX component is in (a library) or served by (a model)."""
+    return next((p["value"] for p in component.get("properties", [])
+                 if p["name"] in ("mlship:environment", "mlship:model:environment")), "")
+
+
+def test_the_sbom_lists_every_environments_packages_as_pip_lists_them_in_the_container(
+        built: dict[str, Any], cli: Any, client: Any, tmp_path: Path) -> None:
+    data = built["data"]
+    assert data["sbom"] == {"cyclonedx": "/opt/mlship/sbom.cdx.json", "spdx": "/opt/mlship/sbom.spdx.json"}
+    result = cli("sbom", built["tar"])
+    assert result.exit_code == 0, result.output
+    assert validate_cyclonedx(result.stdout) is None
+    spdx = cli("sbom", built["tar"], "--format", "spdx")
+    assert spdx.exit_code == 0 and validate_spdx(spdx.stdout) is None
+    components = json.loads(result.stdout)["components"]
+    client.images.pull(built["tag"])
+    folder = pip_folder(tmp_path / "pip")
+    for env in ("env1", "env2"):
+        listed = client.containers.run(built["tag"], entrypoint=pip_list_command(f"/opt/envs/{env}/bin/python", "/pip"),
+                                       user="0", volumes={str(folder): {"bind": "/pip", "mode": "ro"}}, remove=True,
+                                       network_disabled=True).decode()
+        sbom = {(c["purl"].split("/", 1)[1].split("@")[0], c["version"]) for c in components
+                if c.get("purl", "").startswith("pkg:pypi/") and _environment(c) == env}
+        assert sbom == distributions(listed), env
+    models = [(c["name"], c["version"], _environment(c)) for c in components if c["type"] == "machine-learning-model"]
+    assert sorted(models) == [("pinned", "1.0.0", "env1"), ("pinned", "2.0.0", "env2"), ("tiny", "0.1.0", "env1")]
+    base = next(c for c in components if c["type"] == "container")
+    assert base["version"] == data["native"]["base"]["digest"]
+    assert any(c["name"] == "python3" and c["purl"].startswith("pkg:deb/debian/") for c in components)
+
+
+def test_a_denied_license_fails_the_build_naming_the_environments_and_models(
+        cli: Any, service: Path, base_ref: str, wheel_cache: Path, tmp_path: Path) -> None:
+    # six is MIT-licensed, in both environments.
+    code, _, output = build(cli, service, base_ref, wheel_cache, tmp_path / "oci", "--builder", "native",
+                            "--deny-licenses", "MIT")
+    assert code == 1 and "six==1.16.0 (env1: tiny 0.1.0, pinned 1.0.0)" in output, output
+    assert "six==1.17.0 (env2: pinned 2.0.0)" in output and "Traceback" not in output
+    assert not list(tmp_path.glob("*.tar")) and not (service.parent / "scoring-latest.image.tar").exists()
+
+
 def test_two_builds_give_the_same_digest(built: dict[str, Any], cli: Any, service: Path, base_ref: str,
                                          wheel_cache: Path, tmp_path: Path) -> None:
     # A cache of its own: both venvs are installed and every layer written again.
@@ -179,7 +223,7 @@ def test_two_builds_give_the_same_digest(built: dict[str, Any], cli: Any, servic
     assert data["native"]["manifest_digest"] == built["data"]["native"]["manifest_digest"]
 
 
-def test_a_change_to_one_models_artifacts_uploads_only_its_layer(
+def test_a_change_to_one_models_artifacts_uploads_only_its_layer_and_the_sboms(
         built: dict[str, Any], cli: Any, models: dict[str, Path], pair: dict[str, Path], base_ref: str,
         wheel_cache: Path, reg: str, registry_dir: Path, token: str, tmp_path: Path) -> None:
     retrained = write_tiny_bundle(tmp_path / "pinned-1", name="pinned", version="1.0.0", reports=OLD,
@@ -192,10 +236,11 @@ def test_a_change_to_one_models_artifacts_uploads_only_its_layer(
     assert code == 0, output
     first, second = built["data"]["native"]["layers"], data["native"]["layers"]
     differ = [i for i, (a, b) in enumerate(zip(first, second, strict=True)) if a["digest"] != b["digest"]]
-    # base..., env1, env2, tiny, pinned 1.0.0, pinned 2.0.0, service: pinned 1.0.0's only.
-    assert differ == [len(second) - 3], differ
+    # base..., env1, env2, tiny, pinned 1.0.0, pinned 2.0.0, service, SBOM: pinned 1.0.0's and the SBOM (which
+    # lists every model's digest).
+    assert differ == [len(second) - 4, len(second) - 1], differ
     assert data["native"]["reused"] == ["venv env1", "venv env2"]
-    expected = sorted([second[-3]["digest"], data["native"]["config_digest"]])
+    expected = sorted([second[-4]["digest"], second[-1]["digest"], data["native"]["config_digest"]])
     assert sorted(data["native"]["uploads"][tag]["uploaded"]) == expected
     requests = log.read_text(errors="replace")[len(before):]
     put = re.findall(r'"PUT /v2/mlship/scoring/blobs/uploads/[^"]*digest=(sha256(?::|%3A)[0-9a-f]{64})', requests)

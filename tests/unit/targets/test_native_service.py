@@ -12,11 +12,15 @@ from typing import Any
 
 import pytest
 
+from mlship.sbom.artifacts import IMAGE_FILES, image_files
+from mlship.sbom.document import BaseImage as SbomBase
+from mlship.sbom.licenses import LicensePolicy
 from mlship.targets._docker_service_context import dockerfile, render
 from mlship.targets._native_build import check_base
 from mlship.targets._native_service import _image
 from mlship.targets._oci import BlobStore, Layer
 from mlship.targets._service_plan import ServicePlan
+from mlship.targets._service_sbom import service_sbom
 from mlship.targets.wheelhouse import Wheelhouse
 from tests.support.docker import write_tiny_bundle
 from tests.unit.targets.test_oci import FILES, fake_base
@@ -38,7 +42,10 @@ def build(service: Path, base: str, tmp: Path) -> tuple[Any, dict[str, Any], Ser
     houses = {env.name: Wheelhouse(tmp, [], plan.python, PLATFORM) for env in plan.environments}
     checked = check_base(base, plan.python, PLATFORM, auth=None, step=lambda message: None)
     tmp.mkdir(exist_ok=True)
-    native = _image(plan, checked, houses, base_image=base, tmp=tmp, step=lambda message: None)
+    sbom = service_sbom(plan, houses, LicensePolicy(), kind="image", what="the image",
+                        base=SbomBase(base, checked.image.digest, "manifest"))
+    native = _image(plan, checked, houses, image_files(sbom.contents), base_image=base, tmp=tmp,
+                    step=lambda message: None)
     config = json.loads(native.image.store.read(native.image.config.digest))
     return native, config, plan
 
@@ -51,9 +58,11 @@ def files(store: BlobStore, layer: Layer) -> dict[str, bytes]:
 def test_one_venv_per_environment_one_layer_per_model_then_the_service(service_file: Path, base: str,
                                                                        tmp_path: Path) -> None:
     native, _, _ = build(service_file, base, tmp_path / "a")
-    assert native.kinds == ["venv env1", "venv env2", "tiny 0.1.0", "pinned 1.0.0", "pinned 2.0.0", "service"]
+    assert native.kinds == ["venv env1", "venv env2", "tiny 0.1.0", "pinned 1.0.0", "pinned 2.0.0", "service",
+                            "sbom"]
     store = native.image.store
-    venv1, venv2, tiny, old, new, service = (files(store, layer) for layer in native.new_layers)
+    venv1, venv2, tiny, old, new, service, sbom = (files(store, layer) for layer in native.new_layers)
+    assert sorted(sbom) == sorted(path.lstrip("/") for path in IMAGE_FILES.values())
     assert "opt/envs/env1/pyvenv.cfg" in venv1 and all(p.startswith("opt/envs/env2/") for p in venv2)
     assert b"command = /usr/bin/python3.11 -m venv /opt/envs/env2\n" in venv2["opt/envs/env2/pyvenv.cfg"]
     assert "app/models/tiny/0.1.0/artifacts/values.pkl" in tiny
@@ -71,7 +80,8 @@ def test_the_config_is_the_service_dockerfiles_final_stage(service_file: Path, b
     native, config, plan = build(service_file, base, tmp_path / "a")
     labels = config["config"]["Labels"]
     houses = {env.name: Wheelhouse(tmp_path, [], plan.python, PLATFORM) for env in plan.environments}
-    final = render(dockerfile(plan, houses, base_image=base, digest=labels["io.mlship.context-hash"]))
+    final = render(dockerfile(plan, houses, base_image=base, digest=labels["io.mlship.context-hash"],
+                              sbom_dest="/opt/mlship", sbom_labels={k: v for k, v in labels.items() if ".sbom." in k}))
     final = final[final.rindex("\nFROM "):]
 
     def instruction(name: str) -> str:
@@ -107,7 +117,8 @@ def test_reproducible_and_a_model_change_touches_its_layer_only(service_file: Pa
     changed, _, _ = build(service_file, base, tmp_path / "c")
     differ = [kind for kind, a, b in zip(first.kinds, first.new_layers, changed.new_layers, strict=True)
               if a.descriptor.digest != b.descriptor.digest]
-    assert differ == ["pinned 1.0.0"]
+    # The SBOM lists every model's digest: it changes with any of them.
+    assert differ == ["pinned 1.0.0", "sbom"]
     assert changed.image.config.digest != first.image.config.digest
 
 
