@@ -74,7 +74,7 @@ TARGET = Target(
                "with --output).", default="auto", envvar="MLSHIP_BUILDER"),
         Option("output", ("-o", "--output"), Path, "Native builder: write the image as one tar that docker load, "
                "podman load and skopeo (oci-archive: and docker-archive:) read (default, without --push: "
-               "NAME-VERSION.image.tar beside the bundle)."),
+               "NAME-VERSION.image.tar beside the bundle, SERVICE-latest.image.tar beside a service file)."),
         Option("registry_auth", ("--registry-auth",), str | None, "Native builder: USER:PASSWORD for the "
                "registries of --base-image and --push (default: ~/.docker/config.json and its credential helpers).",
                envvar="MLSHIP_REGISTRY_AUTH"),
