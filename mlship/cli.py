@@ -418,6 +418,9 @@ def _applied(change: Any, no_reload: bool, pid_file: Path | None) -> None:
     except NoServerRunning:
         display_success(f"wrote {change.source} ({what}); no server is running for it, so none was reloaded")
         return
+    except MlshipError as exc:  # the file is written: say so, then why its server was not told
+        raise MlshipError(f"wrote {change.source} ({what}), but could not reload its server: {exc.message}",
+                          hint=exc.hint) from None
     if not result.ok:
         summary = result.status.get("summary") if result.status else None
         raise MlshipError(f"wrote {change.source} ({what}), but its server's reload did not succeed: {summary}",

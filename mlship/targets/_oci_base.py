@@ -33,7 +33,7 @@ from ._oci import (
     gzip_blob,
     oci_media_type,
 )
-from ._registry import Reference, RegistryClient, find_credentials, split_reference
+from ._registry import Reference, RegistryClient, RegistryUnreachable, find_credentials, split_reference
 from .wheelhouse import Platform
 
 _ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
@@ -101,7 +101,12 @@ def resolve_base(text: str, store: BlobStore, platform: Platform, *, auth: str |
     ref = split_reference(text)
     client = RegistryClient(ref, find_credentials(ref.registry, auth))
     step(f"reading base image {text} from {client.host}")
-    data, media_type, digest = client.get_manifest(ref.reference)
+    try:
+        data, media_type, digest = client.get_manifest(ref.reference)
+    except RegistryUnreachable as exc:  # an offline host can still build from a base it has as a file
+        raise BuildError(exc.message, hint=f"{exc.hint}; or, offline, give the base as a file: --base-image "
+                         "docker-archive:FILE (`docker save IMAGE -o FILE` where an engine is) or oci-archive:FILE "
+                         "(`skopeo copy docker://IMAGE oci-archive:FILE`)") from None
     if media_type in (INDEX_TYPE, DOCKER_LIST):
         chosen = _choose(json.loads(data), platform, text)
         data, media_type, digest = client.get_manifest(chosen)

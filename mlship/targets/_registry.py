@@ -311,9 +311,13 @@ class RegistryClient:
                           hint=_AUTH_HINT.format(registry=self.ref.registry))
 
     def _unreachable(self, exc: BaseException) -> BuildError:
-        return BuildError(f"registry {self.host} is unreachable at {self.scheme}://{self.host}/v2/: {exc}",
-                          hint="check the registry's host and port and that it is running; a registry on "
-                          "another host must speak HTTPS (or be listed in MLSHIP_INSECURE_REGISTRIES)")
+        return RegistryUnreachable(f"registry {self.host} is unreachable at {self.scheme}://{self.host}/v2/: {exc}",
+                                   hint="check the registry's host and port and that it is running; a registry on "
+                                   "another host must speak HTTPS (or be listed in MLSHIP_INSECURE_REGISTRIES)")
+
+
+class RegistryUnreachable(BuildError):
+    """No answer from the registry at all (as opposed to an answer that refuses)."""
 
 
 def _open_url(method: str, url: str, headers: dict[str, str],

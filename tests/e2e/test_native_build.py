@@ -249,6 +249,7 @@ def test_an_unreachable_registry_is_a_clear_error(cli: Any, tiny: Path, wheel_ca
     assert code == 1
     assert f"error: registry {address} is unreachable at http://{address}/v2/" in output
     assert "check the registry's host and port" in output and "Traceback" not in output
+    assert "offline, give the base as a file: --base-image docker-archive:FILE" in output  # the base's registry
 
 
 def test_a_refused_login_names_the_registry_and_the_status(cli: Any, tiny: Path, wheel_cache: Path,

@@ -231,6 +231,16 @@ def test_cli_promote_without_a_server_writes_the_file_and_says_so(cli: Any, sour
     assert source.read_text() == TEMPLATE
 
 
+def test_cli_promote_whose_server_cannot_be_found_says_the_file_was_written(cli: Any, source: Path,
+                                                                            tmp_path: Path) -> None:
+    pid_file = tmp_path / "server.pid"
+    pid_file.write_text("not-a-pid\n")
+    result = cli("promote", source, "fraud", "2.0.0", "--pid-file", pid_file)
+    assert result.exit_code == 1
+    assert f"wrote {source} (fraud: 1.0.0 -> 2.0.0), but could not reload its server: the pid file" in result.output
+    assert 'default = "2.0.0"' in source.read_text()
+
+
 def test_the_promoted_versions_golden_cases_are_replayed_before_the_file_is_written(
         source: Path, tmp_path: Path, replayed: list[tuple[Path, str | None]]) -> None:
     change = promote(source, "fraud", "2.0.0")
