@@ -24,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from ..bundle.digest import bundle_digest
 from ..bundle.manifest import canonical
 from ..errors import MlshipError, bundle_errors
 from ..runtime import _contract as contract
@@ -106,11 +107,7 @@ def artifact_contents(bundle: Bundle, kind: str, packages: list[PythonPackage], 
     model = bundle_model(manifest, len(bundle.golden.cases), model_class=model_class_of(bundle.path))
     return Contents(kind=kind, name=manifest.name, version=manifest.version, created=manifest.created_at,
                     model=model, packages=tuple(packages), base=base, debian=tuple(debian), platform=platform,
-                    properties=(("bundle:digest", _bundle_digest(bundle.path)),))
-
-
-def _bundle_digest(bundle: Path) -> str:
-    return "sha256:" + contract.sha256_file(bundle / contract.MANIFEST_NAME)
+                    properties=(("bundle:digest", bundle_digest(bundle.path)),))
 
 
 def service_contents(plan: ServicePlan, packages: Mapping[str, list[PythonPackage]], *, kind: str, platform: str,
@@ -125,7 +122,7 @@ def service_contents(plan: ServicePlan, packages: Mapping[str, list[PythonPackag
         with bundle_errors(planned.model.bundle):
             bundle = contract.read(planned.model.bundle)
         model = bundle_model(bundle.manifest, len(bundle.golden.cases), model_class=model_class_of(bundle.path))
-        models.append(replace(model, environment=planned.environment, bundle_digest=_bundle_digest(bundle.path)))
+        models.append(replace(model, environment=planned.environment, bundle_digest=bundle_digest(bundle.path)))
     # The service has no version of its own: a digest of its models' bundles, so it changes when any of them does.
     version = hashlib.sha256(" ".join(m.bundle_digest or "" for m in models).encode()).hexdigest()[:12]
     environments = tuple(Environment(env.name, tuple(sorted(packages[env.name], key=lambda p: p.key)))
