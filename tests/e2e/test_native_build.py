@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 import subprocess
 import urllib.request
 import uuid
@@ -29,7 +28,7 @@ from mlship.targets._native_build import push_image
 from mlship.targets._oci import BlobStore, Entry, make_image, write_archive, write_layer
 from mlship.targets._oci_base import resolve_base
 from mlship.targets.wheelhouse import parse_platform
-from tests.support.docker import _missing, run_ready, start_registry, token_auth, write_tiny_bundle
+from tests.support.docker import run_ready, start_registry, token_auth, write_tiny_bundle
 from tests.support.pip import sbom_distributions
 from tests.support.servers import free_port
 from tests.support.token_service import TokenService
@@ -43,14 +42,6 @@ _HTPASSWD = "mlship:$2b$04$Uv.ROGhcqcei3pJjYwsoJ.wC68b26Z7g8DOC2wGyHkqB/rYPkEDsW
 @pytest.fixture(scope="module")
 def token() -> str:
     return uuid.uuid4().hex[:10]
-
-
-@pytest.fixture(scope="module")
-def skopeo() -> str:
-    found = shutil.which("skopeo")
-    if found is None:
-        _missing("skopeo is not installed (apt-get install -y skopeo)")
-    return str(found)
 
 
 @pytest.fixture(scope="module")

@@ -88,14 +88,6 @@ def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
 
 
 @pytest.fixture(scope="module")
-def skopeo() -> str:
-    found = shutil.which("skopeo")
-    if found is None:
-        _missing("skopeo is not installed (apt-get install -y skopeo)")
-    return str(found)
-
-
-@pytest.fixture(scope="module")
 def amd64_base(base_image: str, skopeo: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """The test base image (made by the engine from Debian packages) as an oci-archive: tar."""
     path = tmp_path_factory.mktemp("portable-base") / "base.tar"

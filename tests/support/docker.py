@@ -150,6 +150,15 @@ def _missing(what: str) -> None:
     pytest.skip(what)
 
 
+@pytest.fixture(scope="session")
+def skopeo() -> str:
+    """Debian's skopeo, which reads what the native builder pushes and writes."""
+    found = shutil.which("skopeo")
+    if found is None:
+        _missing("skopeo is not installed (apt-get install -y skopeo)")
+    return str(found)
+
+
 @pytest.fixture(scope="session", name="base_image")
 def base_image_fixture() -> str:
     """A local base image with this Python's major.minor; built once per machine, cached by tag."""

@@ -19,3 +19,18 @@ def bundle_copy(source: Path, dest: Path, name: str, version: str = "0.1.0", **m
     data.update(name=name, version=version, **manifest)
     (dest / MANIFEST_NAME).write_text(json.dumps(data, indent=2))
     return dest
+
+
+def write_split_service(folder: Path) -> Path:
+    """A service file of three tiny bundles in `folder`: `tiny`, and `pinned` 1.0.0 and 2.0.0 reporting six 1.16.0
+    and 1.17.0 (two environments; 2.0.0 the default)."""
+    from tests.support.docker import write_tiny_bundle
+
+    dist = folder / "dist"
+    write_tiny_bundle(dist / "tiny")
+    write_tiny_bundle(dist / "old", name="pinned", version="1.0.0", reports="six==1.16.0")
+    write_tiny_bundle(dist / "new", name="pinned", version="2.0.0", reports="six==1.17.0")
+    path = folder / "mlship.toml"
+    path.write_text('[service]\nname = "scoring"\n\n[[models]]\nbundle = "dist/tiny"\n\n[[models]]\n'
+                    'bundle = "dist/old"\n\n[[models]]\nbundle = "dist/new"\n\n[routes.pinned]\ndefault = "2.0.0"\n')
+    return path

@@ -16,21 +16,14 @@ from mlship.sbom.licenses import License, LicenseError, LicensePolicy
 from mlship.sbom.packages import DebPackage, PythonPackage
 from mlship.targets._service_plan import ServicePlan
 from mlship.targets.wheelhouse import parse_platform
-from tests.support.docker import write_tiny_bundle
+from tests.support.services import write_split_service
 
 PLATFORM = parse_platform("linux/amd64")
 
 
 @pytest.fixture
 def plan(tmp_path: Path) -> ServicePlan:
-    dist = tmp_path / "dist"
-    write_tiny_bundle(dist / "tiny")
-    write_tiny_bundle(dist / "old", name="pinned", version="1.0.0", reports="six==1.16.0")
-    write_tiny_bundle(dist / "new", name="pinned", version="2.0.0", reports="six==1.17.0")
-    path = tmp_path / "mlship.toml"
-    path.write_text('[service]\nname = "scoring"\n\n[[models]]\nbundle = "dist/tiny"\n\n[[models]]\n'
-                    'bundle = "dist/old"\n\n[[models]]\nbundle = "dist/new"\n\n[routes.pinned]\ndefault = "2.0.0"\n')
-    return ServicePlan.from_file(path, PLATFORM)
+    return ServicePlan.from_file(write_split_service(tmp_path), PLATFORM)
 
 
 def package(name: str, version: str, expression: str | None) -> PythonPackage:

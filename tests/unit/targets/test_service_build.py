@@ -18,6 +18,7 @@ from mlship.targets._docker_service_context import write_service_context
 from mlship.targets._service_plan import ServicePlan
 from mlship.targets.wheelhouse import LockedWheel, Wheelhouse, parse_platform
 from tests.support.docker import write_tiny_bundle
+from tests.support.services import write_split_service
 from tests.support.wheels import make_wheel
 
 PLATFORM = parse_platform("linux/amd64")
@@ -25,14 +26,7 @@ PLATFORM = parse_platform("linux/amd64")
 
 @pytest.fixture
 def service_file(tmp_path: Path) -> Path:
-    dist = tmp_path / "dist"
-    write_tiny_bundle(dist / "tiny")
-    write_tiny_bundle(dist / "old", name="pinned", version="1.0.0", reports="six==1.16.0")
-    write_tiny_bundle(dist / "new", name="pinned", version="2.0.0", reports="six==1.17.0")
-    path = tmp_path / "mlship.toml"
-    path.write_text('[service]\nname = "scoring"\n\n[[models]]\nbundle = "dist/tiny"\n\n[[models]]\n'
-                    'bundle = "dist/old"\n\n[[models]]\nbundle = "dist/new"\n\n[routes.pinned]\ndefault = "2.0.0"\n')
-    return path
+    return write_split_service(tmp_path)
 
 
 def fake_houses(plan: ServicePlan, root: Path) -> dict[str, Wheelhouse]:
