@@ -28,10 +28,10 @@ from tests.support.pip import distributions, pip_folder, pip_list_command
 
 pytestmark = [pytest.mark.e2e, pytest.mark.requires_docker]
 
-# Fixtures of those modules, found here by name (module-scoped: this module gets its own registry and token).
-token, skopeo, registry_dir, reg, base_ref = (test_native_build.token, test_native_build.skopeo,
-                                              test_native_build.registry_dir, test_native_build.reg,
-                                              test_native_build.base_ref)
+# Fixtures of those modules, found here by name (module-scoped: this module gets its own registry and token);
+# skopeo is tests/support/docker.py's.
+token, registry_dir, reg, base_ref = (test_native_build.token, test_native_build.registry_dir,
+                                      test_native_build.reg, test_native_build.base_ref)
 client, pair = test_native_build.client, test_service_targets.pair
 write_service, answers_of_the_pair, OLD = (test_service_targets.write_service, test_service_targets.answers_of_the_pair,
                                            test_service_targets.OLD)
